@@ -1,0 +1,69 @@
+// Scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention computes it:
+// libtorch's fused kernel where it has one, and the composed formula otherwise. Grouped-query
+// attention repeats each key/value head for its group of query heads (HF's repeat_kv).
+import { native } from "./native.ts";
+import { Tensor, full, tidy } from "./tensor.ts";
+
+export interface AttentionOptions {
+  /** Additive float mask broadcastable to [B, H, T, S] (0 keeps, -inf drops), or a bool mask (true keeps). */
+  mask?: Tensor | null;
+  /** Query i attends to keys up to i + (S - T): the queries are the last T of S positions. */
+  isCausal?: boolean;
+  dropoutP?: number;
+  /** Defaults to 1/sqrt(D); another value uses the composed path. */
+  scale?: number;
+}
+
+/** q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv -> [B, Hq, T, D]. */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  return tidy(() => {
+    const [key, value] = repeatKv(q, k, v);
+    const D = q.shape[3]!;
+    if (options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) {
+      return attentionComposed(q, key, value, options);
+    }
+    let mask = options.mask ?? null;
+    const T = q.shape[2]!;
+    const S = key.shape[2]!;
+    if ((mask && options.isCausal) || (options.isCausal && T !== S)) {
+      // The fused kernel takes a mask or causality, not both, and aligns causality to the first
+      // key; with a KV cache the queries are the last T of S positions, so compose instead.
+      return attentionComposed(q, key, value, options);
+    }
+    if (mask && mask.dtype === "bool") mask = full(mask.shape, 0).maskedFill(mask.logicalNot(), -Infinity);
+    return new Tensor(native.sdpa(q.id, key.id, value.id, mask ? mask.id : null, options.dropoutP ?? 0, options.isCausal ?? false));
+  });
+}
+
+/** softmax(q kᵀ · scale + mask) v, written out; the reference for the fused kernel. */
+export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  return tidy(() => {
+    const [key, value] = repeatKv(q, k, v);
+    const [T, D] = [q.shape[2]!, q.shape[3]!];
+    const S = key.shape[2]!;
+    const scale = options.scale ?? 1 / Math.sqrt(D);
+    let scores = q.matmul(key.transpose(-2, -1)).mul(scale); // [B, H, T, S]
+    if (options.isCausal) {
+      // Query i sees keys up to i + (S - T): the last T positions of a cache of length S.
+      const blocked = full([T, S], 1, { dtype: "bool" }).triu(S - T + 1);
+      scores = scores.maskedFill(blocked, -Infinity);
+    }
+    if (options.mask) {
+      scores = options.mask.dtype === "bool" ? scores.maskedFill(options.mask.logicalNot(), -Infinity) : scores.add(options.mask);
+    }
+    let weights = scores.softmax(-1);
+    if (options.dropoutP) weights = new Tensor(native.dropout(weights.id, options.dropoutP, true));
+    return weights.matmul(value);
+  });
+}
+
+function repeatKv(q: Tensor, k: Tensor, v: Tensor): [Tensor, Tensor] {
+  const queryHeads = q.shape[1]!;
+  const kvHeads = k.shape[1]!;
+  if (queryHeads === kvHeads) return [k, v];
+  if (queryHeads % kvHeads !== 0) {
+    throw new Error(`attention: ${queryHeads} query heads are not a multiple of ${kvHeads} key/value heads`);
+  }
+  const groups = queryHeads / kvHeads;
+  return [k.repeatInterleave(groups, 1), v.repeatInterleave(groups, 1)];
+}

@@ -1,0 +1,77 @@
+// What the engine runs on: libtorch version, the BLAS actually loaded, threads and devices.
+// Printed by `lmf env`; the BLAS line matters because Debian's libtorch on the reference BLAS
+// is ~15x slower at matmul than on OpenBLAS.
+import { readFileSync, realpathSync } from "node:fs";
+import { native } from "./native.ts";
+import { randn, tidy } from "./tensor.ts";
+
+export interface EngineInfo {
+  torchVersion: string;
+  blas: string;
+  blasLibrary: string | null;
+  threads: number;
+  cudaAvailable: boolean;
+  cudaDevices: number;
+  cpuCapability: string | null;
+}
+
+/** The BLAS shared library mapped into this process (after one matmul has loaded it). */
+function loadedBlas(): string | null {
+  tidy(() => randn([8, 8]).matmul(randn([8, 8])));
+  let maps: string;
+  try {
+    maps = readFileSync("/proc/self/maps", "utf8");
+  } catch {
+    return null;
+  }
+  const paths = new Set(
+    maps
+      .split("\n")
+      .map((line) => line.slice(line.indexOf("/")))
+      .filter((path) => path.startsWith("/") && /lib(open)?blas|libmkl|libblis|libflexiblas/.test(path)),
+  );
+  const real = [...paths].map((path) => {
+    try {
+      return realpathSync(path);
+    } catch {
+      return path;
+    }
+  });
+  return real.sort((a, b) => Number(/openblas|mkl|blis/.test(b)) - Number(/openblas|mkl|blis/.test(a)))[0] ?? null;
+}
+
+export function engineInfo(): EngineInfo {
+  const build = native.build_info();
+  const library = loadedBlas();
+  let blas = "unknown";
+  if (library) {
+    if (/openblas/.test(library)) blas = "OpenBLAS";
+    else if (/mkl/.test(library)) blas = "MKL";
+    else if (/blis/.test(library)) blas = "BLIS";
+    else if (/blas\/libblas|libblas\.so/.test(library)) blas = "reference BLAS (slow: install libopenblas0-pthread)";
+  } else if (/MKL/.test(build.config) && /BLAS_INFO=mkl/.test(build.config)) {
+    blas = "MKL (linked)";
+  }
+  const capability = /CPU capability usage: (\S+)/.exec(build.config)?.[1] ?? null;
+  return {
+    torchVersion: build.torch_version,
+    blas,
+    blasLibrary: library,
+    threads: build.num_threads,
+    cudaAvailable: build.cuda_available,
+    cudaDevices: build.cuda_device_count,
+    cpuCapability: capability,
+  };
+}
+
+export function engineReport(): string {
+  const info = engineInfo();
+  return [
+    `libtorch       ${info.torchVersion}`,
+    `BLAS           ${info.blas}${info.blasLibrary ? ` (${info.blasLibrary})` : ""}`,
+    `CPU kernels    ${info.cpuCapability ?? "unknown"}`,
+    `threads        ${info.threads}`,
+    `devices        cpu${info.cudaAvailable ? `, cuda x${info.cudaDevices}` : " (no CUDA in this libtorch build or no GPU)"}`,
+    `node           ${process.version}`,
+  ].join("\n");
+}
