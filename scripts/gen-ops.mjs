@@ -14,6 +14,7 @@ const argTypes = {
   i: { read: "int64_t {n} = lmf::int_arg(info, {i}, \"{op}\", \"{n}\");", ts: "number" },
   "i?": { read: "c10::optional<int64_t> {n} = lmf::opt_int_arg(info, {i}, \"{op}\", \"{n}\");", ts: "number | null" },
   f: { read: "double {n} = lmf::double_arg(info, {i}, \"{op}\", \"{n}\");", ts: "number" },
+  n: { read: "at::Scalar {n} = lmf::scalar_arg(info, {i}, \"{op}\", \"{n}\");", ts: "number" },
   "f?": { read: "c10::optional<double> {n} = lmf::opt_double_arg(info, {i}, \"{op}\", \"{n}\");", ts: "number | null" },
   b: { read: "bool {n} = lmf::bool_arg(info, {i}, \"{op}\", \"{n}\");", ts: "boolean" },
   I: {

@@ -51,7 +51,7 @@ Napi::Value op_ones(const Napi::CallbackInfo& info) {
 Napi::Value op_full(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<int64_t> shape_values = lmf::int_list_arg(info, 0, "full", "shape"); at::IntArrayRef shape(shape_values);
-  double value = lmf::double_arg(info, 1, "full", "value");
+  at::Scalar value = lmf::scalar_arg(info, 1, "full", "value");
   at::ScalarType dtype = lmf::dtype_arg(info, 2, "full", "dtype");
   at::Device device = lmf::device_arg(info, 3, "full", "device");
   try {
@@ -193,7 +193,7 @@ Napi::Value op_empty_like(const Napi::CallbackInfo& info) {
 Napi::Value op_full_like(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "full_like", "self");
-  double value = lmf::double_arg(info, 1, "full_like", "value");
+  at::Scalar value = lmf::scalar_arg(info, 1, "full_like", "value");
   try {
     return lmf::wrap_tensor(env, at::full_like(self, value));
   } catch (const Napi::Error&) {
@@ -626,7 +626,7 @@ Napi::Value op_scatter_value(const Napi::CallbackInfo& info) {
   const at::Tensor& self = lmf::tensor_arg(info, 0, "scatter_value", "self");
   int64_t dim = lmf::int_arg(info, 1, "scatter_value", "dim");
   const at::Tensor& index = lmf::tensor_arg(info, 2, "scatter_value", "index");
-  double value = lmf::double_arg(info, 3, "scatter_value", "value");
+  at::Scalar value = lmf::scalar_arg(info, 3, "scatter_value", "value");
   try {
     return lmf::wrap_tensor(env, at::scatter(self, dim, index, value));
   } catch (const Napi::Error&) {
@@ -670,7 +670,7 @@ Napi::Value op_masked_fill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "masked_fill", "self");
   const at::Tensor& mask = lmf::tensor_arg(info, 1, "masked_fill", "mask");
-  double value = lmf::double_arg(info, 2, "masked_fill", "value");
+  at::Scalar value = lmf::scalar_arg(info, 2, "masked_fill", "value");
   try {
     return lmf::wrap_tensor(env, at::masked_fill(self, mask, value));
   } catch (const Napi::Error&) {
@@ -737,7 +737,7 @@ Napi::Value op_add(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "add", "self");
   const at::Tensor& other = lmf::tensor_arg(info, 1, "add", "other");
-  double alpha = lmf::double_arg(info, 2, "add", "alpha");
+  at::Scalar alpha = lmf::scalar_arg(info, 2, "add", "alpha");
   try {
     return lmf::wrap_tensor(env, at::add(self, other, alpha));
   } catch (const Napi::Error&) {
@@ -750,7 +750,7 @@ Napi::Value op_add(const Napi::CallbackInfo& info) {
 Napi::Value op_add_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "add_scalar", "self");
-  double other = lmf::double_arg(info, 1, "add_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "add_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::add(self, other));
   } catch (const Napi::Error&) {
@@ -764,7 +764,7 @@ Napi::Value op_sub(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "sub", "self");
   const at::Tensor& other = lmf::tensor_arg(info, 1, "sub", "other");
-  double alpha = lmf::double_arg(info, 2, "sub", "alpha");
+  at::Scalar alpha = lmf::scalar_arg(info, 2, "sub", "alpha");
   try {
     return lmf::wrap_tensor(env, at::sub(self, other, alpha));
   } catch (const Napi::Error&) {
@@ -790,7 +790,7 @@ Napi::Value op_mul(const Napi::CallbackInfo& info) {
 Napi::Value op_mul_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "mul_scalar", "self");
-  double other = lmf::double_arg(info, 1, "mul_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "mul_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::mul(self, other));
   } catch (const Napi::Error&) {
@@ -816,7 +816,7 @@ Napi::Value op_div(const Napi::CallbackInfo& info) {
 Napi::Value op_div_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "div_scalar", "self");
-  double other = lmf::double_arg(info, 1, "div_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "div_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::div(self, other));
   } catch (const Napi::Error&) {
@@ -829,7 +829,7 @@ Napi::Value op_div_scalar(const Napi::CallbackInfo& info) {
 Napi::Value op_rsub_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "rsub_scalar", "self");
-  double other = lmf::double_arg(info, 1, "rsub_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "rsub_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::rsub(self, other));
   } catch (const Napi::Error&) {
@@ -982,6 +982,19 @@ Napi::Value op_pow_tensor(const Napi::CallbackInfo& info) {
     throw;
   } catch (const std::exception& error) {
     lmf::throw_op_error(env, "pow_tensor", error, {{"self", &self}, {"exponent", &exponent}});
+  }
+}
+
+Napi::Value op_pow_scalar_base(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double base = lmf::double_arg(info, 0, "pow_scalar_base", "base");
+  const at::Tensor& exponent = lmf::tensor_arg(info, 1, "pow_scalar_base", "exponent");
+  try {
+    return lmf::wrap_tensor(env, at::pow(base, exponent));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "pow_scalar_base", error, {{"exponent", &exponent}});
   }
 }
 
@@ -1188,7 +1201,7 @@ Napi::Value op_lerp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "lerp", "self");
   const at::Tensor& end = lmf::tensor_arg(info, 1, "lerp", "end");
-  double weight = lmf::double_arg(info, 2, "lerp", "weight");
+  at::Scalar weight = lmf::scalar_arg(info, 2, "lerp", "weight");
   try {
     return lmf::wrap_tensor(env, at::lerp(self, end, weight));
   } catch (const Napi::Error&) {
@@ -1214,7 +1227,7 @@ Napi::Value op_eq(const Napi::CallbackInfo& info) {
 Napi::Value op_eq_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "eq_scalar", "self");
-  double other = lmf::double_arg(info, 1, "eq_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "eq_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::eq(self, other));
   } catch (const Napi::Error&) {
@@ -1240,7 +1253,7 @@ Napi::Value op_ne(const Napi::CallbackInfo& info) {
 Napi::Value op_ne_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "ne_scalar", "self");
-  double other = lmf::double_arg(info, 1, "ne_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "ne_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::ne(self, other));
   } catch (const Napi::Error&) {
@@ -1266,7 +1279,7 @@ Napi::Value op_lt(const Napi::CallbackInfo& info) {
 Napi::Value op_lt_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "lt_scalar", "self");
-  double other = lmf::double_arg(info, 1, "lt_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "lt_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::lt(self, other));
   } catch (const Napi::Error&) {
@@ -1292,7 +1305,7 @@ Napi::Value op_le(const Napi::CallbackInfo& info) {
 Napi::Value op_le_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "le_scalar", "self");
-  double other = lmf::double_arg(info, 1, "le_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "le_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::le(self, other));
   } catch (const Napi::Error&) {
@@ -1318,7 +1331,7 @@ Napi::Value op_gt(const Napi::CallbackInfo& info) {
 Napi::Value op_gt_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "gt_scalar", "self");
-  double other = lmf::double_arg(info, 1, "gt_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "gt_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::gt(self, other));
   } catch (const Napi::Error&) {
@@ -1344,7 +1357,7 @@ Napi::Value op_ge(const Napi::CallbackInfo& info) {
 Napi::Value op_ge_scalar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "ge_scalar", "self");
-  double other = lmf::double_arg(info, 1, "ge_scalar", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "ge_scalar", "other");
   try {
     return lmf::wrap_tensor(env, at::ge(self, other));
   } catch (const Napi::Error&) {
@@ -1773,7 +1786,7 @@ Napi::Value op_baddbmm(const Napi::CallbackInfo& info) {
   const at::Tensor& batch1 = lmf::tensor_arg(info, 1, "baddbmm", "batch1");
   const at::Tensor& batch2 = lmf::tensor_arg(info, 2, "baddbmm", "batch2");
   double beta = lmf::double_arg(info, 3, "baddbmm", "beta");
-  double alpha = lmf::double_arg(info, 4, "baddbmm", "alpha");
+  at::Scalar alpha = lmf::scalar_arg(info, 4, "baddbmm", "alpha");
   try {
     return lmf::wrap_tensor(env, at::baddbmm(self, batch1, batch2, beta, alpha));
   } catch (const Napi::Error&) {
@@ -1908,7 +1921,7 @@ Napi::Value op_add_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "add_", "self");
   const at::Tensor& other = lmf::tensor_arg(info, 1, "add_", "other");
-  double alpha = lmf::double_arg(info, 2, "add_", "alpha");
+  at::Scalar alpha = lmf::scalar_arg(info, 2, "add_", "alpha");
   try {
     self.add_(other, alpha); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -1921,7 +1934,7 @@ Napi::Value op_add_(const Napi::CallbackInfo& info) {
 Napi::Value op_add_scalar_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "add_scalar_", "self");
-  double other = lmf::double_arg(info, 1, "add_scalar_", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "add_scalar_", "other");
   try {
     self.add_(other); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -1935,7 +1948,7 @@ Napi::Value op_sub_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "sub_", "self");
   const at::Tensor& other = lmf::tensor_arg(info, 1, "sub_", "other");
-  double alpha = lmf::double_arg(info, 2, "sub_", "alpha");
+  at::Scalar alpha = lmf::scalar_arg(info, 2, "sub_", "alpha");
   try {
     self.sub_(other, alpha); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -1961,7 +1974,7 @@ Napi::Value op_mul_(const Napi::CallbackInfo& info) {
 Napi::Value op_mul_scalar_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "mul_scalar_", "self");
-  double other = lmf::double_arg(info, 1, "mul_scalar_", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "mul_scalar_", "other");
   try {
     self.mul_(other); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -1987,7 +2000,7 @@ Napi::Value op_div_(const Napi::CallbackInfo& info) {
 Napi::Value op_div_scalar_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "div_scalar_", "self");
-  double other = lmf::double_arg(info, 1, "div_scalar_", "other");
+  at::Scalar other = lmf::scalar_arg(info, 1, "div_scalar_", "other");
   try {
     self.div_(other); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2002,7 +2015,7 @@ Napi::Value op_addcmul_(const Napi::CallbackInfo& info) {
   const at::Tensor& self = lmf::tensor_arg(info, 0, "addcmul_", "self");
   const at::Tensor& tensor1 = lmf::tensor_arg(info, 1, "addcmul_", "tensor1");
   const at::Tensor& tensor2 = lmf::tensor_arg(info, 2, "addcmul_", "tensor2");
-  double value = lmf::double_arg(info, 3, "addcmul_", "value");
+  at::Scalar value = lmf::scalar_arg(info, 3, "addcmul_", "value");
   try {
     self.addcmul_(tensor1, tensor2, value); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2017,7 +2030,7 @@ Napi::Value op_addcdiv_(const Napi::CallbackInfo& info) {
   const at::Tensor& self = lmf::tensor_arg(info, 0, "addcdiv_", "self");
   const at::Tensor& tensor1 = lmf::tensor_arg(info, 1, "addcdiv_", "tensor1");
   const at::Tensor& tensor2 = lmf::tensor_arg(info, 2, "addcdiv_", "tensor2");
-  double value = lmf::double_arg(info, 3, "addcdiv_", "value");
+  at::Scalar value = lmf::scalar_arg(info, 3, "addcdiv_", "value");
   try {
     self.addcdiv_(tensor1, tensor2, value); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2031,7 +2044,7 @@ Napi::Value op_lerp_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "lerp_", "self");
   const at::Tensor& end = lmf::tensor_arg(info, 1, "lerp_", "end");
-  double weight = lmf::double_arg(info, 2, "lerp_", "weight");
+  at::Scalar weight = lmf::scalar_arg(info, 2, "lerp_", "weight");
   try {
     self.lerp_(end, weight); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2069,7 +2082,7 @@ Napi::Value op_zero_(const Napi::CallbackInfo& info) {
 Napi::Value op_fill_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "fill_", "self");
-  double value = lmf::double_arg(info, 1, "fill_", "value");
+  at::Scalar value = lmf::scalar_arg(info, 1, "fill_", "value");
   try {
     self.fill_(value); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2109,7 +2122,7 @@ Napi::Value op_masked_fill_(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "masked_fill_", "self");
   const at::Tensor& mask = lmf::tensor_arg(info, 1, "masked_fill_", "mask");
-  double value = lmf::double_arg(info, 2, "masked_fill_", "value");
+  at::Scalar value = lmf::scalar_arg(info, 2, "masked_fill_", "value");
   try {
     self.masked_fill_(mask, value); return env.Undefined();
   } catch (const Napi::Error&) {
@@ -2340,6 +2353,7 @@ void register_generated_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("square", Napi::Function::New(env, op_square, "square"));
   exports.Set("pow", Napi::Function::New(env, op_pow, "pow"));
   exports.Set("pow_tensor", Napi::Function::New(env, op_pow_tensor, "pow_tensor"));
+  exports.Set("pow_scalar_base", Napi::Function::New(env, op_pow_scalar_base, "pow_scalar_base"));
   exports.Set("sin", Napi::Function::New(env, op_sin, "sin"));
   exports.Set("cos", Napi::Function::New(env, op_cos, "cos"));
   exports.Set("floor", Napi::Function::New(env, op_floor, "floor"));

@@ -1,6 +1,7 @@
 // Handle table, argument readers and error formatting (see runtime.h).
 #include "runtime.h"
 
+#include <cmath>
 #include <sstream>
 
 namespace lmf {
@@ -91,6 +92,14 @@ c10::optional<int64_t> opt_int_arg(const Napi::CallbackInfo& info, size_t i, con
 double double_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   if (!info[i].IsNumber()) type_error(info, op, name, "a number");
   return info[i].As<Napi::Number>().DoubleValue();
+}
+
+at::Scalar scalar_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  double value = double_arg(info, i, op, name);
+  // Python's `int_tensor + 1` stays integral; a JS number has no int/float split, so an integral
+  // value becomes an integer Scalar (a float tensor still gets a float result).
+  if (std::nearbyint(value) == value && std::abs(value) < 9.007199254740992e15) return at::Scalar(static_cast<int64_t>(value));
+  return at::Scalar(value);
 }
 
 c10::optional<double> opt_double_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {

@@ -24,6 +24,7 @@ std::vector<at::Tensor> tensor_list_arg(const Napi::CallbackInfo& info, size_t i
 int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 c10::optional<int64_t> opt_int_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 double double_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+at::Scalar scalar_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 c10::optional<double> opt_double_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);

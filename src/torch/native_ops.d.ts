@@ -74,6 +74,7 @@ export interface NativeOps {
   square(self: number): number;
   pow(self: number, exponent: number): number;
   pow_tensor(self: number, exponent: number): number;
+  pow_scalar_base(base: number, exponent: number): number;
   sin(self: number): number;
   cos(self: number): number;
   floor(self: number): number;

@@ -883,3 +883,8 @@ export function crossEntropy(logits: Tensor, target: Tensor, options: CrossEntro
 export function mseLoss(input: Tensor, target: Tensor, reduction: Reduction = "mean"): Tensor {
   return new Tensor(native.mse_loss(input.id, target.id, REDUCTION[reduction]));
 }
+
+/** `base ** exponent` elementwise, for a number base (RoPE frequencies). */
+export function powScalarBase(base: number, exponent: Tensor): Tensor {
+  return new Tensor(native.pow_scalar_base(base, exponent.id));
+}
