@@ -1,0 +1,137 @@
+// Loads and saves Hugging Face model folders: config.json, weights (model.safetensors, sharded
+// safetensors with their index, or pytorch_model.bin), generation_config.json, tokenizer files.
+// Weights stream tensor by tensor into a model built without initialisation, so memory never
+// holds two full copies.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { UserError } from "../errors.ts";
+import {
+  type DType,
+  type Tensor,
+  type TensorReader,
+  iterateTorchBin,
+  noGrad,
+  openSafetensors,
+  saveSafetensors,
+  saveSafetensorsSharded,
+  saveTorchBin,
+  tidy,
+} from "../torch/index.ts";
+import { type ModelConfig, loadConfig } from "./config.ts";
+import { type CausalLM, architectureFor } from "./registry.ts";
+
+export interface LoadModelOptions {
+  dtype?: DType;
+  device?: string;
+  /** Random weights from the config (HF's init), no checkpoint needed. */
+  trainFromScratch?: boolean;
+}
+
+export function loadModel(folder: string, options: LoadModelOptions = {}): CausalLM {
+  const config = loadConfig(folder);
+  const architecture = architectureFor(config, join(folder, "config.json"));
+  const build = { dtype: options.dtype ?? "float32", device: options.device ?? "cpu" };
+  if (options.trainFromScratch) return architecture.build(config, { ...build, init: "hf" });
+  const model = architecture.build(config, { ...build, init: "empty" });
+  try {
+    loadWeights(model, folder, build.dtype);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return model;
+}
+
+function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Tensor]> {
+  if (existsSync(join(folder, "model.safetensors")) || existsSync(join(folder, "model.safetensors.index.json"))) {
+    const reader: TensorReader = openSafetensors(folder);
+    try {
+      yield* reader.tensors({ dtype });
+    } finally {
+      reader.close();
+    }
+    return;
+  }
+  if (existsSync(join(folder, "pytorch_model.bin.index.json")) || existsSync(join(folder, "pytorch_model.bin"))) {
+    const path = existsSync(join(folder, "pytorch_model.bin.index.json"))
+      ? join(folder, "pytorch_model.bin.index.json")
+      : join(folder, "pytorch_model.bin");
+    yield* iterateTorchBin(path, { dtype });
+    return;
+  }
+  throw new UserError(
+    "no weights found (model.safetensors, model.safetensors.index.json or pytorch_model.bin)",
+    folder,
+    "point model_name_or_path at a complete model folder, or set train_from_scratch: true to start from random weights",
+  );
+}
+
+/** Copies a checkpoint's tensors into `model` one at a time. */
+export function loadWeights(model: CausalLM, folder: string, dtype: DType): void {
+  const targets = model.stateDict();
+  const loaded = new Set<string>();
+  const unexpected: string[] = [];
+  noGrad(() => {
+    for (const [name, tensor] of checkpointTensors(folder, dtype)) {
+      tidy(() => {
+        const target = targets[name];
+        if (!target) {
+          // Older checkpoints store RoPE's inv_freq; it is recomputed from the config.
+          if (!name.endsWith("rotary_emb.inv_freq")) unexpected.push(name);
+        } else if (target.shape.join(",") !== tensor.shape.join(",")) {
+          throw new UserError(
+            `${name} has shape [${tensor.shape}] in the checkpoint but [${target.shape}] in the model built from config.json`,
+            folder,
+            "config.json and the weights do not belong together",
+          );
+        } else {
+          target.copy_(tensor);
+          loaded.add(name);
+        }
+        tensor.dispose();
+      });
+    }
+  });
+  const tied = model.config.tie_word_embeddings ? ["lm_head.weight"] : [];
+  const missing = Object.keys(targets).filter((name) => !loaded.has(name) && !tied.includes(name));
+  if (missing.length) {
+    throw new UserError(
+      `the checkpoint lacks ${missing.length} weight(s) the model needs: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+      folder,
+      "check that the weights match config.json (model_type, num_hidden_layers, tie_word_embeddings)",
+    );
+  }
+  if (unexpected.length) {
+    console.warn(`lmf: ignored ${unexpected.length} checkpoint tensor(s) the model does not use: ${unexpected.slice(0, 5).join(", ")}`);
+  }
+}
+
+export interface SaveModelOptions {
+  /** Shard above this size ("5GB", bytes); one file when the model fits. */
+  maxShardSize?: number | string;
+  /** pytorch_model.bin instead of safetensors (export_legacy_format). */
+  legacyFormat?: boolean;
+  /** Files copied beside the weights (tokenizer, generation config) from this folder. */
+  copyFrom?: string | null;
+}
+
+const FOLDER_FILES = /^(tokenizer.*|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|generation_config\.json|chat_template\.(json|jinja))$/;
+
+/** Writes an HF folder transformers loads: config.json, weights, and the tokenizer files. */
+export function saveModel(model: CausalLM, folder: string, options: SaveModelOptions = {}): void {
+  mkdirSync(folder, { recursive: true });
+  const state = { ...model.stateDict() };
+  // transformers drops the tied head on save and re-ties it on load.
+  if (model.config.tie_word_embeddings) delete state["lm_head.weight"];
+  const dtype = state["model.embed_tokens.weight"]?.dtype ?? "float32";
+  const config: ModelConfig = { ...model.config, torch_dtype: dtype };
+  writeFileSync(join(folder, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  if (options.legacyFormat) saveTorchBin(join(folder, "pytorch_model.bin"), state);
+  else if (options.maxShardSize !== undefined) saveSafetensorsSharded(folder, state, { maxShardSize: options.maxShardSize });
+  else saveSafetensors(join(folder, "model.safetensors"), state, { format: "pt" });
+  if (options.copyFrom) {
+    for (const name of readdirSync(options.copyFrom)) {
+      if (FOLDER_FILES.test(name)) copyFileSync(join(options.copyFrom, name), join(folder, name));
+    }
+  }
+}

@@ -1,0 +1,86 @@
+// Gradient checkpointing, done in TypeScript: the forward pass keeps only each decoder layer's
+// input; the backward pass walks the layers in reverse, recomputing one layer's forward with
+// gradients on and backpropagating through it (what torch.utils.checkpoint does with
+// use_reentrant=True). Each layer's RNG state is replayed so dropout masks match.
+import { type Tensor, getRngState, keep, noGrad, setRngState, tidy } from "../../torch/index.ts";
+import type { ForwardOptions, LlamaForCausalLM } from "../models/llama.ts";
+
+/**
+ * Forward and backward of `lossOf(logits)` with per-layer recomputation; gradients accumulate in
+ * the parameters' `.grad` exactly as `lossOf(model.forward(ids)).backward()` would. Returns the
+ * loss value. Peak activation memory is one layer's worth plus L hidden states [B, T, C].
+ */
+export function checkpointedBackward(
+  model: LlamaForCausalLM,
+  inputIds: Tensor,
+  lossOf: (logits: Tensor) => Tensor,
+  options: Omit<ForwardOptions, "cache"> = {},
+): number {
+  const layers = model.model.layers;
+  const saved: { input: Tensor; rng: Tensor }[] = [];
+  try {
+    const shared = tidy(() => {
+      const { cos, sin, mask } = model.model.prepare(inputIds, options);
+      return { cos: keep(cos), sin: keep(sin), mask: mask ? keep(mask) : null };
+    });
+    try {
+      // Forward without a graph, keeping each layer's input: h_0 .. h_L.
+      let hidden = noGrad(() => keep(model.model.embed_tokens.forward(inputIds)));
+      const embedded = hidden;
+      for (let i = 0; i < layers.length; i++) {
+        const rng = keep(getRngState());
+        saved.push({ input: hidden, rng });
+        const input = hidden;
+        hidden = noGrad(() => tidy(() => keep(layers[i]!.forward(input, shared.cos, shared.sin, shared.mask, null, i))));
+      }
+
+      // The head: final norm, lm_head and the loss, with a graph from h_L.
+      let upstream: Tensor;
+      const last = hidden;
+      const lossValue = tidy(() => {
+        const top = last.detach().requiresGrad_(true);
+        const loss = lossOf(model.lm_head.forward(model.model.norm.forward(top)));
+        loss.backward();
+        upstream = keep(top.grad!);
+        return loss.item();
+      });
+      last.dispose();
+
+      // Layers in reverse: recompute with a graph, backpropagate the upstream gradient. The
+      // generator is restored afterwards so that recomputation leaves no trace in later draws.
+      const rngAfterForward = keep(getRngState());
+      for (let i = layers.length - 1; i >= 0; i--) {
+        const { input, rng } = saved[i]!;
+        const gradOut = upstream!;
+        upstream = tidy(() => {
+          setRngState(rng);
+          const leaf = input.detach().requiresGrad_(true);
+          const out = layers[i]!.forward(leaf, shared.cos, shared.sin, shared.mask, null, i);
+          out.backward(gradOut);
+          return keep(leaf.grad!);
+        });
+        gradOut.dispose();
+        if (input !== embedded) input.dispose();
+      }
+
+      setRngState(rngAfterForward);
+      rngAfterForward.dispose();
+
+      // The embedding, whose output gradient is the last upstream.
+      const gradEmbedded = upstream!;
+      tidy(() => model.model.embed_tokens.forward(inputIds).backward(gradEmbedded));
+      gradEmbedded.dispose();
+      embedded.dispose();
+      return lossValue;
+    } finally {
+      shared.cos.dispose();
+      shared.sin.dispose();
+      shared.mask?.dispose();
+    }
+  } finally {
+    for (const { input, rng } of saved) {
+      rng.dispose();
+      input.dispose();
+    }
+  }
+}

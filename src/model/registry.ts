@@ -1,0 +1,36 @@
+// model_type -> architecture. A family that differs from Llama by a flag is an alias row here;
+// one that needs more gets its own file under models/.
+import { UserError } from "../errors.ts";
+import type { ModelConfig } from "./config.ts";
+import { type BuildOptions, LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
+
+export type CausalLM = LlamaForCausalLM;
+
+interface Architecture {
+  build(config: ModelConfig, options: BuildOptions): CausalLM;
+}
+
+function llamaFamily(variant: LlamaVariant): Architecture {
+  return { build: (config, options) => new LlamaForCausalLM(config, variant, options) };
+}
+
+const ARCHITECTURES: Record<string, Architecture> = {
+  llama: llamaFamily({}),
+  mistral: llamaFamily({}),
+  qwen2: llamaFamily({ qkvBias: true }),
+  qwen3: llamaFamily({ qkNorm: true }),
+};
+
+export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
+
+export function architectureFor(config: ModelConfig, where = "config.json"): Architecture {
+  const architecture = ARCHITECTURES[config.model_type];
+  if (!architecture) {
+    throw new UserError(
+      `model_type '${config.model_type}' is not supported`,
+      where,
+      `supported model types: ${SUPPORTED_MODEL_TYPES.join(", ")}`,
+    );
+  }
+  return architecture;
+}
