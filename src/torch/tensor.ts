@@ -26,6 +26,10 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
+  } catch (error) {
+    // A failed block still frees what it made: an error is never a leak.
+    for (const tensor of scope) tensor.dispose();
+    throw error;
   } finally {
     scopes.pop();
   }
@@ -47,6 +51,9 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
   let result: T;
   try {
     result = await fn();
+  } catch (error) {
+    for (const tensor of scope) tensor.dispose();
+    throw error;
   } finally {
     scopes.splice(scopes.lastIndexOf(scope), 1);
   }
