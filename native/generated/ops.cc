@@ -578,6 +578,20 @@ Napi::Value op_flip(const Napi::CallbackInfo& info) {
   }
 }
 
+Napi::Value op_roll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& self = lmf::tensor_arg(info, 0, "roll", "self");
+  std::vector<int64_t> shifts_values = lmf::int_list_arg(info, 1, "roll", "shifts"); at::IntArrayRef shifts(shifts_values);
+  std::vector<int64_t> dims_values = lmf::int_list_arg(info, 2, "roll", "dims"); at::IntArrayRef dims(dims_values);
+  try {
+    return lmf::wrap_tensor(env, at::roll(self, shifts, dims));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "roll", error, {{"self", &self}});
+  }
+}
+
 Napi::Value op_index_select(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "index_select", "self");
@@ -2322,6 +2336,7 @@ void register_generated_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("tril", Napi::Function::New(env, op_tril, "tril"));
   exports.Set("triu", Napi::Function::New(env, op_triu, "triu"));
   exports.Set("flip", Napi::Function::New(env, op_flip, "flip"));
+  exports.Set("roll", Napi::Function::New(env, op_roll, "roll"));
   exports.Set("index_select", Napi::Function::New(env, op_index_select, "index_select"));
   exports.Set("gather", Napi::Function::New(env, op_gather, "gather"));
   exports.Set("scatter", Napi::Function::New(env, op_scatter, "scatter"));

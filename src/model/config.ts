@@ -45,6 +45,10 @@ export interface ModelConfig {
   eos_token_id?: number | number[] | null;
   pad_token_id?: number | null;
   torch_dtype?: string;
+  /** Set by lmfactory, as transformers does: "sdpa" (fused kernel) or "eager" (composed). */
+  _attn_implementation?: "sdpa" | "eager";
+  /** LongLoRA S²-Attn group size ratio (shift_attn), as LLaMA-Factory sets it. */
+  group_size_ratio?: number;
   /** Every other key of config.json, kept so that a saved config round-trips. */
   [key: string]: unknown;
 }

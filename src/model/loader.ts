@@ -124,7 +124,8 @@ export function saveModel(model: CausalLM, folder: string, options: SaveModelOpt
   // transformers drops the tied head on save and re-ties it on load.
   if (model.config.tie_word_embeddings) delete state["lm_head.weight"];
   const dtype = state["model.embed_tokens.weight"]?.dtype ?? "float32";
-  const config: ModelConfig = { ...model.config, torch_dtype: dtype };
+  // Runtime-only keys (`_attn_implementation`) stay out of the saved config, as in transformers.
+  const config = Object.fromEntries(Object.entries({ ...model.config, torch_dtype: dtype }).filter(([key]) => !key.startsWith("_")));
   writeFileSync(join(folder, "config.json"), JSON.stringify(config, null, 2) + "\n");
   if (options.legacyFormat) saveTorchBin(join(folder, "pytorch_model.bin"), state);
   else if (options.maxShardSize !== undefined) saveSafetensorsSharded(folder, state, { maxShardSize: options.maxShardSize });

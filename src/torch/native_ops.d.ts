@@ -43,6 +43,7 @@ export interface NativeOps {
   tril(self: number, diagonal: number): number;
   triu(self: number, diagonal: number): number;
   flip(self: number, dims: number[]): number;
+  roll(self: number, shifts: number[], dims: number[]): number;
   index_select(self: number, dim: number, index: number): number;
   gather(self: number, dim: number, index: number): number;
   scatter(self: number, dim: number, index: number, src: number): number;

@@ -331,6 +331,10 @@ export class Tensor {
   flip(...dims: Shape | [Shape]): Tensor {
     return new Tensor(native.flip(this.id, flatShape(dims)));
   }
+  /** Rotates elements along `dim` by `shift` places (torch.roll). */
+  roll(shift: number, dim: number): Tensor {
+    return new Tensor(native.roll(this.id, [shift], [dim]));
+  }
 
   // --- indexing ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import {
   Module,
   RMSNorm,
   arange,
+  attentionComposed,
   full,
   keep,
   scaledDotProductAttention,
@@ -16,6 +17,7 @@ import {
   cat,
 } from "../../torch/index.ts";
 import type { ModelConfig } from "../config.ts";
+import { shiftedSparseAttention } from "../patches/longlora.ts";
 import { RotaryEmbedding, applyRotary } from "../rope.ts";
 
 /** What differs between the families that share this file (from the registry's alias table). */
@@ -79,6 +81,10 @@ export class LlamaAttention extends Module {
   o_proj: Linear;
   q_norm: RMSNorm | null = null;
   k_norm: RMSNorm | null = null;
+  /** `eager` composes attention from matmul and softmax; `sdpa` uses the engine's fused kernel. */
+  private readonly _eager: boolean;
+  /** LongLoRA S²-Attn group size ratio while training (shift_attn), else null. */
+  private readonly _shiftRatio: number | null;
   private readonly _heads: number;
   private readonly _kvHeads: number;
   private readonly _headDim: number;
@@ -96,6 +102,8 @@ export class LlamaAttention extends Module {
       this.q_norm = new RMSNorm(headDim, { eps: config.rms_norm_eps, dtype: options.dtype, device: options.device });
       this.k_norm = new RMSNorm(headDim, { eps: config.rms_norm_eps, dtype: options.dtype, device: options.device });
     }
+    this._eager = config._attn_implementation === "eager";
+    this._shiftRatio = typeof config.group_size_ratio === "number" ? config.group_size_ratio : null;
     this._heads = heads;
     this._kvHeads = kvHeads;
     this._headDim = headDim;
@@ -116,9 +124,13 @@ export class LlamaAttention extends Module {
     k = applyRotary(k.transpose(1, 2), cos, sin); // [B, Hkv, T, D]
     let [keys, values] = [k, v];
     if (cache) [keys, values] = cache.update(layerIndex, k, v); // [B, Hkv, S, D]
-    const attended = mask
-      ? scaledDotProductAttention(q, keys, values, { mask })
-      : scaledDotProductAttention(q, keys, values, { isCausal: true });
+    const attend = this._eager ? attentionComposed : scaledDotProductAttention;
+    const attended =
+      this._shiftRatio !== null && this.training && !cache
+        ? shiftedSparseAttention(q, keys, values, mask, this._shiftRatio)
+        : mask
+          ? attend(q, keys, values, { mask })
+          : attend(q, keys, values, { isCausal: true });
     return this.o_proj.forward(attended.transpose(1, 2).reshape(B, T, this._heads * D));
   }
 }
@@ -220,7 +232,10 @@ export class LlamaModel extends Module {
     const past = options.cache?.length ?? 0;
     const positions = options.positionIds ?? defaultPositions(B, T, past, options.attentionMask ?? null);
     const { cos, sin } = this._rotary.forward(positions);
-    return { cos, sin, mask: this.buildMask(B, T, past, options.attentionMask ?? null) };
+    // Computed in float32, then cast to the activations' dtype as HF does.
+    const dtype = this.embed_tokens.weight.dtype;
+    const mask = this.buildMask(B, T, past, options.attentionMask ?? null);
+    return { cos: cos.to(dtype), sin: sin.to(dtype), mask: mask && mask.to(dtype) };
   }
 
   /**
@@ -266,6 +281,8 @@ function defaultPositions(B: number, T: number, past: number, attentionMask: Ten
 export class LlamaForCausalLM extends Module {
   model: LlamaModel;
   lm_head: Linear;
+  /** upcast_lmhead_output: logits in float32 whatever the weights' dtype. */
+  upcastLogits = false;
 
   constructor(
     readonly config: ModelConfig,
@@ -297,6 +314,9 @@ export class LlamaForCausalLM extends Module {
 
   /** ids [B, T] -> logits [B, T, V]. */
   forward(inputIds: Tensor, options: ForwardOptions = {}): Tensor {
-    return tidy(() => this.lm_head.forward(this.model.forward(inputIds, options)));
+    return tidy(() => {
+      const logits = this.lm_head.forward(this.model.forward(inputIds, options));
+      return this.upcastLogits ? logits.to("float32") : logits;
+    });
   }
 }
