@@ -1,0 +1,120 @@
+// The `lmf` command line: train | chat | api | eval | export | webui | env | version | help, each a
+// thin call into the layers (LLaMA-Factory's `llamafactory-cli`). Heavy modules (the parameter
+// system, libtorch) load inside the actions, so `lmf --help` starts fast.
+import { readFileSync } from "node:fs";
+import { Command } from "commander";
+import { isUserError } from "./errors.ts";
+
+type Job = "train" | "chat" | "api" | "eval" | "export";
+
+const JOBS: Record<Job, string> = {
+  train: "fine-tune or pre-train a model (stages pt, sft; rm, dpo, kto, ppo later)",
+  chat: "chat with a model in the terminal",
+  api: "serve an OpenAI-compatible HTTP API",
+  eval: "run a multiple-choice benchmark (MMLU, C-Eval, CMMLU format)",
+  export: "merge adapters and save a Hugging Face model folder",
+};
+
+/** Exit status of a command whose job is parsed and validated but not built yet. */
+const NOT_BUILT = 3;
+
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return manifest.version;
+}
+
+async function runJob(job: Job, tokens: string[]): Promise<number> {
+  if (tokens.includes("--help") || tokens.includes("-h")) {
+    const { commandHelp } = await import("./hparams/help.ts");
+    console.log(commandHelp(job));
+    return 0;
+  }
+  const hparams = await import("./hparams/index.ts");
+  const onWarning = (message: string) => console.error(`notice: ${message}`);
+  if (job === "train") hparams.parseTrainArgs(tokens, { onWarning });
+  else if (job === "eval") hparams.parseEvalArgs(tokens, { onWarning });
+  else hparams.parseInferArgs(tokens, { onWarning, command: job });
+  console.error(`lmf ${job}: the arguments are valid, but the ${job} job is not built yet.`);
+  return NOT_BUILT;
+}
+
+async function printEnv(): Promise<number> {
+  console.log(`lmfactory      ${packageVersion()}`);
+  console.log(`platform       ${process.platform} ${process.arch}`);
+  try {
+    const { engineReport } = (await import("./torch/env.ts")) as { engineReport: () => string | Promise<string> };
+    console.log(await engineReport());
+    return 0;
+  } catch (error) {
+    const reason = String((error as Error)?.message ?? error).split("\n")[0];
+    console.log(`node           ${process.version}`);
+    console.log(`libtorch       not available (${reason})`);
+    console.error("The native addon is not built or libtorch is missing: run `npm run setup`.");
+    return 1;
+  }
+}
+
+async function printHelp(topic: string | undefined, program: Command): Promise<number> {
+  const help = await import("./hparams/help.ts");
+  if (!topic) {
+    console.log(program.helpInformation());
+    console.log("`lmf <command> --help` lists the keys of one command; `lmf help <key>` explains one key.\n");
+    console.log(help.allFieldsHelp());
+    return 0;
+  }
+  console.log(topic in JOBS ? help.commandHelp(topic as Job) : help.fieldHelp(topic));
+  return 0;
+}
+
+function buildProgram(setStatus: (status: number) => void): Command {
+  const program = new Command("lmf")
+    .description("LLM fine-tuning on libtorch with LLaMA-Factory's parameters")
+    .version(packageVersion(), "-v, --version");
+  for (const [job, description] of Object.entries(JOBS) as [Job, string][]) {
+    program
+      .command(job)
+      .description(description)
+      .usage("[config.yaml|config.json] [key=value ...] [--key value ...]")
+      .helpOption(false)
+      .allowUnknownOption()
+      .allowExcessArguments()
+      .argument("[args...]", "a config file, then overrides")
+      .action(async (tokens: string[]) => setStatus(await runJob(job, tokens)));
+  }
+  program
+    .command("webui")
+    .description("the web board (forms generated from the parameter system)")
+    .action(() => {
+      console.error("lmf webui: the web board is not built yet.");
+      setStatus(NOT_BUILT);
+    });
+  program
+    .command("env")
+    .description("show lmfactory, Node, libtorch and BLAS versions, threads and devices")
+    .action(async () => setStatus(await printEnv()));
+  program
+    .command("version")
+    .description("print the lmfactory version")
+    .action(() => console.log(`lmfactory ${packageVersion()}`));
+  program
+    .command("help")
+    .description("list commands; `lmf help <command>` lists its keys, `lmf help <key>` explains one")
+    .argument("[topic]", "a command or a key")
+    .action(async (topic: string | undefined) => setStatus(await printHelp(topic, program)));
+  program.addHelpCommand(false);
+  return program;
+}
+
+/** Runs the CLI on `argv` (as `process.argv`) and returns the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let status = 0;
+  const program = buildProgram((value) => (status = value));
+  try {
+    await program.parseAsync([...argv]);
+  } catch (error) {
+    if (!isUserError(error)) throw error;
+    console.error(`error: ${error.message}`);
+    return 1;
+  }
+  return status;
+}

@@ -1,0 +1,113 @@
+// The `lmf` executable through a real child process: exit codes, one-line errors without stack
+// traces, generated help, version, and jobs that parse their arguments but are not built yet.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+
+const bin = new URL("../bin/lmf.mjs", import.meta.url).pathname;
+const repo = new URL("..", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "lmf-cli-"));
+
+function lmf(...args: string[]) {
+  const result = spawnSync(process.execPath, [bin, ...args], { cwd: repo, encoding: "utf8" });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function assertOneCleanError(stderr: string, fragment: string) {
+  const lines = stderr.trim().split("\n");
+  assert.equal(lines.length, 1, stderr);
+  assert.ok(lines[0]!.startsWith("error: "), stderr);
+  assert.ok(lines[0]!.includes(fragment), stderr);
+  assert.doesNotMatch(stderr, /\n\s+at /);
+}
+
+describe("lmf", () => {
+  test("a missing config file: exit 1, one message, no stack trace", () => {
+    const result = lmf("train", "x.yaml");
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, "x.yaml: config file not found");
+  });
+
+  test("an unknown key names file, line and the closest key", () => {
+    const path = join(dir, "typo.yaml");
+    writeFileSync(path, "model_name_or_path: m\ndataset: d\nlora_rnak: 8\n");
+    const result = lmf("train", path);
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, `${path}:3: unknown key \`lora_rnak\` (did you mean \`lora_rank\`?)`);
+  });
+
+  test("a broken rule gives its reason and fix", () => {
+    const result = lmf("train", "--model_name_or_path", "m", "--do_train", "--dataset", "d", "--stage", "pt", "--neat_packing");
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, "`neat_packing` is only for `stage: sft`");
+  });
+
+  test("a valid config is parsed, then the job says it is not built yet (exit 3)", () => {
+    const result = lmf("train", "examples/train_lora/llama3_lora_sft.yaml", "lora_rank=16");
+    assert.equal(result.status, 3, result.stderr);
+    assert.match(result.stderr, /arguments are valid, but the train job is not built yet/);
+  });
+
+  test("chat takes a training config and ignores its training keys with one notice", () => {
+    const result = lmf("chat", "examples/train_lora/llama3_lora_sft.yaml");
+    assert.equal(result.status, 3, result.stderr);
+    const notices = result.stderr.split("\n").filter((line) => line.startsWith("notice:"));
+    assert.equal(notices.length, 1);
+    assert.match(notices[0]!, /ignores keys it does not use: .*learning_rate/);
+  });
+
+  test("an unsupported feature is refused before anything runs", () => {
+    const result = lmf("train", "examples/train_lora/qwen3_lora_dpo.yaml");
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, "not yet supported by lmfactory: `stage: dpo`");
+  });
+
+  test("train --help lists every field with type and default", () => {
+    const result = lmf("train", "--help");
+    assert.equal(result.status, 0);
+    assert.match(result.stdout, /ModelArguments[\s\S]*DataArguments[\s\S]*TrainingArguments[\s\S]*FinetuningArguments[\s\S]*GeneratingArguments/);
+    assert.match(result.stdout, /lora_rank {2}int {2}\(default: 8\)/);
+    assert.doesNotMatch(result.stdout, /EvaluationArguments/);
+  });
+
+  test("help for one key, and for an unknown one", () => {
+    const one = lmf("help", "lora_rank");
+    assert.equal(one.status, 0);
+    assert.match(one.stdout, /lora_rank {2}\(FinetuningArguments\)/);
+    const unknown = lmf("help", "lora_rnk");
+    assert.equal(unknown.status, 1);
+    assertOneCleanError(unknown.stderr, "did you mean `lora_rank`?");
+  });
+
+  test("lmf help lists the commands and every group", () => {
+    const result = lmf("help");
+    assert.equal(result.status, 0);
+    for (const word of ["train", "chat", "api", "eval", "export", "webui", "env", "version", "EvaluationArguments"]) {
+      assert.ok(result.stdout.includes(word), word);
+    }
+  });
+
+  test("version prints the package version", () => {
+    const version = (JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { version: string }).version;
+    const result = lmf("version");
+    assert.equal(result.status, 0);
+    assert.equal(result.stdout.trim(), `lmfactory ${version}`);
+  });
+
+  test("webui is not built yet; an unknown command is an error", () => {
+    assert.equal(lmf("webui").status, 3);
+    const unknown = lmf("trian");
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /unknown command 'trian'/);
+  });
+
+  test("env reports the engine, or says how to build it", () => {
+    const result = lmf("env");
+    assert.match(result.stdout, /lmfactory\s+\d/);
+    if (result.status === 0) assert.match(result.stdout, /libtorch\s+\d/);
+    else assert.match(result.stderr, /npm run setup/);
+  });
+});
