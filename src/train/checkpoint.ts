@@ -1,0 +1,134 @@
+// Training checkpoints (`checkpoint-<step>/`): the model or adapter, optimizer and scheduler
+// state, the RNG state and the data position, written to a temporary folder and renamed so that a
+// kill at any moment leaves the last complete checkpoint intact; `save_total_limit` rotation.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { UserError } from "../errors.ts";
+import {
+  type AdamW,
+  type LambdaLR,
+  type OptimizerStateMeta,
+  type SchedulerState,
+  type Tensor,
+  getRngState,
+  openSafetensors,
+  saveSafetensors,
+  setRngState,
+} from "../torch/index.ts";
+
+export const CHECKPOINT_PREFIX = "checkpoint-";
+
+/** Where the data loader stands: the epoch and how many micro-batches of it were consumed. */
+export interface DataPosition {
+  epoch: number;
+  microBatch: number;
+}
+
+export interface TrainerStateJson {
+  global_step: number;
+  max_steps: number;
+  num_train_epochs: number;
+  epoch: number;
+  logging_steps: number;
+  save_steps: number;
+  eval_steps: number | null;
+  train_batch_size: number;
+  total_flos: number;
+  log_history: Record<string, number>[];
+  best_metric: number | null;
+  best_model_checkpoint: string | null;
+  is_local_process_zero: boolean;
+  is_world_process_zero: boolean;
+  /** lmfactory's exact-resume data: the data position and the tokens seen so far. */
+  lmf_data_position: DataPosition;
+  lmf_total_tokens: number;
+}
+
+export interface CheckpointParts {
+  saveModel: (folder: string) => void;
+  optimizer: AdamW;
+  scheduler: LambdaLR;
+  state: TrainerStateJson;
+}
+
+/** Writes `checkpoint-<step>` atomically (a `.tmp` folder renamed at the end). */
+export function saveCheckpoint(outputDir: string, parts: CheckpointParts, saveOnlyModel: boolean): string {
+  const name = `${CHECKPOINT_PREFIX}${parts.state.global_step}`;
+  const final = join(outputDir, name);
+  const temporary = join(outputDir, `.${name}.tmp`);
+  rmSync(temporary, { recursive: true, force: true });
+  mkdirSync(temporary, { recursive: true });
+  parts.saveModel(temporary);
+  if (!saveOnlyModel) {
+    const optimizerState = parts.optimizer.stateDict();
+    saveSafetensors(join(temporary, "optimizer.safetensors"), optimizerState.tensors);
+    writeFileSync(join(temporary, "optimizer.json"), JSON.stringify(optimizerState.meta));
+    writeFileSync(join(temporary, "scheduler.json"), JSON.stringify(parts.scheduler.stateDict()));
+    const rng = getRngState();
+    saveSafetensors(join(temporary, "rng_state.safetensors"), { cpu: rng });
+    rng.dispose();
+  }
+  writeFileSync(join(temporary, "trainer_state.json"), JSON.stringify(parts.state, null, 2) + "\n");
+  rmSync(final, { recursive: true, force: true });
+  renameSync(temporary, final);
+  return final;
+}
+
+/** Checkpoint folders in `outputDir`, oldest first. */
+export function listCheckpoints(outputDir: string): string[] {
+  if (!existsSync(outputDir)) return [];
+  return readdirSync(outputDir)
+    .filter((name) => new RegExp(`^${CHECKPOINT_PREFIX}\\d+$`).test(name) && existsSync(join(outputDir, name, "trainer_state.json")))
+    .sort((a, b) => Number(a.slice(CHECKPOINT_PREFIX.length)) - Number(b.slice(CHECKPOINT_PREFIX.length)))
+    .map((name) => join(outputDir, name));
+}
+
+export function lastCheckpoint(outputDir: string): string | null {
+  return listCheckpoints(outputDir).at(-1) ?? null;
+}
+
+/** Deletes the oldest checkpoints beyond `limit`, as HF's `save_total_limit` (null: keep all). */
+export function rotateCheckpoints(outputDir: string, limit: number | null): void {
+  if (limit === null || limit <= 0) return;
+  const checkpoints = listCheckpoints(outputDir);
+  for (const old of checkpoints.slice(0, Math.max(0, checkpoints.length - limit))) rmSync(old, { recursive: true, force: true });
+}
+
+export function readTrainerState(checkpoint: string): TrainerStateJson {
+  const path = join(checkpoint, "trainer_state.json");
+  if (!existsSync(path)) {
+    throw new UserError("not a checkpoint (no trainer_state.json)", checkpoint, "point resume_from_checkpoint at a checkpoint-<step> folder");
+  }
+  return JSON.parse(readFileSync(path, "utf8")) as TrainerStateJson;
+}
+
+/** Restores optimizer, scheduler and RNG state saved by `saveCheckpoint`. */
+export function loadTrainingState(checkpoint: string, optimizer: AdamW, scheduler: LambdaLR): void {
+  const optimizerFile = join(checkpoint, "optimizer.safetensors");
+  if (!existsSync(optimizerFile)) {
+    throw new UserError(
+      "the checkpoint holds the model only (save_only_model), so training cannot resume exactly from it",
+      checkpoint,
+      "start a new run from these weights instead, or resume from a checkpoint saved without save_only_model",
+    );
+  }
+  const reader = openSafetensors(optimizerFile);
+  const tensors: Record<string, Tensor> = {};
+  try {
+    for (const name of reader.names()) tensors[name] = reader.get(name);
+    const meta = JSON.parse(readFileSync(join(checkpoint, "optimizer.json"), "utf8")) as OptimizerStateMeta;
+    optimizer.loadStateDict({ tensors, meta });
+  } finally {
+    reader.close();
+    for (const tensor of Object.values(tensors)) tensor.dispose();
+  }
+  scheduler.loadStateDict(JSON.parse(readFileSync(join(checkpoint, "scheduler.json"), "utf8")) as SchedulerState);
+  const rngReader = openSafetensors(join(checkpoint, "rng_state.safetensors"));
+  try {
+    const rng = rngReader.get("cpu");
+    setRngState(rng);
+    rng.dispose();
+  } finally {
+    rngReader.close();
+  }
+}

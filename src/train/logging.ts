@@ -1,0 +1,95 @@
+// What a run tells the user and leaves behind, in LLaMA-Factory's and HF's shapes: a progress
+// line per logging step (step, epoch, loss, lr, tokens/s, ETA), `trainer_log.jsonl` (LogCallback's
+// fields), and the `*_results.json` files HF's Trainer writes.
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface LogRecord {
+  current_steps: number;
+  total_steps: number;
+  loss?: number;
+  eval_loss?: number;
+  lr?: number;
+  epoch?: number;
+  percentage: number;
+  elapsed_time: string;
+  remaining_time: string;
+  throughput?: number;
+  total_tokens?: number;
+}
+
+/** H:MM:SS, as LLaMA-Factory formats elapsed and remaining time. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 3600)}:${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** Rounds as HF's Trainer logs floats (4 significant decimals for losses). */
+function round(value: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+export class RunLog {
+  private readonly startedAt = performance.now();
+  private readonly logFile: string;
+
+  constructor(
+    readonly outputDir: string,
+    private readonly print: (line: string) => void = (line) => process.stderr.write(line + "\n"),
+    resumed = false,
+  ) {
+    this.logFile = join(outputDir, "trainer_log.jsonl");
+    if (!resumed && existsSync(this.logFile)) writeFileSync(this.logFile, "");
+  }
+
+  /** Seconds since this process started training. */
+  elapsed(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+
+  /** One logging step: the terminal line and one JSON line in trainer_log.jsonl. */
+  step(values: { step: number; totalSteps: number; epoch: number; loss?: number; evalLoss?: number; lr?: number; tokensPerSecond: number; totalTokens: number; stepsThisRun: number }): LogRecord {
+    const elapsed = this.elapsed();
+    const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
+    const remaining = perStep * (values.totalSteps - values.step);
+    const record: LogRecord = {
+      current_steps: values.step,
+      total_steps: values.totalSteps,
+      ...(values.loss !== undefined && { loss: round(values.loss, 4) }),
+      ...(values.evalLoss !== undefined && { eval_loss: round(values.evalLoss, 4) }),
+      ...(values.lr !== undefined && { lr: values.lr }),
+      epoch: round(values.epoch, 2),
+      percentage: round((100 * values.step) / values.totalSteps, 2),
+      elapsed_time: formatDuration(elapsed),
+      remaining_time: formatDuration(remaining),
+      throughput: round(values.tokensPerSecond, 2),
+      total_tokens: values.totalTokens,
+    };
+    appendFileSync(this.logFile, JSON.stringify(record) + "\n");
+    const parts = [
+      `[${values.step}/${values.totalSteps}]`,
+      `epoch ${record.epoch!.toFixed(2)}`,
+      values.loss !== undefined ? `loss ${values.loss.toFixed(4)}` : "",
+      values.evalLoss !== undefined ? `eval_loss ${values.evalLoss.toFixed(4)}` : "",
+      values.lr !== undefined ? `lr ${values.lr.toExponential(2)}` : "",
+      `${values.tokensPerSecond.toFixed(0)} tokens/s`,
+      `elapsed ${record.elapsed_time}`,
+      `ETA ${record.remaining_time}`,
+    ];
+    this.print(parts.filter(Boolean).join("  "));
+    return record;
+  }
+
+  info(line: string): void {
+    this.print(line);
+  }
+}
+
+/** `<split>_results.json`, merged into `all_results.json`, as HF's `save_metrics`. */
+export function saveMetrics(outputDir: string, split: "train" | "eval" | "predict", metrics: Record<string, number>): void {
+  writeFileSync(join(outputDir, `${split}_results.json`), JSON.stringify(metrics, null, 4) + "\n");
+  const allPath = join(outputDir, "all_results.json");
+  const all = existsSync(allPath) ? (JSON.parse(readFileSync(allPath, "utf8")) as Record<string, number>) : {};
+  writeFileSync(allPath, JSON.stringify({ ...all, ...metrics }, null, 4) + "\n");
+}

@@ -1,0 +1,331 @@
+// The one training loop, after Hugging Face's Trainer as LLaMA-Factory drives it: seeded shuffled
+// batches, gradient accumulation with the loss averaged over every trained token of the
+// accumulated batch, clipping, AdamW with HF's no-decay groups, the named LR schedule, gradient
+// checkpointing, logging, evaluation, checkpoints and exact resume. Each step runs in `tidy`.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { checkpointedBackward } from "../model/patches/checkpointing.ts";
+import type { CausalLM } from "../model/registry.ts";
+import {
+  AdamW,
+  type LambdaLR,
+  type Tensor,
+  clipGradNorm,
+  crossEntropy,
+  decayParameterGroups,
+  getScheduler,
+  noGrad,
+  tensor,
+  tidy,
+  warmupSteps,
+} from "../torch/index.ts";
+import {
+  type DataPosition,
+  type TrainerStateJson,
+  loadTrainingState,
+  readTrainerState,
+  rotateCheckpoints,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+import { RunLog, saveMetrics } from "./logging.ts";
+
+export const IGNORE_INDEX = -100;
+
+/** A processed example, as the data pipeline's processors produce it. */
+export interface TrainingExample {
+  input_ids: number[];
+  attention_mask: number[];
+  labels: number[];
+}
+
+/** A padded batch [B, T] of each field. */
+export interface CollatedBatch {
+  input_ids: number[][];
+  attention_mask: number[][];
+  labels: number[][];
+}
+
+export interface TrainerOptions {
+  outputDir: string;
+  batchSize: number;
+  evalBatchSize?: number;
+  gradientAccumulationSteps: number;
+  learningRate: number;
+  weightDecay: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEpsilon: number;
+  maxGradNorm: number;
+  numTrainEpochs: number;
+  /** > 0 overrides numTrainEpochs. */
+  maxSteps: number;
+  lrSchedulerType: string;
+  lrSchedulerKwargs?: Record<string, number>;
+  warmupSteps: number;
+  warmupRatio: number;
+  loggingSteps: number;
+  saveStrategy: "no" | "steps" | "epoch";
+  saveSteps: number;
+  saveTotalLimit: number | null;
+  saveOnlyModel: boolean;
+  evalStrategy: "no" | "steps" | "epoch";
+  evalSteps: number | null;
+  dataSeed: number;
+  gradientCheckpointing: boolean;
+  /** A checkpoint folder to resume from exactly. */
+  resumeFrom: string | null;
+  /** Stop after this many optimizer steps in this process (tests simulate a kill with it). */
+  stopAfterSteps?: number;
+  print?: (line: string) => void;
+}
+
+export interface TrainerParts {
+  model: CausalLM;
+  train: TrainingExample[];
+  eval?: TrainingExample[] | null;
+  collate: (rows: TrainingExample[]) => CollatedBatch;
+  /** Writes the trained weights (the full model or the adapter) into a folder. */
+  saveModel: (folder: string) => void;
+  /** Loads the weights a checkpoint holds back into the model (for resume). */
+  loadModel: (checkpoint: string) => void;
+}
+
+export interface TrainResult {
+  globalStep: number;
+  trainLoss: number;
+  /** The loss of every optimizer step run by this process, in order. */
+  stepLosses: number[];
+  logHistory: Record<string, number>[];
+  metrics: Record<string, number>;
+}
+
+/** A seeded permutation of 0..n-1 (Fisher-Yates over mulberry32), the epoch's data order. */
+export function shuffledOrder(n: number, seed: number): number[] {
+  let state = seed >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+/** Trained tokens of a batch: labels after the shift (position t predicts t+1) that count. */
+function countTrainedTokens(labels: number[][]): number {
+  let count = 0;
+  for (const row of labels) for (let t = 1; t < row.length; t++) if (row[t] !== IGNORE_INDEX) count++;
+  return count;
+}
+
+/**
+ * Sum of the token losses of one micro-batch divided by `denominator` (the trained tokens of the
+ * whole accumulated batch), so that summed over micro-batches it is the mean over all of them.
+ */
+function causalLmLoss(labels: Tensor, denominator: number) {
+  return (logits: Tensor): Tensor => {
+    const V = logits.shape[2]!;
+    const predicted = logits.slice(1, 0, -1).reshape(-1, V).to("float32"); // [B*(T-1), V]
+    const targets = labels.slice(1, 1).reshape(-1); // [B*(T-1)]
+    return crossEntropy(predicted, targets, { reduction: "sum", ignoreIndex: IGNORE_INDEX }).div(Math.max(denominator, 1));
+  };
+}
+
+/** The mask as a tensor, or null when nothing is padded (then the fused causal kernel applies). */
+function maskOrNull(attentionMask: number[][]): Tensor | null {
+  return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask);
+}
+
+function tokensIn(batch: CollatedBatch): number {
+  return batch.attention_mask.reduce((sum, row) => sum + row.reduce((a, b) => a + b, 0), 0);
+}
+
+export function train(parts: TrainerParts, options: TrainerOptions): TrainResult {
+  const { model } = parts;
+  mkdirSync(options.outputDir, { recursive: true });
+  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null);
+  const accumulation = Math.max(1, options.gradientAccumulationSteps);
+  const batchesPerEpoch = Math.ceil(parts.train.length / options.batchSize);
+  const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accumulation));
+  const totalSteps = options.maxSteps > 0 ? options.maxSteps : Math.ceil(options.numTrainEpochs * stepsPerEpoch);
+  const numEpochs = Math.ceil(totalSteps / stepsPerEpoch);
+
+  const trainable = model.namedParameters({ trainableOnly: true });
+  const optimizer = new AdamW(decayParameterGroups(trainable, options.weightDecay), {
+    lr: options.learningRate,
+    betas: [options.adamBeta1, options.adamBeta2],
+    eps: options.adamEpsilon,
+    weightDecay: options.weightDecay,
+  });
+  const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
+    numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
+    numTrainingSteps: totalSteps,
+    schedulerSpecificKwargs: options.lrSchedulerKwargs,
+  });
+
+  let globalStep = 0;
+  let position: DataPosition = { epoch: 0, microBatch: 0 };
+  let totalTokens = 0;
+  let logHistory: Record<string, number>[] = [];
+  if (options.resumeFrom) {
+    const saved = readTrainerState(options.resumeFrom);
+    parts.loadModel(options.resumeFrom);
+    loadTrainingState(options.resumeFrom, optimizer, scheduler);
+    globalStep = saved.global_step;
+    position = saved.lmf_data_position;
+    totalTokens = saved.lmf_total_tokens;
+    logHistory = saved.log_history;
+    log.info(`resuming from ${options.resumeFrom} at step ${globalStep}`);
+  }
+
+  const epochAt = (epoch: number, microBatch: number) => epoch + microBatch / batchesPerEpoch;
+  const trainerState = (): TrainerStateJson => ({
+    global_step: globalStep,
+    max_steps: totalSteps,
+    num_train_epochs: numEpochs,
+    epoch: epochAt(position.epoch, position.microBatch),
+    logging_steps: options.loggingSteps,
+    save_steps: options.saveSteps,
+    eval_steps: options.evalSteps,
+    train_batch_size: options.batchSize,
+    total_flos: 0,
+    log_history: logHistory,
+    best_metric: null,
+    best_model_checkpoint: null,
+    is_local_process_zero: true,
+    is_world_process_zero: true,
+    lmf_data_position: position,
+    lmf_total_tokens: totalTokens,
+  });
+  const checkpoint = () => {
+    saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
+    rotateCheckpoints(options.outputDir, options.saveTotalLimit);
+  };
+  const evaluate = (): number | undefined => {
+    if (!parts.eval?.length) return undefined;
+    const evalLoss = evaluateLoss(model, parts.eval, parts.collate, options.evalBatchSize ?? options.batchSize);
+    const record = { eval_loss: evalLoss, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
+    logHistory.push(record);
+    log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
+    return evalLoss;
+  };
+
+  log.info(
+    `training: ${parts.train.length} examples, ${numEpochs} epoch(s), ${totalSteps} steps ` +
+      `(batch ${options.batchSize} x accumulation ${accumulation}), ${model.numParameters({ trainableOnly: true })} trainable parameters`,
+  );
+  model.train();
+  const stepLosses: number[] = [];
+  let stepsThisRun = 0;
+  let lossSinceLog = 0;
+  let stepsSinceLog = 0;
+  let tokensSinceLog = 0;
+  let timeAtLastLog = log.elapsed();
+  let stopped = false;
+
+  for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stopped; epoch++) {
+    const order = shuffledOrder(parts.train.length, options.dataSeed + epoch);
+    let microBatch = epoch === position.epoch ? position.microBatch : 0;
+    while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
+      const group: CollatedBatch[] = [];
+      for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
+        const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
+        group.push(parts.collate(rows));
+      }
+      const trainedTokens = group.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0);
+      let stepLoss = 0;
+      for (const batch of group) {
+        stepLoss += tidy(() => {
+          const ids = tensor(batch.input_ids);
+          const labels = tensor(batch.labels);
+          const attentionMask = maskOrNull(batch.attention_mask);
+          const lossOf = causalLmLoss(labels, trainedTokens);
+          if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { attentionMask });
+          const loss = lossOf(model.forward(ids, { attentionMask }));
+          loss.backward();
+          return loss.item();
+        });
+        tokensSinceLog += tokensIn(batch);
+      }
+      if (options.maxGradNorm > 0) clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm);
+      optimizer.step();
+      scheduler.step();
+      optimizer.zeroGrad();
+
+      globalStep += 1;
+      stepsThisRun += 1;
+      microBatch += group.length;
+      position = microBatch >= batchesPerEpoch ? { epoch: epoch + 1, microBatch: 0 } : { epoch, microBatch };
+      stepLosses.push(stepLoss);
+      lossSinceLog += stepLoss;
+      stepsSinceLog += 1;
+
+      if (globalStep % options.loggingSteps === 0 || globalStep === totalSteps) {
+        const now = log.elapsed();
+        totalTokens += tokensSinceLog;
+        const loss = lossSinceLog / stepsSinceLog;
+        const lr = scheduler.getLastLr()[0]!;
+        const epochNow = epochAt(epoch, microBatch);
+        logHistory.push({ loss: Math.round(loss * 1e4) / 1e4, learning_rate: lr, epoch: Math.round(epochNow * 100) / 100, step: globalStep });
+        log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
+        lossSinceLog = 0;
+        stepsSinceLog = 0;
+        tokensSinceLog = 0;
+        timeAtLastLog = now;
+      }
+      if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluate();
+      if (options.saveStrategy === "steps" && globalStep % options.saveSteps === 0) checkpoint();
+      if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
+        stopped = true;
+        break;
+      }
+    }
+    if (!stopped && position.microBatch === 0) {
+      if (options.evalStrategy === "epoch") evaluate();
+      if (options.saveStrategy === "epoch") checkpoint();
+    }
+  }
+
+  totalTokens += tokensSinceLog;
+  const trainLoss = logHistory.filter((r) => r.loss !== undefined).reduce((s, r, _, all) => s + r.loss! / all.length, 0);
+  const runtime = log.elapsed();
+  const metrics: Record<string, number> = {
+    epoch: epochAt(position.epoch, position.microBatch),
+    total_flos: 0,
+    train_loss: stepLosses.length ? stepLosses.reduce((a, b) => a + b, 0) / stepLosses.length : trainLoss,
+    train_runtime: Math.round(runtime * 1e4) / 1e4,
+    train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize) / runtime) * 1e3) / 1e3,
+    train_steps_per_second: Math.round((stepsThisRun / runtime) * 1e3) / 1e3,
+  };
+  if (!stopped) {
+    parts.saveModel(options.outputDir);
+    writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
+    saveMetrics(options.outputDir, "train", metrics);
+  }
+  optimizer.dispose();
+  return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
+}
+
+/** Mean token loss over an evaluation set, batch by batch, without gradients. */
+export function evaluateLoss(model: CausalLM, rows: TrainingExample[], collate: (rows: TrainingExample[]) => CollatedBatch, batchSize: number): number {
+  const wasTraining = model.training;
+  model.eval();
+  let lossSum = 0;
+  let tokens = 0;
+  for (let start = 0; start < rows.length; start += batchSize) {
+    const batch = collate(rows.slice(start, start + batchSize));
+    const count = countTrainedTokens(batch.labels);
+    lossSum += tidy(() =>
+      noGrad(() => causalLmLoss(tensor(batch.labels), 1)(model.forward(tensor(batch.input_ids), { attentionMask: maskOrNull(batch.attention_mask) })).item()),
+    );
+    tokens += count;
+  }
+  model.train(wasTraining);
+  return lossSum / Math.max(tokens, 1);
+}
