@@ -66,9 +66,12 @@ export function checkpointedBackward(
       setRngState(rngAfterForward);
       rngAfterForward.dispose();
 
-      // The embedding, whose output gradient is the last upstream.
+      // The embedding, whose output gradient is the last upstream (nothing to do when frozen,
+      // as with LoRA and freeze tuning).
       const gradEmbedded = upstream!;
-      tidy(() => model.model.embed_tokens.forward(inputIds).backward(gradEmbedded));
+      if (model.model.embed_tokens.weight.requiresGrad) {
+        tidy(() => model.model.embed_tokens.forward(inputIds).backward(gradEmbedded));
+      }
       gradEmbedded.dispose();
       embedded.dispose();
       return lossValue;
