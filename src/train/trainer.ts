@@ -28,6 +28,7 @@ import {
   saveCheckpoint,
 } from "./checkpoint.ts";
 import { RunLog, saveMetrics } from "./logging.ts";
+import { plotLoss } from "./plot.ts";
 
 export const IGNORE_INDEX = -100;
 
@@ -72,6 +73,8 @@ export interface TrainerOptions {
   evalSteps: number | null;
   dataSeed: number;
   gradientCheckpointing: boolean;
+  /** plot_loss: write training_loss.png (and training_eval_loss.png) at the end. */
+  plotLoss?: boolean;
   /** A checkpoint folder to resume from exactly. */
   resumeFrom: string | null;
   /** Stop after this many optimizer steps in this process (tests simulate a kill with it). */
@@ -307,6 +310,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
     parts.saveModel(options.outputDir);
     writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
     saveMetrics(options.outputDir, "train", metrics);
+    if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory)) log.info(`wrote ${file}`);
   }
   optimizer.dispose();
   return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
