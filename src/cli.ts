@@ -54,6 +54,21 @@ async function printEnv(): Promise<number> {
   }
 }
 
+async function expandLlamaPro(action: string, flags: { model_name_or_path: string; output_dir: string; num_expand: string }): Promise<number> {
+  const { UserError } = await import("./errors.ts");
+  if (action !== "expand") throw new UserError(`unknown llama-pro action '${action}'`, "lmf llama-pro", "use `lmf llama-pro expand`");
+  const numExpand = Number(flags.num_expand);
+  if (!Number.isInteger(numExpand) || numExpand <= 0) {
+    throw new UserError(`--num_expand must be a positive integer, got '${flags.num_expand}'`, "lmf llama-pro expand");
+  }
+  const { resolveModelPath } = await import("./model/hub.ts");
+  const { expandCheckpoint } = await import("./model/adapters/llama_pro.ts");
+  const result = expandCheckpoint(resolveModelPath(flags.model_name_or_path), flags.output_dir, { numExpandedLayers: numExpand });
+  console.log(`wrote ${flags.output_dir} with ${result.numLayers} layers.`);
+  console.log(`Train it with: use_llama_pro: true, freeze_trainable_layers: ${result.freezeTrainableLayers} (finetuning_type freeze or lora).`);
+  return 0;
+}
+
 async function printHelp(topic: string | undefined, program: Command): Promise<number> {
   const help = await import("./hparams/help.ts");
   if (!topic) {
@@ -88,6 +103,16 @@ function buildProgram(setStatus: (status: number) => void): Command {
       console.error("lmf webui: the web board is not built yet.");
       setStatus(NOT_BUILT);
     });
+  program
+    .command("llama-pro")
+    .description("LLaMA Pro: `lmf llama-pro expand` writes a checkpoint with identity blocks inserted")
+    .argument("<action>", "expand")
+    .requiredOption("--model_name_or_path <folder>", "the model to expand")
+    .requiredOption("--output_dir <folder>", "where to write the expanded model")
+    .requiredOption("--num_expand <n>", "how many blocks to insert (divides num_hidden_layers)")
+    .action(async (action: string, flags: { model_name_or_path: string; output_dir: string; num_expand: string }) =>
+      setStatus(await expandLlamaPro(action, flags)),
+    );
   program
     .command("env")
     .description("show lmfactory, Node, libtorch and BLAS versions, threads and devices")

@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { loadConfig } from "../src/model/config.ts";
+import { makeTinyModel } from "./fixtures/tiny_model.ts";
 
 const bin = new URL("../bin/lmf.mjs", import.meta.url).pathname;
 const repo = new URL("..", import.meta.url).pathname;
@@ -110,4 +112,18 @@ describe("lmf", () => {
     if (result.status === 0) assert.match(result.stdout, /libtorch\s+\d/);
     else assert.match(result.stderr, /npm run setup/);
   });
+});
+
+test("lmf llama-pro expand writes an expanded checkpoint and says how to train it", () => {
+  const source = makeTinyModel();
+  const output = join(mkdtempSync(join(tmpdir(), "lmf-pro-")), "expanded");
+  const result = spawnSync(process.execPath, ["bin/lmf.mjs", "llama-pro", "expand", "--model_name_or_path", source, "--output_dir", output, "--num_expand", "2"], { encoding: "utf8" });
+  assert.equal(result.status, 0, result.stderr);
+  assert.match(result.stdout, /4 layers/);
+  assert.match(result.stdout, /use_llama_pro: true, freeze_trainable_layers: 2/);
+  assert.equal(loadConfig(output).num_hidden_layers, 4);
+  const bad = spawnSync(process.execPath, ["bin/lmf.mjs", "llama-pro", "expand", "--model_name_or_path", source, "--output_dir", output, "--num_expand", "three"], { encoding: "utf8" });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^error: .*--num_expand must be a positive integer/m);
+  assert.doesNotMatch(bad.stderr, /\n\s+at /);
 });
