@@ -73,6 +73,8 @@ export interface TrainerOptions {
   evalSteps: number | null;
   dataSeed: number;
   gradientCheckpointing: boolean;
+  /** Where batches go: the model's device ("cpu", "cuda", "cuda:N"). */
+  device?: string;
   /** plot_loss: write training_loss.png (and training_eval_loss.png) at the end. */
   plotLoss?: boolean;
   /** A checkpoint folder to resume from exactly. */
@@ -141,8 +143,8 @@ function causalLmLoss(labels: Tensor, denominator: number) {
 }
 
 /** The mask as a tensor, or null when nothing is padded (then the fused causal kernel applies). */
-function maskOrNull(attentionMask: number[][]): Tensor | null {
-  return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask);
+function maskOrNull(attentionMask: number[][], device: string): Tensor | null {
+  return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask, { device });
 }
 
 function tokensIn(batch: CollatedBatch): number {
@@ -151,6 +153,7 @@ function tokensIn(batch: CollatedBatch): number {
 
 export function train(parts: TrainerParts, options: TrainerOptions): TrainResult {
   const { model } = parts;
+  const device = options.device ?? "cpu";
   mkdirSync(options.outputDir, { recursive: true });
   const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null);
   const accumulation = Math.max(1, options.gradientAccumulationSteps);
@@ -172,152 +175,162 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
     schedulerSpecificKwargs: options.lrSchedulerKwargs,
   });
 
-  let globalStep = 0;
-  let position: DataPosition = { epoch: 0, microBatch: 0 };
-  let totalTokens = 0;
-  let logHistory: Record<string, number>[] = [];
-  if (options.resumeFrom) {
-    const saved = readTrainerState(options.resumeFrom);
-    parts.loadModel(options.resumeFrom);
-    loadTrainingState(options.resumeFrom, optimizer, scheduler);
-    globalStep = saved.global_step;
-    position = saved.lmf_data_position;
-    totalTokens = saved.lmf_total_tokens;
-    logHistory = saved.log_history;
-    log.info(`resuming from ${options.resumeFrom} at step ${globalStep}`);
-  }
+  try {
+    let globalStep = 0;
+    let position: DataPosition = { epoch: 0, microBatch: 0 };
+    let totalTokens = 0;
+    let logHistory: Record<string, number>[] = [];
+    if (options.resumeFrom) {
+      const saved = readTrainerState(options.resumeFrom);
+      parts.loadModel(options.resumeFrom);
+      loadTrainingState(options.resumeFrom, optimizer, scheduler);
+      globalStep = saved.global_step;
+      position = saved.lmf_data_position;
+      totalTokens = saved.lmf_total_tokens;
+      logHistory = saved.log_history;
+      log.info(`resuming from ${options.resumeFrom} at step ${globalStep}`);
+    }
 
-  const epochAt = (epoch: number, microBatch: number) => epoch + microBatch / batchesPerEpoch;
-  const trainerState = (): TrainerStateJson => ({
-    global_step: globalStep,
-    max_steps: totalSteps,
-    num_train_epochs: numEpochs,
-    epoch: epochAt(position.epoch, position.microBatch),
-    logging_steps: options.loggingSteps,
-    save_steps: options.saveSteps,
-    eval_steps: options.evalSteps,
-    train_batch_size: options.batchSize,
-    total_flos: 0,
-    log_history: logHistory,
-    best_metric: null,
-    best_model_checkpoint: null,
-    is_local_process_zero: true,
-    is_world_process_zero: true,
-    lmf_data_position: position,
-    lmf_total_tokens: totalTokens,
-  });
-  const checkpoint = () => {
-    saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
-    rotateCheckpoints(options.outputDir, options.saveTotalLimit);
-  };
-  const evaluate = (): number | undefined => {
-    if (!parts.eval?.length) return undefined;
-    const evalLoss = evaluateLoss(model, parts.eval, parts.collate, options.evalBatchSize ?? options.batchSize);
-    const record = { eval_loss: evalLoss, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
-    logHistory.push(record);
-    log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
-    return evalLoss;
-  };
+    const epochAt = (epoch: number, microBatch: number) => epoch + microBatch / batchesPerEpoch;
+    const trainerState = (): TrainerStateJson => ({
+      global_step: globalStep,
+      max_steps: totalSteps,
+      num_train_epochs: numEpochs,
+      epoch: epochAt(position.epoch, position.microBatch),
+      logging_steps: options.loggingSteps,
+      save_steps: options.saveSteps,
+      eval_steps: options.evalSteps,
+      train_batch_size: options.batchSize,
+      total_flos: 0,
+      log_history: logHistory,
+      best_metric: null,
+      best_model_checkpoint: null,
+      is_local_process_zero: true,
+      is_world_process_zero: true,
+      lmf_data_position: position,
+      lmf_total_tokens: totalTokens,
+    });
+    const checkpoint = () => {
+      saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
+      rotateCheckpoints(options.outputDir, options.saveTotalLimit);
+    };
+    const evaluate = (): number | undefined => {
+      if (!parts.eval?.length) return undefined;
+      const evalLoss = evaluateLoss(model, parts.eval, parts.collate, options.evalBatchSize ?? options.batchSize, device);
+      const record = { eval_loss: evalLoss, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
+      logHistory.push(record);
+      log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
+      return evalLoss;
+    };
 
-  log.info(
-    `training: ${parts.train.length} examples, ${numEpochs} epoch(s), ${totalSteps} steps ` +
-      `(batch ${options.batchSize} x accumulation ${accumulation}), ${model.numParameters({ trainableOnly: true })} trainable parameters`,
-  );
-  model.train();
-  const stepLosses: number[] = [];
-  let stepsThisRun = 0;
-  let lossSinceLog = 0;
-  let stepsSinceLog = 0;
-  let tokensSinceLog = 0;
-  let timeAtLastLog = log.elapsed();
-  let stopped = false;
+    log.info(
+      `training: ${parts.train.length} examples, ${numEpochs} epoch(s), ${totalSteps} steps ` +
+        `(batch ${options.batchSize} x accumulation ${accumulation}), ${model.numParameters({ trainableOnly: true })} trainable parameters`,
+    );
+    model.train();
+    const stepLosses: number[] = [];
+    let stepsThisRun = 0;
+    let lossSinceLog = 0;
+    let stepsSinceLog = 0;
+    let tokensSinceLog = 0;
+    let timeAtLastLog = log.elapsed();
+    let stopped = false;
 
-  for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stopped; epoch++) {
-    const order = shuffledOrder(parts.train.length, options.dataSeed + epoch);
-    let microBatch = epoch === position.epoch ? position.microBatch : 0;
-    while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
-      const group: CollatedBatch[] = [];
-      for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
-        const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
-        group.push(parts.collate(rows));
+    for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stopped; epoch++) {
+      const order = shuffledOrder(parts.train.length, options.dataSeed + epoch);
+      let microBatch = epoch === position.epoch ? position.microBatch : 0;
+      while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
+        const group: CollatedBatch[] = [];
+        for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
+          const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
+          group.push(parts.collate(rows));
+        }
+        const trainedTokens = group.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0);
+        let stepLoss = 0;
+        for (const batch of group) {
+          stepLoss += tidy(() => {
+            const ids = tensor(batch.input_ids, { device });
+            const labels = tensor(batch.labels, { device });
+            const attentionMask = maskOrNull(batch.attention_mask, device);
+            const lossOf = causalLmLoss(labels, trainedTokens);
+            if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { attentionMask });
+            const loss = lossOf(model.forward(ids, { attentionMask }));
+            loss.backward();
+            return loss.item();
+          });
+          tokensSinceLog += tokensIn(batch);
+        }
+        if (options.maxGradNorm > 0) clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm);
+        optimizer.step();
+        scheduler.step();
+        optimizer.zeroGrad();
+
+        globalStep += 1;
+        stepsThisRun += 1;
+        microBatch += group.length;
+        position = microBatch >= batchesPerEpoch ? { epoch: epoch + 1, microBatch: 0 } : { epoch, microBatch };
+        stepLosses.push(stepLoss);
+        lossSinceLog += stepLoss;
+        stepsSinceLog += 1;
+
+        if (globalStep % options.loggingSteps === 0 || globalStep === totalSteps) {
+          const now = log.elapsed();
+          totalTokens += tokensSinceLog;
+          const loss = lossSinceLog / stepsSinceLog;
+          const lr = scheduler.getLastLr()[0]!;
+          const epochNow = epochAt(epoch, microBatch);
+          logHistory.push({ loss: Math.round(loss * 1e4) / 1e4, learning_rate: lr, epoch: Math.round(epochNow * 100) / 100, step: globalStep });
+          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
+          lossSinceLog = 0;
+          stepsSinceLog = 0;
+          tokensSinceLog = 0;
+          timeAtLastLog = now;
+        }
+        if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluate();
+        if (options.saveStrategy === "steps" && globalStep % options.saveSteps === 0) checkpoint();
+        if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
+          stopped = true;
+          break;
+        }
       }
-      const trainedTokens = group.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0);
-      let stepLoss = 0;
-      for (const batch of group) {
-        stepLoss += tidy(() => {
-          const ids = tensor(batch.input_ids);
-          const labels = tensor(batch.labels);
-          const attentionMask = maskOrNull(batch.attention_mask);
-          const lossOf = causalLmLoss(labels, trainedTokens);
-          if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { attentionMask });
-          const loss = lossOf(model.forward(ids, { attentionMask }));
-          loss.backward();
-          return loss.item();
-        });
-        tokensSinceLog += tokensIn(batch);
-      }
-      if (options.maxGradNorm > 0) clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm);
-      optimizer.step();
-      scheduler.step();
-      optimizer.zeroGrad();
-
-      globalStep += 1;
-      stepsThisRun += 1;
-      microBatch += group.length;
-      position = microBatch >= batchesPerEpoch ? { epoch: epoch + 1, microBatch: 0 } : { epoch, microBatch };
-      stepLosses.push(stepLoss);
-      lossSinceLog += stepLoss;
-      stepsSinceLog += 1;
-
-      if (globalStep % options.loggingSteps === 0 || globalStep === totalSteps) {
-        const now = log.elapsed();
-        totalTokens += tokensSinceLog;
-        const loss = lossSinceLog / stepsSinceLog;
-        const lr = scheduler.getLastLr()[0]!;
-        const epochNow = epochAt(epoch, microBatch);
-        logHistory.push({ loss: Math.round(loss * 1e4) / 1e4, learning_rate: lr, epoch: Math.round(epochNow * 100) / 100, step: globalStep });
-        log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
-        lossSinceLog = 0;
-        stepsSinceLog = 0;
-        tokensSinceLog = 0;
-        timeAtLastLog = now;
-      }
-      if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluate();
-      if (options.saveStrategy === "steps" && globalStep % options.saveSteps === 0) checkpoint();
-      if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
-        stopped = true;
-        break;
+      if (!stopped && position.microBatch === 0) {
+        if (options.evalStrategy === "epoch") evaluate();
+        if (options.saveStrategy === "epoch") checkpoint();
       }
     }
-    if (!stopped && position.microBatch === 0) {
-      if (options.evalStrategy === "epoch") evaluate();
-      if (options.saveStrategy === "epoch") checkpoint();
-    }
-  }
 
-  totalTokens += tokensSinceLog;
-  const trainLoss = logHistory.filter((r) => r.loss !== undefined).reduce((s, r, _, all) => s + r.loss! / all.length, 0);
-  const runtime = log.elapsed();
-  const metrics: Record<string, number> = {
-    epoch: epochAt(position.epoch, position.microBatch),
-    total_flos: 0,
-    train_loss: stepLosses.length ? stepLosses.reduce((a, b) => a + b, 0) / stepLosses.length : trainLoss,
-    train_runtime: Math.round(runtime * 1e4) / 1e4,
-    train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize) / runtime) * 1e3) / 1e3,
-    train_steps_per_second: Math.round((stepsThisRun / runtime) * 1e3) / 1e3,
-  };
-  if (!stopped) {
-    parts.saveModel(options.outputDir);
-    writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
-    saveMetrics(options.outputDir, "train", metrics);
-    if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory)) log.info(`wrote ${file}`);
+    totalTokens += tokensSinceLog;
+    const trainLoss = logHistory.filter((r) => r.loss !== undefined).reduce((s, r, _, all) => s + r.loss! / all.length, 0);
+    const runtime = log.elapsed();
+    const metrics: Record<string, number> = {
+      epoch: epochAt(position.epoch, position.microBatch),
+      total_flos: 0,
+      train_loss: stepLosses.length ? stepLosses.reduce((a, b) => a + b, 0) / stepLosses.length : trainLoss,
+      train_runtime: Math.round(runtime * 1e4) / 1e4,
+      train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize) / runtime) * 1e3) / 1e3,
+      train_steps_per_second: Math.round((stepsThisRun / runtime) * 1e3) / 1e3,
+    };
+    if (!stopped) {
+      parts.saveModel(options.outputDir);
+      writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
+      saveMetrics(options.outputDir, "train", metrics);
+      if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory)) log.info(`wrote ${file}`);
+    }
+    return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
+  } finally {
+    // Also when a step throws: the optimizer's state tensors are freed either way.
+    optimizer.dispose();
   }
-  optimizer.dispose();
-  return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
 }
 
 /** Mean token loss over an evaluation set, batch by batch, without gradients. */
-export function evaluateLoss(model: CausalLM, rows: TrainingExample[], collate: (rows: TrainingExample[]) => CollatedBatch, batchSize: number): number {
+export function evaluateLoss(
+  model: CausalLM,
+  rows: TrainingExample[],
+  collate: (rows: TrainingExample[]) => CollatedBatch,
+  batchSize: number,
+  device = "cpu",
+): number {
   const wasTraining = model.training;
   model.eval();
   let lossSum = 0;
@@ -326,7 +339,11 @@ export function evaluateLoss(model: CausalLM, rows: TrainingExample[], collate: 
     const batch = collate(rows.slice(start, start + batchSize));
     const count = countTrainedTokens(batch.labels);
     lossSum += tidy(() =>
-      noGrad(() => causalLmLoss(tensor(batch.labels), 1)(model.forward(tensor(batch.input_ids), { attentionMask: maskOrNull(batch.attention_mask) })).item()),
+      noGrad(() =>
+        causalLmLoss(tensor(batch.labels, { device }), 1)(
+          model.forward(tensor(batch.input_ids, { device }), { attentionMask: maskOrNull(batch.attention_mask, device) }),
+        ).item(),
+      ),
     );
     tokens += count;
   }

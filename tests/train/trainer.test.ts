@@ -159,3 +159,44 @@ test("a run leaves LLaMA-Factory's files, rotates checkpoints and leaks no tenso
   for (const key of ["epoch", "train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second"]) assert.ok(key in results, key);
   model.dispose();
 });
+
+test("k micro-batches of gradient accumulation equal one batch k times larger", () => {
+  const folder = makeTinyModel();
+  const data = examples(8);
+  const run = (batchSize: number, accumulation: number) => {
+    const model = loadModel(folder);
+    train(parts(model, data), options(tmp(), { batchSize, gradientAccumulationSteps: accumulation, maxSteps: 2, maxGradNorm: 0, gradientCheckpointing: false }));
+    return model;
+  };
+  const big = run(4, 1);
+  const accumulated = run(2, 2);
+  const a = big.stateDict();
+  const b = accumulated.stateDict();
+  for (const name of Object.keys(a)) assert.ok(a[name]!.allclose(b[name]!, 1e-5, 1e-6), `${name} differs`);
+  big.dispose();
+  accumulated.dispose();
+});
+
+test("a checkpoint write killed half way leaves the previous checkpoint complete and resumable", () => {
+  const folder = makeTinyModel();
+  const data = examples(16);
+  const outputDir = tmp();
+  const model = loadModel(folder);
+  let saves = 0;
+  const crashing = {
+    ...parts(model, data),
+    saveModel: (dir: string) => {
+      saves += 1;
+      saveModel(model, dir);
+      if (saves === 2) throw new Error("killed while writing the second checkpoint");
+    },
+  };
+  assert.throws(() => train(crashing, options(outputDir, { maxSteps: 6, saveStrategy: "steps", saveSteps: 2 })), /killed while writing/);
+  model.dispose();
+  assert.deepEqual(listCheckpoints(outputDir).map((p) => p.split("/").pop()), ["checkpoint-2"]);
+  const fresh = loadModel(folder);
+  const resumed = train(parts(fresh, data), options(outputDir, { maxSteps: 6, saveStrategy: "steps", saveSteps: 2, resumeFrom: listCheckpoints(outputDir)[0]! }));
+  assert.equal(resumed.globalStep, 6);
+  assert.equal(resumed.stepLosses.length, 4);
+  fresh.dispose();
+});
