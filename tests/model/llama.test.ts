@@ -94,3 +94,12 @@ test("decoding with the KV cache gives the same logits as the full forward, with
   ids.dispose();
   model.dispose();
 });
+
+test("Qwen2 has q/k/v biases and no o_proj bias, as a real Qwen2 checkpoint", () => {
+  const model = loadModel(makeTinyModel({ model_type: "qwen2", use_sliding_window: false }));
+  const names = model.namedParameters().map(([name]) => name);
+  assert.ok(names.includes("model.layers.0.self_attn.q_proj.bias"));
+  assert.ok(names.includes("model.layers.0.self_attn.v_proj.bias"));
+  assert.ok(!names.includes("model.layers.0.self_attn.o_proj.bias"));
+  model.dispose();
+});
