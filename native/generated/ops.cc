@@ -976,7 +976,7 @@ Napi::Value op_square(const Napi::CallbackInfo& info) {
 Napi::Value op_pow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "pow", "self");
-  double exponent = lmf::double_arg(info, 1, "pow", "exponent");
+  at::Scalar exponent = lmf::scalar_arg(info, 1, "pow", "exponent");
   try {
     return lmf::wrap_tensor(env, at::pow(self, exponent));
   } catch (const Napi::Error&) {

@@ -148,6 +148,8 @@ at::TensorOptions options(at::ScalarType dtype, at::Device device) {
 
 c10::optional<at::Scalar> opt_scalar(c10::optional<double> value) {
   if (!value) return c10::nullopt;
+  // As in scalar_arg: an integral bound keeps an integer tensor integral (torch.clamp(int, -1, 1)).
+  if (std::nearbyint(*value) == *value && std::abs(*value) < 9.007199254740992e15) return at::Scalar(static_cast<int64_t>(*value));
   return at::Scalar(*value);
 }
 
@@ -189,6 +191,11 @@ void throw_op_error(Napi::Env env, const char* op, const std::exception& error,
   auto cut = message.find("\nException raised from");
   if (cut != std::string::npos) message = message.substr(0, cut);
   while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  // Without CUDA, libtorch answers a cuda request with a page about dispatch keys; say what it means.
+  if (!at::hasCUDA() && (message.find("'CUDA' backend") != std::string::npos ||
+                         message.find("not linked with support for cuda") != std::string::npos)) {
+    message = "device cuda requested, but this libtorch has no CUDA support or no GPU is visible (use cpu)";
+  }
   std::ostringstream out;
   out << op << "(";
   bool first = true;

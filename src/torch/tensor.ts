@@ -116,7 +116,7 @@ export class Tensor {
 
   /** The handle-table id; throws once disposed. */
   get id(): number {
-    if (this.#id < 0) throw new Error("tensor used after dispose()");
+    if (this.#id < 0) throw disposedError(this.#shape, this.#dtype);
     return this.#id;
   }
 
@@ -221,7 +221,7 @@ export class Tensor {
   // --- conversion -------------------------------------------------------------------------
 
   to(target: DType | Device | string): Tensor {
-    if (target in SCALAR_TYPE) return new Tensor(native.to_dtype(this.id, SCALAR_TYPE[target as DType]));
+    if (Object.hasOwn(SCALAR_TYPE, target)) return new Tensor(native.to_dtype(this.id, SCALAR_TYPE[target as DType]));
     return new Tensor(native.to_device(this.id, target));
   }
   float(): Tensor {
@@ -674,6 +674,23 @@ export class Tensor {
   }
 }
 
+/**
+ * The error for a disposed handle. The op is the method or function that read the id, taken from
+ * the stack only on this path so the hot path pays nothing; the shape is there when it was read.
+ */
+function disposedError(shape: Shape | undefined, dtype: DType | undefined): Error {
+  let op = "tensor op";
+  for (const line of (new Error().stack ?? "").split("\n").slice(3)) {
+    const frame = /^\s*at (?:([\w$]+)\.)?([A-Za-z_$][\w$]*) \(/.exec(line);
+    if (frame && frame[1] !== "Array") {
+      op = frame[2]!;
+      break;
+    }
+  }
+  const was = shape ? ` (it was [${shape.join(", ")}]${dtype ? ` ${dtype}` : ""})` : "";
+  return new Error(`${op}: tensor used after dispose()${was}`);
+}
+
 function flatShape(args: Shape | [Shape]): Shape {
   return Array.isArray(args[0]) ? (args[0] as Shape) : (args as Shape);
 }
@@ -738,7 +755,7 @@ export function tensor(data: NestedArray | ArrayBufferView, options: TensorOptio
     throw new Error(`tensor(): ragged nested array: ${flat.length} values for shape [${shape.join(", ")}]`);
   }
   const inferred: DType =
-    typeof flat[0] === "boolean" ? "bool" : flat.every((v) => Number.isInteger(v)) ? "int64" : "float32";
+    typeof flat[0] === "boolean" ? "bool" : flat.length > 0 && flat.every((v) => Number.isInteger(v)) ? "int64" : "float32";
   const dtype = options.dtype ?? inferred;
   let out: Tensor;
   if (dtype === "bool" || dtype === "uint8") {
