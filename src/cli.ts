@@ -8,7 +8,7 @@ import { isUserError } from "./errors.ts";
 type Job = "train" | "chat" | "api" | "eval" | "export";
 
 const JOBS: Record<Job, string> = {
-  train: "fine-tune or pre-train a model (stages pt, sft; rm, dpo, kto, ppo later)",
+  train: "pre-train or fine-tune a model (stages pt and sft; rm, dpo, kto, ppo later)",
   chat: "chat with a model in the terminal",
   api: "serve an OpenAI-compatible HTTP API",
   eval: "run a multiple-choice benchmark (MMLU, C-Eval, CMMLU format)",
@@ -31,8 +31,43 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
   }
   const hparams = await import("./hparams/index.ts");
   const onWarning = (message: string) => console.error(`notice: ${message}`);
-  if (job === "train") hparams.parseTrainArgs(tokens, { onWarning });
-  else if (job === "eval") hparams.parseEvalArgs(tokens, { onWarning });
+  if (job === "train") {
+    const args = hparams.parseTrainArgs(tokens, { onWarning });
+    const { runTrain } = await import("./train/workflow.ts");
+    await runTrain(args);
+    return 0;
+  }
+  if (job === "chat") {
+    const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
+    const { ChatModel } = await import("./infer/chat_model.ts");
+    const { runChatCli } = await import("./infer/chat_cli.ts");
+    const { model, data, generating } = args;
+    const chat = ChatModel.load({
+      modelNameOrPath: model.model_name_or_path!,
+      adapterNameOrPath: model.adapter_name_or_path,
+      cacheDir: model.cache_dir,
+      template: data.template,
+      defaultSystem: data.default_system,
+      enableThinking: data.enable_thinking,
+      inferDtype: model.infer_dtype as "auto" | "float32" | "bfloat16" | "float16",
+      flashAttn: model.flash_attn as "auto" | "disabled" | "sdpa" | "fa2" | "fa3",
+      ropeScaling: model.rope_scaling as "linear" | "dynamic" | "yarn" | "llama3" | null,
+    });
+    await runChatCli(chat, {
+      doSample: generating.do_sample,
+      temperature: generating.temperature,
+      topP: generating.top_p,
+      topK: generating.top_k,
+      numBeams: generating.num_beams,
+      maxLength: generating.max_length,
+      maxNewTokens: generating.max_new_tokens,
+      repetitionPenalty: generating.repetition_penalty,
+      lengthPenalty: generating.length_penalty,
+    });
+    chat.dispose();
+    return 0;
+  }
+  if (job === "eval") hparams.parseEvalArgs(tokens, { onWarning });
   else hparams.parseInferArgs(tokens, { onWarning, command: job });
   console.error(`lmf ${job}: the arguments are valid, but the ${job} job is not built yet.`);
   return NOT_BUILT;

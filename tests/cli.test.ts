@@ -47,15 +47,16 @@ describe("lmf", () => {
     assertOneCleanError(result.stderr, "`neat_packing` is only for `stage: sft`");
   });
 
-  test("a valid config is parsed, then the job says it is not built yet (exit 3)", () => {
-    const result = lmf("train", "examples/train_lora/llama3_lora_sft.yaml", "lora_rank=16");
-    assert.equal(result.status, 3, result.stderr);
-    assert.match(result.stderr, /arguments are valid, but the train job is not built yet/);
+  test("a valid config whose model is not on this machine fails with one clear message before any work", () => {
+    const result = lmf("train", "examples/train_lora/llama3_lora_sft.yaml", "lora_rank=16", "cache_dir=/nonexistent");
+    assert.equal(result.status, 1, result.stderr);
+    assertOneCleanError(result.stderr, "model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct' is neither a local folder nor in a Hugging Face cache");
   });
 
   test("chat takes a training config and ignores its training keys with one notice", () => {
-    const result = lmf("chat", "examples/train_lora/llama3_lora_sft.yaml");
-    assert.equal(result.status, 3, result.stderr);
+    const result = lmf("chat", "examples/train_lora/llama3_lora_sft.yaml", "cache_dir=/nonexistent");
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /^error: model_name_or_path: 'meta-llama\/Meta-Llama-3-8B-Instruct' is neither a local folder/m);
     const notices = result.stderr.split("\n").filter((line) => line.startsWith("notice:"));
     assert.equal(notices.length, 1);
     assert.match(notices[0]!, /ignores keys it does not use: .*learning_rate/);

@@ -1,0 +1,341 @@
+// `lmf train`: the stage workflows pt and sft, as LLaMA-Factory's run_pt / run_sft: tokenizer ->
+// template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save, evaluate,
+// predict. Only this file and src/cli.ts see whole argument groups; the layers get flat values.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { loadDatasets } from "../data/dataset.ts";
+import type { MixStrategy } from "../data/mix.ts";
+import { collateSupervised } from "../data/processors/collator.ts";
+import { processPretrain } from "../data/processors/pretrain.ts";
+import { processPackedSupervised, processSupervised } from "../data/processors/supervised.ts";
+import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
+import type { ChatTemplate } from "../data/templates/template.ts";
+import type { AlignedExample, SupervisedRow } from "../data/types.ts";
+import { UserError } from "../errors.ts";
+import type { TrainArgs } from "../hparams/index.ts";
+import { saveJson } from "../hparams/index.ts";
+import { applyFinetuning, loraStateDict, paramSummary, printParamStatus, saveLoraAdapter } from "../model/adapters/index.ts";
+import { loadConfig } from "../model/config.ts";
+import { type GenerateOptions, generate } from "../model/generation.ts";
+import { resolveModelPath } from "../model/hub.ts";
+import { loadWeights, saveModel } from "../model/loader.ts";
+import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
+import { patchConfig } from "../model/patches/config.ts";
+import { architectureFor, type CausalLM } from "../model/registry.ts";
+import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
+import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
+import { type DType, engineInfo, manualSeed, noGrad, openSafetensors, tidy } from "../torch/index.ts";
+import { lastCheckpoint } from "./checkpoint.ts";
+import { saveMetrics } from "./logging.ts";
+import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
+
+const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
+
+export interface RunOptions {
+  print?: (line: string) => void;
+}
+
+/** Where a run resumes: an explicit checkpoint, or the last one in output_dir (LLaMA-Factory's rule). */
+function resolveResume(args: TrainArgs, print: (line: string) => void): string | null {
+  const { training } = args;
+  const requested = training.resume_from_checkpoint;
+  if (requested && requested !== "false") {
+    if (requested === "true" || requested === "True") {
+      const last = lastCheckpoint(training.output_dir);
+      if (!last) throw new UserError(`no checkpoint found in ${training.output_dir}`, "resume_from_checkpoint", "train without resume_from_checkpoint first");
+      return last;
+    }
+    if (!existsSync(requested)) throw new UserError(`checkpoint ${requested} does not exist`, "resume_from_checkpoint");
+    return requested;
+  }
+  if (!training.do_train || !existsSync(training.output_dir) || training.overwrite_output_dir) return null;
+  const last = lastCheckpoint(training.output_dir);
+  if (last) {
+    print(`resuming training from ${last} (set overwrite_output_dir: true to start over)`);
+    return last;
+  }
+  if (readdirSync(training.output_dir).length > 0) {
+    throw new UserError(
+      `output directory ${training.output_dir} already exists and is not empty`,
+      "output_dir",
+      "set overwrite_output_dir: true to train into it anyway, or choose another output_dir",
+    );
+  }
+  return null;
+}
+
+/** The dtype weights are kept in: float32, or bfloat16 with bf16 (fp16 needs CUDA). */
+function computeDtype(args: TrainArgs, device: string): DType {
+  if (args.training.fp16 && device === "cpu") {
+    throw new UserError("fp16 is not supported on CPU by libtorch", "fp16", "use bf16: true (or neither) on CPU");
+  }
+  return (args.model.compute_dtype as DType | undefined) ?? "float32";
+}
+
+interface PreparedTokenizer {
+  tokenizer: Tokenizer;
+  template: ChatTemplate;
+  modelFolder: string;
+  addedTokens: number;
+}
+
+interface PreparedModel extends PreparedTokenizer {
+  model: CausalLM;
+  isLora: boolean;
+}
+
+function prepareTokenizer(args: TrainArgs, stage: "pt" | "sft"): PreparedTokenizer {
+  const { model: modelArgs, data } = args;
+  const modelFolder = resolveModelPath(modelArgs.model_name_or_path!, { cacheDir: modelArgs.cache_dir, revision: modelArgs.model_revision });
+  const tokenizer = loadTokenizer(modelFolder, {
+    splitSpecialTokens: modelArgs.split_special_tokens,
+    addTokens: modelArgs.add_tokens ?? undefined,
+    addSpecialTokens: modelArgs.add_special_tokens ?? undefined,
+  });
+  const { template, addedTokens } = getTemplateAndFixTokenizer(stage === "pt" && !data.template ? "empty" : data.template, tokenizer, {
+    defaultSystem: data.default_system,
+    enableThinking: data.enable_thinking,
+    toolFormat: data.tool_format,
+    trainOnPrompt: data.train_on_prompt,
+  });
+  return { tokenizer, template, modelFolder, addedTokens };
+}
+
+function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: string, print: (line: string) => void): PreparedModel {
+  const { model: modelArgs, data, finetuning, training } = args;
+  const { tokenizer, modelFolder } = prepared;
+  const config = loadConfig(modelFolder);
+  for (const notice of patchConfig(config, {
+    flashAttn: modelArgs.flash_attn,
+    ropeScaling: modelArgs.rope_scaling,
+    modelMaxLength: data.cutoff_len,
+    shiftAttn: modelArgs.shift_attn,
+    training: training.do_train,
+  })) {
+    print(notice);
+  }
+  const dtype = computeDtype(args, device);
+  const architecture = architectureFor(config, join(modelFolder, "config.json"));
+  const model = architecture.build(config, { dtype, device, init: modelArgs.train_from_scratch ? "hf" : "empty" });
+  if (!modelArgs.train_from_scratch) loadWeights(model, modelFolder, dtype);
+  model.upcastLogits = modelArgs.upcast_lmhead_output;
+  if (modelArgs.resize_vocab || prepared.addedTokens > 0 || tokenizer.length > config.vocab_size) {
+    const size = resizeTokenEmbeddings(model, tokenizer.length);
+    print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);
+  }
+  const result = applyFinetuning(model, {
+    finetuningType: finetuning.finetuning_type as "lora" | "freeze" | "full",
+    isTrainable: training.do_train,
+    freezeTrainableLayers: finetuning.freeze_trainable_layers,
+    freezeTrainableModules: finetuning.freeze_trainable_modules,
+    freezeExtraModules: finetuning.freeze_extra_modules,
+    useLlamaPro: finetuning.use_llama_pro,
+    loraRank: finetuning.lora_rank,
+    loraAlpha: finetuning.lora_alpha,
+    loraDropout: finetuning.lora_dropout,
+    loraTarget: finetuning.lora_target,
+    additionalTarget: finetuning.additional_target,
+    useRslora: finetuning.use_rslora,
+    useDora: finetuning.use_dora,
+    pissaInit: finetuning.pissa_init,
+    adapterNameOrPath: modelArgs.adapter_name_or_path,
+    createNewAdapter: finetuning.create_new_adapter,
+    loraDtype: finetuning.finetuning_type === "lora" && dtype !== "float32" && !finetuning.pure_bf16 ? "float32" : undefined,
+  });
+  print(paramSummary(model));
+  if (modelArgs.print_param_status) printParamStatus(model, print);
+  return { ...prepared, model, isLora: result.loraConfig !== null };
+}
+
+/** Copies LoRA weights saved in a checkpoint back into the model's LoRA layers. */
+function restoreLora(model: CausalLM, checkpoint: string): void {
+  const targets = loraStateDict(model);
+  const reader = openSafetensors(join(checkpoint, "adapter_model.safetensors"));
+  try {
+    noGrad(() => {
+      for (const [name, target] of Object.entries(targets)) {
+        if (!reader.has(name)) throw new UserError(`the checkpoint lacks ${name}`, checkpoint, "resume with the same LoRA settings the run started with");
+        tidy(() => target.copy_(reader.get(name, { dtype: target.dtype })));
+      }
+    });
+  } finally {
+    reader.close();
+  }
+}
+
+function copyTokenizerFiles(from: string, to: string): void {
+  for (const name of readdirSync(from)) if (TOKENIZER_FILES.test(name)) copyFileSync(join(from, name), join(to, name));
+}
+
+async function loadAligned(args: TrainArgs, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
+  const { data, training } = args;
+  if (data.streaming) throw new UserError("streaming is not wired into training yet", "streaming", "set streaming: false");
+  const loaded = await loadDatasets({
+    datasetNames: data.dataset ?? [],
+    evalDatasetNames: data.eval_dataset ?? [],
+    datasetDir: data.dataset_dir,
+    split: data.split,
+    maxSamples: data.max_samples,
+    mixStrategy: data.mix_strategy as MixStrategy,
+    interleaveProbs: data.interleave_probs,
+    valSize: data.val_size,
+    seed: training.seed,
+    stage: args.finetuning.stage,
+    streaming: false,
+    log: print,
+  });
+  return { train: loaded.train ?? [], eval: loaded.eval ?? [] };
+}
+
+function processRows(examples: AlignedExample[], stage: "pt" | "sft", prepared: PreparedTokenizer, args: TrainArgs, print: (line: string) => void): SupervisedRow[] {
+  const { data } = args;
+  const batchSize = data.preprocessing_batch_size;
+  const rows: SupervisedRow[] = [];
+  let dropped = 0;
+  // LLaMA-Factory maps in batches of preprocessing_batch_size: packing happens within a batch.
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const batch = examples.slice(start, start + batchSize);
+    const result =
+      stage === "pt"
+        ? processPretrain(batch, { tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, packing: data.packing ?? true, templateName: data.template })
+        : data.packing
+          ? processPackedSupervised(batch, { template: prepared.template, tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, trainOnPrompt: data.train_on_prompt, maskHistory: data.mask_history, neatPacking: data.neat_packing })
+          : processSupervised(batch, { template: prepared.template, tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, trainOnPrompt: data.train_on_prompt, maskHistory: data.mask_history, reservedLabelLen: data.reserved_label_len ?? undefined });
+    rows.push(...result.rows);
+    dropped += result.dropped.length;
+  }
+  if (dropped) print(`dropped ${dropped} example(s) that cannot be trained on (see the data pipeline's messages)`);
+  return rows;
+}
+
+/** Runs `lmf train` for stage pt or sft. */
+export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
+  const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
+  const { training, finetuning, data } = args;
+  const stage = finetuning.stage as "pt" | "sft";
+  if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
+  const resumeFrom = resolveResume(args, print);
+  if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
+    for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
+  }
+  manualSeed(training.seed);
+  const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
+
+  // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
+  const preparedTokenizer = prepareTokenizer(args, stage);
+  const aligned = await loadAligned(args, print);
+  const trainRows = processRows(aligned.train, stage, preparedTokenizer, args, print) as TrainingExample[];
+  const evalRows = processRows(aligned.eval, stage, preparedTokenizer, args, print) as TrainingExample[];
+  if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
+
+  const prepared = prepareModel(args, preparedTokenizer, device, print);
+  const { model, tokenizer } = prepared;
+  try {
+    const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+    const collate = (rows: TrainingExample[]) =>
+      collateSupervised(rows, { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId });
+    const saveTrained = (folder: string) => {
+      if (prepared.isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });
+      else saveModel(model, folder);
+      copyTokenizerFiles(prepared.modelFolder, folder);
+    };
+
+    if (training.do_train) {
+      mkdirSync(training.output_dir, { recursive: true });
+      saveJson(join(training.output_dir, "lmf_args.json"), args);
+      train(
+        {
+          model,
+          train: trainRows,
+          eval: training.eval_strategy !== "no" ? evalRows : null,
+          collate,
+          saveModel: saveTrained,
+          loadModel: (checkpoint) => (prepared.isLora ? restoreLora(model, checkpoint) : loadWeights(model, checkpoint, model.model.embed_tokens.weight.dtype)),
+        },
+        {
+          outputDir: training.output_dir,
+          batchSize: training.per_device_train_batch_size,
+          evalBatchSize: training.per_device_eval_batch_size,
+          gradientAccumulationSteps: training.gradient_accumulation_steps,
+          learningRate: training.learning_rate,
+          weightDecay: training.weight_decay,
+          adamBeta1: training.adam_beta1,
+          adamBeta2: training.adam_beta2,
+          adamEpsilon: training.adam_epsilon,
+          maxGradNorm: training.max_grad_norm,
+          numTrainEpochs: training.num_train_epochs,
+          maxSteps: training.max_steps,
+          lrSchedulerType: training.lr_scheduler_type,
+          lrSchedulerKwargs: (training.lr_scheduler_kwargs ?? undefined) as Record<string, number> | undefined,
+          warmupSteps: training.warmup_steps,
+          warmupRatio: training.warmup_ratio,
+          loggingSteps: training.logging_steps,
+          saveStrategy: training.save_strategy as "no" | "steps" | "epoch",
+          saveSteps: training.save_steps,
+          saveTotalLimit: training.save_total_limit,
+          saveOnlyModel: training.save_only_model,
+          evalStrategy: training.eval_strategy as "no" | "steps" | "epoch",
+          evalSteps: training.eval_steps ?? training.logging_steps,
+          dataSeed: training.data_seed ?? training.seed,
+          gradientCheckpointing: !args.model.disable_gradient_checkpointing,
+          plotLoss: finetuning.plot_loss,
+          device,
+          resumeFrom,
+          print,
+        },
+      );
+    }
+    if (training.do_eval && evalRows.length) {
+      const evalLoss = evaluateLoss(model, evalRows, collate, training.per_device_eval_batch_size, device);
+      const metrics: Record<string, number> = { eval_loss: evalLoss };
+      if (stage === "sft" || stage === "pt") metrics.perplexity = Math.exp(evalLoss);
+      saveMetrics(training.output_dir, "eval", metrics);
+      print(`eval_loss ${evalLoss.toFixed(4)}  perplexity ${Math.exp(evalLoss).toFixed(4)}`);
+    }
+    if (training.do_predict && stage === "sft") {
+      predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, device, print);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+/** do_predict with predict_with_generate: generated_predictions.jsonl and BLEU/ROUGE. */
+function predict(prepared: PreparedModel, examples: AlignedExample[], args: TrainArgs, device: string, print: (line: string) => void): void {
+  const { training, generating, data } = args;
+  const { model, tokenizer, template } = prepared;
+  model.eval();
+  const stopIds = template.getStopTokenIds(tokenizer);
+  const batchSize = training.per_device_eval_batch_size;
+  const rows: { prompt: string; predict: string; label: string }[] = [];
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const batch = examples.slice(start, start + batchSize);
+    const prompts = batch.map((example) => template.encodeOneturn(tokenizer, [...example._prompt, { role: "assistant", content: "" }], example._system, example._tools)[0]);
+    const options: GenerateOptions = {
+      doSample: generating.do_sample,
+      temperature: generating.temperature,
+      topP: generating.top_p,
+      topK: generating.top_k,
+      numBeams: training.generation_num_beams ?? generating.num_beams,
+      repetitionPenalty: generating.repetition_penalty,
+      lengthPenalty: generating.length_penalty,
+      maxNewTokens: generating.max_new_tokens,
+      eosTokenId: stopIds,
+      padTokenId: tokenizer.padTokenId ?? stopIds[0],
+    };
+    const { sequences } = generate(model, prompts.map((p) => p.slice(-(data.cutoff_len))), options);
+    batch.forEach((example, i) => {
+      rows.push({
+        prompt: tokenizer.decode(prompts[i]!, { skipSpecialTokens: false }),
+        predict: tokenizer.decode(sequences[i]!, { skipSpecialTokens: true }),
+        label: example._response[0]?.content ?? "",
+      });
+    });
+    print(`predicted ${rows.length}/${examples.length}`);
+  }
+  writeGeneratedPredictions(training.output_dir, rows);
+  const metrics = computeSimilarity(rows.map((r) => r.predict), rows.map((r) => r.label));
+  saveMetrics(training.output_dir, "predict", { ...metrics });
+  print(`wrote ${join(training.output_dir, "generated_predictions.jsonl")}: ${JSON.stringify(metrics)}`);
+}
+

@@ -1,0 +1,135 @@
+// `lmf train` end to end on tiny models: pt and sft, every finetuning_type, alpaca and sharegpt
+// data, prediction with metrics, and bad configs refused before any model is loaded.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseTrainArgs } from "../../src/hparams/index.ts";
+import { runTrain } from "../../src/train/workflow.ts";
+import { makeTinyModel } from "../fixtures/tiny_model.ts";
+
+/** A tiny model whose tokenizer is the demo's byte-level BPE (vocabulary 579). */
+function tinyModelWithTokenizer(): string {
+  const folder = makeTinyModel({ vocab_size: 579, eos_token_id: 578, pad_token_id: 576, bos_token_id: null });
+  for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
+    writeFileSync(join(folder, file), readFileSync(join("examples/demo/tiny-llama", file)));
+  }
+  return folder;
+}
+
+function dataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "lmf-wf-data-"));
+  const alpaca = Array.from({ length: 12 }, (_, i) => ({ instruction: `Count to ${i % 4 + 1}.`, input: "", output: ["one", "one two", "one two three", "one two three four"][i % 4] }));
+  const sharegpt = Array.from({ length: 8 }, (_, i) => ({
+    conversations: [
+      { from: "human", value: `Who is number ${i}?` },
+      { from: "gpt", value: `Number ${i} is Mira.` },
+      { from: "human", value: "And the fox?" },
+      { from: "gpt", value: "The fox is red." },
+    ],
+  }));
+  const text = Array.from({ length: 40 }, (_, i) => ({ text: `In the morning, Mira went to the forest with a fox number ${i}.` }));
+  writeFileSync(join(dir, "alpaca.json"), JSON.stringify(alpaca));
+  writeFileSync(join(dir, "chats.json"), JSON.stringify(sharegpt));
+  writeFileSync(join(dir, "text.jsonl"), text.map((r) => JSON.stringify(r)).join("\n"));
+  writeFileSync(
+    join(dir, "dataset_info.json"),
+    JSON.stringify({
+      alpaca: { file_name: "alpaca.json" },
+      chats: { file_name: "chats.json", formatting: "sharegpt" },
+      text: { file_name: "text.jsonl", columns: { prompt: "text" } },
+    }),
+  );
+  return dir;
+}
+
+const DATA = dataDir();
+const MODEL = tinyModelWithTokenizer();
+
+
+async function train(overrides: Record<string, unknown>): Promise<{ outputDir: string; losses: number[] }> {
+  const outputDir = join(mkdtempSync(join(tmpdir(), "lmf-wf-")), "out");
+  const args = parseTrainArgs(
+    {
+      model_name_or_path: MODEL,
+      do_train: true,
+      dataset_dir: DATA,
+      cutoff_len: 64,
+      output_dir: outputDir,
+      per_device_train_batch_size: 4,
+      learning_rate: 1e-2,
+      max_steps: 12,
+      logging_steps: 1,
+      save_strategy: "no",
+      lr_scheduler_type: "constant",
+      ...overrides,
+    },
+    { onWarning: () => {} },
+  );
+  await runTrain(args, { print: () => {} });
+  const losses = readFileSync(join(outputDir, "trainer_log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line).loss as number);
+  return { outputDir, losses };
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+for (const finetuning_type of ["full", "freeze", "lora"]) {
+  test(`pt with finetuning_type ${finetuning_type}: the loss falls and the trained weights are saved`, async () => {
+    const extra = finetuning_type === "freeze" ? { freeze_trainable_layers: 1 } : {};
+    const { outputDir, losses } = await train({ stage: "pt", dataset: "text", finetuning_type, ...extra });
+    assert.equal(losses.length, 12);
+    assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `losses ${losses.map((l) => l.toFixed(3)).join(" ")}`);
+    const weights = finetuning_type === "lora" ? "adapter_model.safetensors" : "model.safetensors";
+    assert.ok(existsSync(join(outputDir, weights)), weights);
+    assert.ok(existsSync(join(outputDir, "tokenizer.json")));
+  });
+}
+
+test("sft on an alpaca and a sharegpt dataset together, with LoRA, then predict with generation metrics", async () => {
+  const { outputDir, losses } = await train({ stage: "sft", dataset: "alpaca,chats", template: "chatml", finetuning_type: "lora", lora_rank: 8, val_size: 4, do_eval: true });
+  assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `losses ${losses.join(" ")}`);
+  const evalResults = JSON.parse(readFileSync(join(outputDir, "eval_results.json"), "utf8"));
+  assert.ok(evalResults.eval_loss > 0 && Math.abs(evalResults.perplexity - Math.exp(evalResults.eval_loss)) < 1e-9);
+
+  const predictDir = join(mkdtempSync(join(tmpdir(), "lmf-wf-")), "predict");
+  const args = parseTrainArgs(
+    {
+      model_name_or_path: MODEL,
+      adapter_name_or_path: outputDir,
+      stage: "sft",
+      finetuning_type: "lora",
+      do_predict: true,
+      predict_with_generate: true,
+      dataset_dir: DATA,
+      eval_dataset: "alpaca",
+      max_samples: 3,
+      template: "chatml",
+      cutoff_len: 64,
+      max_new_tokens: 8,
+      output_dir: predictDir,
+    },
+    { onWarning: () => {} },
+  );
+  await runTrain(args, { print: () => {} });
+  const predictions = readFileSync(join(predictDir, "generated_predictions.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(predictions.length, 3);
+  assert.deepEqual(Object.keys(predictions[0]), ["prompt", "predict", "label"]);
+  assert.match(predictions[0].prompt, /<\|im_start\|>user\nCount to/);
+  const metrics = JSON.parse(readFileSync(join(predictDir, "predict_results.json"), "utf8"));
+  for (const key of ["predict_bleu-4", "predict_rouge-1", "predict_rouge-2", "predict_rouge-l"]) assert.equal(typeof metrics[key], "number", key);
+});
+
+test("bad configs fail with one clear error before any model is loaded", async () => {
+  const outputDir = join(mkdtempSync(join(tmpdir(), "lmf-wf-")), "out");
+  const base = { model_name_or_path: MODEL, do_train: true, dataset_dir: DATA, output_dir: outputDir, stage: "sft", template: "chatml" };
+  await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "missing_set" }, { onWarning: () => {} }), { print: () => {} }), /missing_set/);
+  await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "alpaca", template: "chatmll" }, { onWarning: () => {} }), { print: () => {} }), /unknown template "chatmll"/);
+  mkdirSync(outputDir, { recursive: true });
+  writeFileSync(join(outputDir, "notes.txt"), "keep me");
+  await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "alpaca" }, { onWarning: () => {} }), { print: () => {} }), /already exists and is not empty/);
+  assert.equal(readFileSync(join(outputDir, "notes.txt"), "utf8"), "keep me");
+});
