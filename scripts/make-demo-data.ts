@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const OUT = join(import.meta.dirname, "..", "examples", "demo");
+const OUT = process.env.DEMO_DATA_OUT ?? join(import.meta.dirname, "..", "examples", "demo");
 
 function seeded(seed: number): () => number {
   let state = seed >>> 0;
