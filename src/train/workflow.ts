@@ -21,6 +21,7 @@ import { resolveModelPath } from "../model/hub.ts";
 import { loadWeights, saveModel } from "../model/loader.ts";
 import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
 import { patchConfig } from "../model/patches/config.ts";
+import { upcastLayernorm } from "../model/patches/upcast.ts";
 import { architectureFor, type CausalLM } from "../model/registry.ts";
 import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
 import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
@@ -119,6 +120,7 @@ function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: stri
   const model = architecture.build(config, { dtype, device, init: modelArgs.train_from_scratch ? "hf" : "empty" });
   if (!modelArgs.train_from_scratch) loadWeights(model, modelFolder, dtype);
   model.upcastLogits = modelArgs.upcast_lmhead_output;
+  if (modelArgs.upcast_layernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);
   if (modelArgs.resize_vocab || prepared.addedTokens > 0 || tokenizer.length > config.vocab_size) {
     const size = resizeTokenEmbeddings(model, tokenizer.length);
     print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);

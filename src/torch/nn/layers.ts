@@ -115,6 +115,9 @@ export class RMSNorm extends Module {
       const hidden = x.to("float32");
       const variance = hidden.pow(2).mean(-1, true);
       const normalised = hidden.mul(variance.add(this.eps).rsqrt());
+      // An upcast (float32) weight on lower-precision activations (upcast_layernorm): scale in
+      // float32 and hand the next layer its own dtype, since there is no autocast to do so.
+      if (this.weight.dtype === "float32" && inputDtype !== "float32") return this.weight.mul(normalised).to(inputDtype);
       return this.weight.mul(normalised.to(inputDtype));
     });
   }
