@@ -89,6 +89,28 @@ async function printEnv(): Promise<number> {
   }
 }
 
+async function inspectData(action: string, tokens: string[]): Promise<number> {
+  const { UserError } = await import("./errors.ts");
+  if (action !== "inspect") throw new UserError(`unknown data action '${action}'`, "lmf data", "use `lmf data inspect <config>`");
+  let n = 3;
+  let json = false;
+  const rest: string[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] === "--json") json = true;
+    else if (tokens[i] === "--n") n = Number(tokens[++i]);
+    else rest.push(tokens[i]!);
+  }
+  if (!Number.isInteger(n) || n < 0) throw new UserError("--n must be a whole number", "lmf data inspect");
+  const hparams = await import("./hparams/index.ts");
+  const args = hparams.parseTrainArgs(rest, { onWarning: (message) => console.error(`notice: ${message}`) });
+  const { prepareTrainingData } = await import("./train/workflow.ts");
+  const { renderInspection } = await import("./data/inspect.ts");
+  const data = await prepareTrainingData(args, (line) => console.error(line));
+  const rows = data.train.length ? data.train : data.eval;
+  console.log(renderInspection(rows, data.tokenizer, { n, json, color: !json && process.stdout.isTTY === true, cutoffLen: args.data.cutoff_len, dropped: data.dropped }));
+  return 0;
+}
+
 async function expandLlamaPro(action: string, flags: { model_name_or_path: string; output_dir: string; num_expand: string }): Promise<number> {
   const { UserError } = await import("./errors.ts");
   if (action !== "expand") throw new UserError(`unknown llama-pro action '${action}'`, "lmf llama-pro", "use `lmf llama-pro expand`");
@@ -138,6 +160,15 @@ function buildProgram(setStatus: (status: number) => void): Command {
       console.error("lmf webui: the web board is not built yet.");
       setStatus(NOT_BUILT);
     });
+  program
+    .command("data")
+    .description("`lmf data inspect <config> [--n 3] [--json]`: the first examples as the model will see them")
+    .argument("<action>", "inspect")
+    .argument("[args...]", "a training config, then overrides")
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(async (action: string, tokens: string[]) => setStatus(await inspectData(action, tokens)));
   program
     .command("llama-pro")
     .description("LLaMA Pro: `lmf llama-pro expand` writes a checkpoint with identity blocks inserted")

@@ -27,7 +27,7 @@ import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
 import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
 import { type DType, engineInfo, manualSeed, noGrad, openSafetensors, tidy } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
-import { saveMetrics } from "./logging.ts";
+import { formatDuration, saveMetrics } from "./logging.ts";
 import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
 
 const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
@@ -189,11 +189,13 @@ async function loadAligned(args: TrainArgs, print: (line: string) => void): Prom
   return { train: loaded.train ?? [], eval: loaded.eval ?? [] };
 }
 
-function processRows(examples: AlignedExample[], stage: "pt" | "sft", prepared: PreparedTokenizer, args: TrainArgs, print: (line: string) => void): SupervisedRow[] {
+function processRows(examples: AlignedExample[], stage: "pt" | "sft", prepared: PreparedTokenizer, args: TrainArgs, print: (line: string) => void): { rows: SupervisedRow[]; dropped: number } {
   const { data } = args;
   const batchSize = data.preprocessing_batch_size;
   const rows: SupervisedRow[] = [];
   let dropped = 0;
+  const started = performance.now();
+  let lastReport = started;
   // LLaMA-Factory maps in batches of preprocessing_batch_size: packing happens within a batch.
   for (let start = 0; start < examples.length; start += batchSize) {
     const batch = examples.slice(start, start + batchSize);
@@ -205,9 +207,34 @@ function processRows(examples: AlignedExample[], stage: "pt" | "sft", prepared: 
           : processSupervised(batch, { template: prepared.template, tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, trainOnPrompt: data.train_on_prompt, maskHistory: data.mask_history, reservedLabelLen: data.reserved_label_len ?? undefined });
     rows.push(...result.rows);
     dropped += result.dropped.length;
+    const now = performance.now();
+    const done = Math.min(start + batchSize, examples.length);
+    if (now - lastReport > 2000 && done < examples.length) {
+      const rate = done / ((now - started) / 1000);
+      print(`preprocessing: ${done}/${examples.length} examples, ${rate.toFixed(0)} examples/s, ETA ${formatDuration((examples.length - done) / rate)}`);
+      lastReport = now;
+    }
   }
   if (dropped) print(`dropped ${dropped} example(s) that cannot be trained on (see the data pipeline's messages)`);
-  return rows;
+  return { rows, dropped };
+}
+
+export interface PreparedData extends PreparedTokenizer {
+  train: TrainingExample[];
+  eval: TrainingExample[];
+  aligned: { train: AlignedExample[]; eval: AlignedExample[] };
+  dropped: number;
+}
+
+/** Tokenizer, template and the processed rows exactly as the trainer receives them. */
+export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void): Promise<PreparedData> {
+  const stage = args.finetuning.stage as "pt" | "sft";
+  if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
+  const prepared = prepareTokenizer(args, stage);
+  const aligned = await loadAligned(args, print);
+  const train = processRows(aligned.train, stage, prepared, args, print);
+  const evaluation = processRows(aligned.eval, stage, prepared, args, print);
+  return { ...prepared, train: train.rows as TrainingExample[], eval: evaluation.rows as TrainingExample[], aligned, dropped: train.dropped + evaluation.dropped };
 }
 
 /** Runs `lmf train` for stage pt or sft. */
@@ -224,13 +251,11 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedTokenizer = prepareTokenizer(args, stage);
-  const aligned = await loadAligned(args, print);
-  const trainRows = processRows(aligned.train, stage, preparedTokenizer, args, print) as TrainingExample[];
-  const evalRows = processRows(aligned.eval, stage, preparedTokenizer, args, print) as TrainingExample[];
+  const preparedData = await prepareTrainingData(args, print);
+  const { aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
 
-  const prepared = prepareModel(args, preparedTokenizer, device, print);
+  const prepared = prepareModel(args, preparedData, device, print);
   const { model, tokenizer } = prepared;
   try {
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
