@@ -44,6 +44,8 @@ export interface CollatedBatch {
   input_ids: number[][];
   attention_mask: number[][];
   labels: number[][];
+  /** Packed rows: positions restart at 0 in each packed example. */
+  position_ids?: number[][];
 }
 
 export interface TrainerOptions {
@@ -341,7 +343,10 @@ export function evaluateLoss(
     lossSum += tidy(() =>
       noGrad(() =>
         causalLmLoss(tensor(batch.labels, { device }), 1)(
-          model.forward(tensor(batch.input_ids, { device }), { attentionMask: maskOrNull(batch.attention_mask, device) }),
+          model.forward(tensor(batch.input_ids, { device }), {
+            attentionMask: maskOrNull(batch.attention_mask, device),
+            positionIds: batch.position_ids ? tensor(batch.position_ids, { device }) : null,
+          }),
         ).item(),
       ),
     );

@@ -103,3 +103,21 @@ test("Qwen2 has q/k/v biases and no o_proj bias, as a real Qwen2 checkpoint", ()
   assert.ok(!names.includes("model.layers.0.self_attn.o_proj.bias"));
   model.dispose();
 });
+
+test("neat packing: each packed example gives the logits it gives alone", () => {
+  const model = loadModel(makeTinyModel());
+  const first = [5, 17, 42, 8, 91];
+  const second = [9, 33, 70, 2];
+  tidy(() =>
+    noGrad(() => {
+      const packed = model.forward(tensor([[...first, ...second, 0]]), {
+        attentionMask: tensor([[1, 1, 1, 1, 1, 2, 2, 2, 2, 0]]),
+        positionIds: tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0]]),
+      });
+      const alone = [model.forward(tensor([first])), model.forward(tensor([second]))];
+      assert.ok(packed.slice(1, 0, 5).allclose(alone[0]!, 1e-5, 1e-6), "first example");
+      assert.ok(packed.slice(1, 5, 9).allclose(alone[1]!, 1e-5, 1e-6), "second example");
+    }),
+  );
+  model.dispose();
+});

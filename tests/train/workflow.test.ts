@@ -133,3 +133,8 @@ test("bad configs fail with one clear error before any model is loaded", async (
   await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "alpaca" }, { onWarning: () => {} }), { print: () => {} }), /already exists and is not empty/);
   assert.equal(readFileSync(join(outputDir, "notes.txt"), "utf8"), "keep me");
 });
+
+test("sft with neat packing trains on packed rows (positions restart, no attention across examples)", async () => {
+  const { losses } = await train({ stage: "sft", dataset: "alpaca,chats", template: "chatml", finetuning_type: "full", neat_packing: true, per_device_train_batch_size: 1, learning_rate: 3e-3 });
+  assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `losses ${losses.map((l) => l.toFixed(3)).join(" ")}`);
+});

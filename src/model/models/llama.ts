@@ -183,7 +183,10 @@ export class LlamaDecoderLayer extends Module {
 // --- Model ---------------------------------------------------------------------------------------
 
 export interface ForwardOptions {
-  /** [B, S] 1 for real tokens, 0 for padding, over cached + new positions. */
+  /**
+   * [B, S] 1 for real tokens, 0 for padding, over cached + new positions; or, without a cache,
+   * neat packing's example numbers (1, 1, 2, 2, 2, 0...), which also blocks attention across examples.
+   */
   attentionMask?: Tensor | null;
   /** [B, T] positions; by default counted from the cache length (or from the mask's cumsum). */
   positionIds?: Tensor | null;
@@ -254,6 +257,12 @@ export class LlamaModel extends Module {
     let mask = visible.view(1, 1, T, S).expand(B, 1, T, S);
     if (attentionMask) {
       mask = mask.logicalAnd(attentionMask.to("bool").view(B, 1, 1, S));
+      if (past === 0) {
+        // Neat packing numbers the examples of a row 1, 2, 3... (0 = padding): a token sees only
+        // its own example (block-diagonal), as LLaMA-Factory's prepare_4d_attention_mask.
+        const segments = attentionMask.to("int64");
+        mask = mask.logicalAnd(segments.view(B, 1, T, 1).eq(segments.view(B, 1, 1, S)));
+      }
       // A query on a left-padding slot sees no key at all; let it see every key instead (its output
       // is never used) so softmax gives no NaN, as HF's _unmask_unattended does.
       const blind = mask.to("int32").sum(-1, true).eq(0); // [B, 1, T, 1]
