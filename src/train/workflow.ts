@@ -3,11 +3,10 @@
 // predict. Only this file and src/cli.ts see whole argument groups; the layers get flat values.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { loadDatasets } from "../data/dataset.ts";
+import { dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
+import { tokenizerFingerprint } from "../data/cache.ts";
 import type { MixStrategy } from "../data/mix.ts";
 import { collateSupervised } from "../data/processors/collator.ts";
-import { processPretrain } from "../data/processors/pretrain.ts";
-import { processPackedSupervised, processSupervised } from "../data/processors/supervised.ts";
 import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
 import type { ChatTemplate } from "../data/templates/template.ts";
 import type { AlignedExample, SupervisedRow } from "../data/types.ts";
@@ -27,6 +26,7 @@ import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
 import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
 import { type DType, engineInfo, manualSeed, noGrad, openSafetensors, tidy } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
+import type { StageProcessorOptions } from "./preprocess.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
 import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
 
@@ -189,34 +189,73 @@ async function loadAligned(args: TrainArgs, print: (line: string) => void): Prom
   return { train: loaded.train ?? [], eval: loaded.eval ?? [] };
 }
 
-function processRows(examples: AlignedExample[], stage: "pt" | "sft", prepared: PreparedTokenizer, args: TrainArgs, print: (line: string) => void): { rows: SupervisedRow[]; dropped: number } {
+function stageProcessorOptions(args: TrainArgs, stage: "pt" | "sft", modelFolder: string): StageProcessorOptions {
+  const { model: modelArgs, data } = args;
+  return {
+    stage,
+    modelFolder,
+    tokenizer: { splitSpecialTokens: modelArgs.split_special_tokens, addTokens: modelArgs.add_tokens ?? undefined, addSpecialTokens: modelArgs.add_special_tokens ?? undefined },
+    template: data.template,
+    templateOptions: { defaultSystem: data.default_system, enableThinking: data.enable_thinking, toolFormat: data.tool_format, trainOnPrompt: data.train_on_prompt },
+    cutoffLen: data.cutoff_len,
+    packing: data.packing ?? stage === "pt",
+    neatPacking: data.neat_packing,
+    trainOnPrompt: data.train_on_prompt,
+    maskHistory: data.mask_history,
+    reservedLabelLen: data.reserved_label_len ?? undefined,
+  };
+}
+
+/**
+ * Tokenizes one split with the stage processor: on `preprocessing_num_workers` threads (identical
+ * rows to one thread), and from/to the `tokenized_path` cache, keyed by everything the rows depend on.
+ */
+async function processRows(
+  split: "train" | "eval",
+  examples: AlignedExample[],
+  stage: "pt" | "sft",
+  prepared: PreparedTokenizer,
+  args: TrainArgs,
+  print: (line: string) => void,
+): Promise<{ rows: SupervisedRow[]; dropped: number }> {
   const { data } = args;
-  const batchSize = data.preprocessing_batch_size;
-  const rows: SupervisedRow[] = [];
-  let dropped = 0;
+  if (examples.length === 0) return { rows: [], dropped: 0 };
+  const processorOptions = stageProcessorOptions(args, stage, prepared.modelFolder);
+  const cacheKey = {
+    processor: processorOptions,
+    tokenizer: tokenizerFingerprint(prepared.modelFolder),
+    datasets: split === "train" ? data.dataset : data.eval_dataset,
+    files: dataFilesFingerprint([...(data.dataset ?? []), ...(data.eval_dataset ?? [])], data.dataset_dir),
+    maxSamples: data.max_samples,
+    valSize: data.val_size,
+    mix: [data.mix_strategy, data.interleave_probs],
+    seed: args.training.seed,
+  };
   const started = performance.now();
   let lastReport = started;
-  // LLaMA-Factory maps in batches of preprocessing_batch_size: packing happens within a batch.
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const batch = examples.slice(start, start + batchSize);
-    const result =
-      stage === "pt"
-        ? processPretrain(batch, { tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, packing: data.packing ?? true, templateName: data.template })
-        : data.packing
-          ? processPackedSupervised(batch, { template: prepared.template, tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, trainOnPrompt: data.train_on_prompt, maskHistory: data.mask_history, neatPacking: data.neat_packing })
-          : processSupervised(batch, { template: prepared.template, tokenizer: prepared.tokenizer, cutoffLen: data.cutoff_len, trainOnPrompt: data.train_on_prompt, maskHistory: data.mask_history, reservedLabelLen: data.reserved_label_len ?? undefined });
-    rows.push(...result.rows);
-    dropped += result.dropped.length;
-    const now = performance.now();
-    const done = Math.min(start + batchSize, examples.length);
-    if (now - lastReport > 2000 && done < examples.length) {
-      const rate = done / ((now - started) / 1000);
-      print(`preprocessing: ${done}/${examples.length} examples, ${rate.toFixed(0)} examples/s, ETA ${formatDuration((examples.length - done) / rate)}`);
-      lastReport = now;
-    }
+  const result = await processDataset<SupervisedRow>(
+    examples,
+    { module: new URL("./preprocess.ts", import.meta.url).href, exportName: "makeStageProcessor", args: processorOptions },
+    {
+      numWorkers: data.preprocessing_num_workers,
+      batchSize: data.preprocessing_batch_size,
+      cachePath: data.tokenized_path ? join(data.tokenized_path, split) : null,
+      cacheKey,
+      overwriteCache: data.overwrite_cache,
+      log: print,
+      onProgress: (done, total) => {
+        const now = performance.now();
+        if (now - lastReport < 2000 || done >= total) return;
+        const rate = done / ((now - started) / 1000);
+        print(`preprocessing ${split}: ${done}/${total} examples, ${rate.toFixed(0)} examples/s, ETA ${formatDuration((total - done) / rate)}`);
+        lastReport = now;
+      },
+    },
+  );
+  if (result.dropped.length) {
+    print(`dropped ${result.dropped.length} ${split} example(s): ${result.dropped.slice(0, 3).map((d) => `#${d.index} ${d.reason}`).join("; ")}`);
   }
-  if (dropped) print(`dropped ${dropped} example(s) that cannot be trained on (see the data pipeline's messages)`);
-  return { rows, dropped };
+  return { rows: result.rows, dropped: result.dropped.length };
 }
 
 export interface PreparedData extends PreparedTokenizer {
@@ -232,8 +271,8 @@ export async function prepareTrainingData(args: TrainArgs, print: (line: string)
   if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
   const prepared = prepareTokenizer(args, stage);
   const aligned = await loadAligned(args, print);
-  const train = processRows(aligned.train, stage, prepared, args, print);
-  const evaluation = processRows(aligned.eval, stage, prepared, args, print);
+  const train = await processRows("train", aligned.train, stage, prepared, args, print);
+  const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print);
   return { ...prepared, train: train.rows as TrainingExample[], eval: evaluation.rows as TrainingExample[], aligned, dropped: train.dropped + evaluation.dropped };
 }
 

@@ -138,3 +138,22 @@ test("sft with neat packing trains on packed rows (positions restart, no attenti
   const { losses } = await train({ stage: "sft", dataset: "alpaca,chats", template: "chatml", finetuning_type: "full", neat_packing: true, per_device_train_batch_size: 1, learning_rate: 3e-3 });
   assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `losses ${losses.map((l) => l.toFixed(3)).join(" ")}`);
 });
+
+test("preprocessing on 2 worker threads equals 1, and tokenized_path caches the rows until an argument changes", async () => {
+  const { prepareTrainingData } = await import("../../src/train/workflow.ts");
+  const cache = join(mkdtempSync(join(tmpdir(), "lmf-wf-cache-")), "tokenized");
+  const base = { model_name_or_path: MODEL, do_train: true, dataset_dir: DATA, dataset: "alpaca,chats", stage: "sft", template: "chatml", cutoff_len: 64, preprocessing_batch_size: 5, output_dir: join(cache, "..", "out") };
+  const lines: string[] = [];
+  const one = await prepareTrainingData(parseTrainArgs({ ...base, preprocessing_num_workers: 1 }, { onWarning: () => {} }), () => {});
+  const two = await prepareTrainingData(parseTrainArgs({ ...base, preprocessing_num_workers: 2 }, { onWarning: () => {} }), () => {});
+  assert.deepEqual(two.train, one.train);
+  assert.equal(one.train.length, 20);
+  const cached = parseTrainArgs({ ...base, tokenized_path: cache }, { onWarning: () => {} });
+  await prepareTrainingData(cached, (line) => lines.push(line));
+  const again = await prepareTrainingData(cached, (line) => lines.push(line));
+  assert.deepEqual(again.train, one.train);
+  assert.ok(lines.some((line) => /loaded 20 tokenized rows/.test(line)), lines.join("\n"));
+  const changed = await prepareTrainingData(parseTrainArgs({ ...base, tokenized_path: cache, cutoff_len: 16 }, { onWarning: () => {} }), (line) => lines.push(line));
+  assert.ok(lines.some((line) => /rebuilding it/.test(line)), lines.join("\n"));
+  assert.ok(changed.train.every((row) => row.input_ids.length <= 16));
+});
