@@ -67,6 +67,12 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     chat.dispose();
     return 0;
   }
+  if (job === "api") {
+    const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
+    const { runApi } = await import("./infer/api/server.ts");
+    await runApi(args);
+    return 0;
+  }
   if (job === "eval") hparams.parseEvalArgs(tokens, { onWarning });
   else hparams.parseInferArgs(tokens, { onWarning, command: job });
   console.error(`lmf ${job}: the arguments are valid, but the ${job} job is not built yet.`);

@@ -1,0 +1,264 @@
+// `lmf api`: an OpenAI-compatible HTTP server over a ChatModel, after LLaMA-Factory's `api/app.py`
+// (routes, bearer auth from API_KEY, API_HOST / API_PORT / API_MODEL_NAME) and the OpenAI Chat
+// Completions API (JSON and server-sent-event responses, error shape). Plain `node:http`: two
+// routes need no framework. Generation is synchronous, so requests go through a queue one model
+// batch at a time, yielding to the event loop between jobs and between streamed tokens.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { UserError, isUserError } from "../../errors.ts";
+import type { InferArgs } from "../../hparams/index.ts";
+import { ChatModel, type GenerationSettings } from "../chat_model.ts";
+import { type ChatCompletionChunk, completeChat, completionId, streamChat, unixSeconds } from "./completions.ts";
+import { ApiError, type ChatRequest, parseChatRequest } from "./protocol.ts";
+
+export interface ApiServerOptions {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** When set, every request needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string | null;
+  /** The one model id served (`GET /v1/models`, and the `model` a request must name). */
+  modelName?: string;
+  /** Larger request bodies get 413. */
+  maxBodyBytes?: number;
+  /** Where unexpected errors are reported (the client only gets a short 500 message). */
+  log?: (message: string) => void;
+}
+
+export interface ApiServer {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_MODEL_NAME = "gpt-3.5-turbo";
+const DEFAULT_MAX_BODY_BYTES = 1 << 20;
+/** Past this many bytes an oversized body is no longer drained for a polite 413: the socket is cut. */
+const DRAIN_FACTOR = 16;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Runs model jobs one at a time in arrival order; other connections are served between jobs. */
+class ModelQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(job: () => T | Promise<T>): Promise<T> {
+    const result = this.tail.then(yieldToEventLoop).then(job);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+const CORS_HEADERS = { "access-control-allow-origin": "*", "access-control-allow-headers": "*", "access-control-allow-methods": "GET, POST, OPTIONS" };
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...CORS_HEADERS, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+const sha256 = (text: string): Buffer => createHash("sha256").update(text).digest();
+
+function checkApiKey(req: IncomingMessage, apiKey: string): void {
+  const header = req.headers.authorization ?? "";
+  const token = header.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : "";
+  // Hashing first gives equal lengths, so the comparison takes the same time for every wrong key.
+  if (!token || !timingSafeEqual(sha256(token), sha256(apiKey))) throw new ApiError(401, "Invalid API key.", null, "invalid_api_key");
+}
+
+async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > limit * DRAIN_FACTOR) {
+    req.socket.destroy();
+    throw new ApiError(413, `The request body is larger than ${limit} bytes.`, null, "request_too_large");
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    // Past the limit the rest is read and dropped, so the client still receives the 413.
+    if (size > limit * DRAIN_FACTOR) {
+      req.socket.destroy();
+      break;
+    }
+    if (size <= limit) chunks.push(chunk);
+  }
+  if (size > limit) throw new ApiError(413, `The request body is larger than ${limit} bytes.`, null, "request_too_large");
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    throw new ApiError(400, "We could not parse the JSON body of your request. Send a JSON object with 'Content-Type: application/json'.", null, "invalid_json");
+  }
+}
+
+function writeEvent(res: ServerResponse, data: unknown): void {
+  res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+}
+
+/** SSE as LLaMA-Factory and OpenAI send it: a role delta, content deltas, a finish chunk, `[DONE]`. */
+async function streamCompletion(res: ServerResponse, chat: ChatModel, request: ChatRequest, modelName: string): Promise<void> {
+  const pieces = streamChat(chat, request);
+  // The first step runs before any byte is sent, so a generation-settings error can still be a 400.
+  let step = pieces.next();
+  const id = completionId();
+  const created = unixSeconds();
+  const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finishReason: ChatCompletionChunk["choices"][0]["finish_reason"] = null): ChatCompletionChunk => ({
+    id,
+    object: "chat.completion.chunk",
+    created,
+    model: modelName,
+    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+    ...(request.includeUsageInStream ? { usage: null } : {}),
+  });
+  res.writeHead(200, { ...CORS_HEADERS, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" });
+  writeEvent(res, chunk({ role: "assistant", content: "" }));
+  try {
+    while (!step.done) {
+      if (res.destroyed) return;
+      if (step.value) writeEvent(res, chunk({ content: step.value }));
+      // Lets the socket flush and other connections be accepted before the next token.
+      await yieldToEventLoop();
+      step = pieces.next();
+    }
+    writeEvent(res, chunk({}, step.value.finishReason));
+    if (request.includeUsageInStream) writeEvent(res, { ...chunk({}), choices: [], usage: step.value.usage });
+    writeEvent(res, "[DONE]");
+    res.end();
+  } finally {
+    // A client that went away mid-answer: close the generator so its KV cache is freed.
+    if (!step.done) pieces.return({ finishReason: "stop", usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
+  }
+}
+
+/** Starts the server; resolves once it listens. */
+export async function createApiServer(chat: ChatModel, options: ApiServerOptions = {}): Promise<ApiServer> {
+  const host = options.host ?? "127.0.0.1";
+  const modelName = options.modelName ?? DEFAULT_MODEL_NAME;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const apiKey = options.apiKey || null;
+  const log = options.log ?? ((message: string) => console.error(message));
+  const queue = new ModelQueue();
+
+  async function chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const request = parseChatRequest(await readJsonBody(req, maxBodyBytes));
+    if (request.model !== modelName) {
+      throw new ApiError(404, `The model '${request.model}' does not exist; this server serves '${modelName}'.`, "model", "model_not_found");
+    }
+    if (request.stream) {
+      await queue.run(() => (res.destroyed ? undefined : streamCompletion(res, chat, request, modelName)));
+      return;
+    }
+    const completion = await queue.run(() => (res.destroyed ? undefined : completeChat(chat, request, modelName)));
+    if (completion) sendJson(res, 200, completion);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "");
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, CORS_HEADERS).end();
+      return;
+    }
+    const routes: Record<string, string> = { "/v1/models": "GET", "/v1/chat/completions": "POST" };
+    const method = routes[path];
+    if (!method) throw new ApiError(404, `Unknown path ${req.method} ${path || "/"}; this server has GET /v1/models and POST /v1/chat/completions.`, null, "unknown_url");
+    if (req.method !== method) throw new ApiError(405, `${path} only accepts ${method}.`, null, "method_not_allowed");
+    if (apiKey) checkApiKey(req, apiKey);
+    if (path === "/v1/models") {
+      sendJson(res, 200, { object: "list", data: [{ id: modelName, object: "model", created: unixSeconds(), owned_by: "owner" }] });
+      return;
+    }
+    await chatCompletions(req, res);
+  }
+
+  function fail(res: ServerResponse, error: unknown): void {
+    if (error instanceof ApiError) return sendJson(res, error.status, error.toBody());
+    if (isUserError(error)) return sendJson(res, 400, new ApiError(400, error.message).toBody());
+    log(`lmf api: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    if (res.headersSent) {
+      // Mid-stream: the client library reads an `error` event, then the stream ends.
+      if (!res.destroyed) res.end(`data: ${JSON.stringify(new ApiError(500, "The server had an error while generating.").toBody())}\n\n`);
+      return;
+    }
+    sendJson(res, 500, new ApiError(500, "The server had an error while processing your request.").toBody());
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => fail(res, error));
+  });
+  server.on("clientError", (_error, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    else socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 8000, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (error) => log(`lmf api: server error: ${error.message}`));
+  const port = (server.address() as AddressInfo).port;
+  const urlHost = host.includes(":") ? `[${host}]` : host;
+  return {
+    url: `http://${urlHost}:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function envPort(value: string | undefined): number {
+  if (value === undefined || value === "") return 8000;
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`API_PORT must be a port number (0-65535); got ${JSON.stringify(value)}`, "environment", "e.g. API_PORT=8000");
+  return port;
+}
+
+/** `lmf api`: loads the model from the parsed arguments and serves until SIGINT or SIGTERM. */
+export async function runApi(args: InferArgs, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const { model, data, generating } = args;
+  const defaults: GenerationSettings = {
+    doSample: generating.do_sample,
+    temperature: generating.temperature,
+    topP: generating.top_p,
+    topK: generating.top_k,
+    numBeams: generating.num_beams,
+    maxLength: generating.max_length,
+    maxNewTokens: generating.max_new_tokens,
+    repetitionPenalty: generating.repetition_penalty,
+    lengthPenalty: generating.length_penalty,
+  };
+  const port = envPort(env.API_PORT);
+  const chat = ChatModel.load(
+    {
+      modelNameOrPath: model.model_name_or_path!,
+      adapterNameOrPath: model.adapter_name_or_path,
+      cacheDir: model.cache_dir,
+      template: data.template,
+      defaultSystem: data.default_system,
+      enableThinking: data.enable_thinking,
+      inferDtype: model.infer_dtype as "auto" | "float32" | "bfloat16" | "float16",
+      flashAttn: model.flash_attn as "auto" | "disabled" | "sdpa" | "fa2" | "fa3",
+      ropeScaling: model.rope_scaling as "linear" | "dynamic" | "yarn" | "llama3" | null,
+    },
+    defaults,
+  );
+  const server = await createApiServer(chat, {
+    host: env.API_HOST || "127.0.0.1",
+    port,
+    apiKey: env.API_KEY || null,
+    modelName: env.API_MODEL_NAME || DEFAULT_MODEL_NAME,
+  });
+  console.log(`lmf api: serving '${env.API_MODEL_NAME || DEFAULT_MODEL_NAME}' at ${server.url}/v1 (POST /chat/completions, GET /models); Ctrl-C stops.`);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await server.close();
+  chat.dispose();
+}
