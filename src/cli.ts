@@ -73,8 +73,13 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     await runApi(args);
     return 0;
   }
-  if (job === "eval") hparams.parseEvalArgs(tokens, { onWarning });
-  else hparams.parseInferArgs(tokens, { onWarning, command: job });
+  if (job === "eval") {
+    const args = hparams.parseEvalArgs(tokens, { onWarning });
+    const { runEval } = await import("./eval/evaluator.ts");
+    await runEval(args);
+    return 0;
+  }
+  hparams.parseInferArgs(tokens, { onWarning, command: job });
   console.error(`lmf ${job}: the arguments are valid, but the ${job} job is not built yet.`);
   return NOT_BUILT;
 }
