@@ -12,7 +12,7 @@ import { type GeneratingArguments, generatingGroup } from "./generating.ts";
 import { type ModelArguments, modelGroup } from "./model.ts";
 import { type RawSettings, coerceValue, closestName, readArgv, readObject, resolveGroups } from "./parser.ts";
 import { type Command, type RuleArgs, firstBrokenRule, ruleMessage } from "./rules.ts";
-import { type Group, type GroupKey, type Tier, defaultsOf, formatValue } from "./schema.ts";
+import { type Field, type Group, type GroupKey, type Tier, defaultsOf, formatValue } from "./schema.ts";
 import { type TrainingArguments, trainingGroup } from "./training.ts";
 
 export type { DataArguments, EvaluationArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments };
@@ -147,7 +147,7 @@ export function unsupportedSettings(command: Command, values: Partial<Record<Gro
     for (const [name, spec] of Object.entries(group.fields)) {
       if (spec.derived || (spec.trainOnly && command !== "train")) continue;
       const value = values[key]?.[name];
-      const valueTier = typeof value === "string" ? spec.choiceTiers?.[value] : undefined;
+      const valueTier = typeof value === "string" ? spec.choiceTiers?.[value] : listTier(spec, value);
       const tier = valueTier ?? spec.tier;
       if (tier === "now") continue;
       if (!valueTier && isDeepStrictEqual(value, spec.default)) continue;
@@ -155,6 +155,13 @@ export function unsupportedSettings(command: Command, values: Partial<Record<Gro
     }
   }
   return found;
+}
+
+/** A list field with per-value tiers (`report_to: [tensorboard, wandb]`) is as supported as its least supported item. */
+function listTier(spec: Field, value: unknown): Tier | undefined {
+  if (!spec.choiceTiers || !Array.isArray(value)) return undefined;
+  const tiers = value.map((item: unknown) => (typeof item === "string" ? spec.choiceTiers![item] : undefined) ?? spec.tier);
+  return tiers.includes("out") ? "out" : tiers.includes("later") ? "later" : "now";
 }
 
 function refuseUnsupported(found: UnsupportedSetting[]): void {

@@ -112,14 +112,15 @@ const core = {
 };
 
 const logging = {
-  logging_dir: optStr("Folder for training logs (defaults to output_dir)."),
+  logging_dir: optStr("Folder for TensorBoard event files (default: output_dir/runs/<date>_<hostname>, as HF)."),
   logging_strategy: choice(["no", "steps", "epoch"], "steps", "When to log."),
   logging_first_step: bool(false, "Also log the first step."),
   logging_steps: float(500, "Log every this many steps (a fraction < 1 means of all steps).", { min: 0 }),
   log_level: choice(["passive", "debug", "info", "warning", "error", "critical"], "passive", "Logging verbosity."),
   disable_tqdm: optBool(null, "Hide the progress bar."),
-  report_to: list(["none"], "Experiment trackers to report to (wandb, tensorboard, trackio, ...); none for none.", {
+  report_to: list(["none"], "Experiment trackers to report to: tensorboard (all means tensorboard here); wandb, trackio, ... not yet; none for none.", {
     tier: "later",
+    choiceTiers: { none: "now", tensorboard: "now", all: "now" },
   }),
   run_name: optStr("Name of this run in logs and trackers."),
   project: optStr("Trackio project name.", { tier: "later" }),

@@ -1,6 +1,7 @@
 // What a run tells the user and leaves behind, in LLaMA-Factory's and HF's shapes: a progress
 // line per logging step (step, epoch, loss, lr, tokens/s, ETA), `trainer_log.jsonl` (LogCallback's
-// fields), and the `*_results.json` files HF's Trainer writes.
+// fields), and the `*_results.json` files HF's Trainer writes; experiment trackers (`report_to`)
+// get each logged step's scalars through RunReporter, as HF's callbacks get `on_log`.
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -30,6 +31,12 @@ function round(value: number, digits: number): number {
   return Math.round(value * scale) / scale;
 }
 
+/** An experiment tracker fed like HF's `on_log`: the global step and HF's log keys (`loss`, `learning_rate`, `epoch`, `grad_norm`, `eval_loss`). */
+export interface RunReporter {
+  scalars(step: number, values: Record<string, number>): void;
+  close(): void;
+}
+
 export class RunLog {
   private readonly startedAt = performance.now();
   private readonly logFile: string;
@@ -38,6 +45,7 @@ export class RunLog {
     readonly outputDir: string,
     private readonly print: (line: string) => void = (line) => process.stderr.write(line + "\n"),
     resumed = false,
+    private readonly reporters: readonly RunReporter[] = [],
   ) {
     this.logFile = join(outputDir, "trainer_log.jsonl");
     if (!resumed && existsSync(this.logFile)) writeFileSync(this.logFile, "");
@@ -49,7 +57,7 @@ export class RunLog {
   }
 
   /** One logging step: the terminal line and one JSON line in trainer_log.jsonl. */
-  step(values: { step: number; totalSteps: number; epoch: number; loss?: number; evalLoss?: number; lr?: number; tokensPerSecond: number; totalTokens: number; stepsThisRun: number }): LogRecord {
+  step(values: { step: number; totalSteps: number; epoch: number; loss?: number; evalLoss?: number; lr?: number; gradNorm?: number; tokensPerSecond: number; totalTokens: number; stepsThisRun: number }): LogRecord {
     const elapsed = this.elapsed();
     const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
     const remaining = perStep * (values.totalSteps - values.step);
@@ -67,6 +75,15 @@ export class RunLog {
       total_tokens: values.totalTokens,
     };
     appendFileSync(this.logFile, JSON.stringify(record) + "\n");
+    // HF's keys and values: the loss rounded to 4 decimals as Trainer.log rounds it, the rest as computed.
+    const scalars: Record<string, number> = {
+      ...(record.loss !== undefined && { loss: record.loss }),
+      ...(values.gradNorm !== undefined && { grad_norm: values.gradNorm }),
+      ...(values.lr !== undefined && { learning_rate: values.lr }),
+      ...(values.evalLoss !== undefined && { eval_loss: values.evalLoss }),
+      epoch: values.epoch,
+    };
+    for (const reporter of this.reporters) reporter.scalars(values.step, scalars);
     const parts = [
       `[${values.step}/${values.totalSteps}]`,
       `epoch ${record.epoch!.toFixed(2)}`,
@@ -83,6 +100,11 @@ export class RunLog {
 
   info(line: string): void {
     this.print(line);
+  }
+
+  /** Closes the reporters' files; the run's own files are written whole at each step. */
+  close(): void {
+    for (const reporter of this.reporters) reporter.close();
   }
 }
 

@@ -27,7 +27,7 @@ import {
   rotateCheckpoints,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { RunLog, saveMetrics } from "./logging.ts";
+import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { plotLoss } from "./plot.ts";
 
 export const IGNORE_INDEX = -100;
@@ -84,6 +84,8 @@ export interface TrainerOptions {
   /** Stop after this many optimizer steps in this process (tests simulate a kill with it). */
   stopAfterSteps?: number;
   print?: (line: string) => void;
+  /** report_to: trackers that get each logged step's scalars; closed when training ends. */
+  reporters?: readonly RunReporter[];
 }
 
 export interface TrainerParts {
@@ -157,7 +159,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
   const { model } = parts;
   const device = options.device ?? "cpu";
   mkdirSync(options.outputDir, { recursive: true });
-  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null);
+  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters);
   const accumulation = Math.max(1, options.gradientAccumulationSteps);
   const batchesPerEpoch = Math.ceil(parts.train.length / options.batchSize);
   const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accumulation));
@@ -262,7 +264,8 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
           });
           tokensSinceLog += tokensIn(batch);
         }
-        if (options.maxGradNorm > 0) clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm);
+        // HF logs the total norm before clipping, of the last step before each log.
+        const gradNorm = options.maxGradNorm > 0 ? clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm) : undefined;
         optimizer.step();
         scheduler.step();
         optimizer.zeroGrad();
@@ -281,8 +284,14 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
           const loss = lossSinceLog / stepsSinceLog;
           const lr = scheduler.getLastLr()[0]!;
           const epochNow = epochAt(epoch, microBatch);
-          logHistory.push({ loss: Math.round(loss * 1e4) / 1e4, learning_rate: lr, epoch: Math.round(epochNow * 100) / 100, step: globalStep });
-          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
+          logHistory.push({
+            loss: Math.round(loss * 1e4) / 1e4,
+            ...(gradNorm !== undefined && { grad_norm: gradNorm }),
+            learning_rate: lr,
+            epoch: Math.round(epochNow * 100) / 100,
+            step: globalStep,
+          });
+          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, gradNorm, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
           lossSinceLog = 0;
           stepsSinceLog = 0;
           tokensSinceLog = 0;
@@ -320,8 +329,9 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
     }
     return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
   } finally {
-    // Also when a step throws: the optimizer's state tensors are freed either way.
+    // Also when a step throws: the optimizer's state tensors are freed and the trackers' files closed either way.
     optimizer.dispose();
+    log.close();
   }
 }
 

@@ -28,6 +28,7 @@ import { type DType, engineInfo, manualSeed, noGrad, openSafetensors, tidy } fro
 import { lastCheckpoint } from "./checkpoint.ts";
 import type { StageProcessorOptions } from "./preprocess.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
+import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
 
 const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
@@ -348,6 +349,10 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           device,
           resumeFrom,
           print,
+          // `all` means every tracker lmfactory has, which is TensorBoard alone.
+          reporters: training.report_to.some((name) => name === "tensorboard" || name === "all")
+            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir))]
+            : [],
         },
       );
     }
