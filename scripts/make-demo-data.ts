@@ -4,23 +4,14 @@
 // the tiny model's config.json, and dataset_info.json. Run: node --import tsx scripts/make-demo-data.ts
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { seededRandom } from "../src/torch/seeded.ts";
 
 const OUT = process.env.DEMO_DATA_OUT ?? join(import.meta.dirname, "..", "examples", "demo");
 
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // --- the corpus: short stories from a small grammar ---------------------------------------------
 
-const random = seeded(2026);
+const random = seededRandom(2026);
 const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
 
 const NAMES = ["Mira", "Tomas", "Ada", "Leo", "Nina", "Owen", "Sara", "Ivo", "Lena", "Ravi"];

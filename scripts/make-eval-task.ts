@@ -5,29 +5,13 @@
 // Run: node --import tsx scripts/make-eval-task.ts   (EVAL_TASK_OUT overrides the output folder)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { seededRandom, shuffled } from "../src/torch/seeded.ts";
 
 const OUT = process.env.EVAL_TASK_OUT ?? join(import.meta.dirname, "..", "evaluation", "tinyfacts");
 
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-const random = seeded(7);
-function shuffled<T>(items: readonly T[]): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
+const random = seededRandom(7);
+const shuffle = <T>(items: readonly T[]): T[] => shuffled(items, random);
 
 interface Fact {
   /** The three phrasings of the question. */
@@ -49,7 +33,7 @@ function pairFacts(pairs: readonly (readonly [string, string])[], phrasings: (ke
   return pairs.map(([key, answer]) => ({
     questions: phrasings(key),
     correct: answer,
-    distractors: shuffled(answers.filter((other) => other !== answer)).slice(0, 3),
+    distractors: shuffle(answers.filter((other) => other !== answer)).slice(0, 3),
   }));
 }
 
@@ -62,7 +46,7 @@ const SUBJECTS: Subject[] = [
     category: "STEM",
     facts: SUMS.map(([a, b]) => {
       const sum = a + b;
-      const nearby = shuffled([sum - 2, sum - 1, sum + 1, sum + 2, sum + 3].filter((n) => n > 0));
+      const nearby = shuffle([sum - 2, sum - 1, sum + 1, sum + 2, sum + 3].filter((n) => n > 0));
       return {
         questions: [`What is ${a} + ${b}?`, `How much is ${a} plus ${b}?`, `Add ${a} and ${b}. What do you get?`],
         correct: String(sum),
@@ -116,20 +100,20 @@ SUBJECTS.forEach((subject, subjectIndex) => {
   // Answer letters are balanced (each letter is right 10 times in 40 test questions), so always
   // answering one letter scores exactly chance.
   const extras = [LETTERS[(2 * subjectIndex) % 4]!, LETTERS[(2 * subjectIndex + 1) % 4]!];
-  const answerLetters = shuffled([...LETTERS, ...LETTERS, ...extras]);
+  const answerLetters = shuffle([...LETTERS, ...LETTERS, ...extras]);
   const test: string[][] = [];
   const rest: string[][] = [];
   subject.facts.forEach((fact, factIndex) => {
     // One choice order per fact, so every phrasing of a fact has the same answer letter.
     const answer = answerLetters[factIndex]!;
-    const options = shuffled(fact.distractors);
+    const options = shuffle(fact.distractors);
     options.splice(LETTERS.indexOf(answer), 0, fact.correct);
-    const [forTest, ...forTraining] = shuffled(fact.questions);
+    const [forTest, ...forTraining] = shuffle(fact.questions);
     test.push([forTest!, ...options, answer]);
     for (const question of forTraining) rest.push([question, ...options, answer]);
   });
-  const pool = shuffled(rest);
-  const splits = { dev: pool.slice(0, DEV_SIZE), val: pool.slice(DEV_SIZE), test: shuffled(test) };
+  const pool = shuffle(rest);
+  const splits = { dev: pool.slice(0, DEV_SIZE), val: pool.slice(DEV_SIZE), test: shuffle(test) };
   for (const [split, rows] of Object.entries(splits)) {
     mkdirSync(join(OUT, split), { recursive: true });
     writeFileSync(join(OUT, split, `${subject.key}_${split}.csv`), toCsv(rows));

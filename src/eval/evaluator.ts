@@ -9,7 +9,7 @@ import { UserError } from "../errors.ts";
 import type { EvalArgs } from "../hparams/index.ts";
 import { ChatModel } from "../infer/chat_model.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
-import { type Tensor, noGrad, tensor, tidy } from "../torch/index.ts";
+import { type Tensor, noGrad, seededRandom, shuffled, tensor, tidy } from "../torch/index.ts";
 
 export const CHOICES = ["A", "B", "C", "D"] as const;
 
@@ -224,26 +224,9 @@ export function predictBatch(chat: ChatModel, prompts: number[][], choiceIds: nu
 
 // --- the run -----------------------------------------------------------------------------------
 
-/** A seeded generator (mulberry32) for the n-shot draws, so a seed gives the same prompts. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** `n` examples drawn without replacement (a shuffle, then the first n, as `shuffle().select`). */
 function drawSupportSet(dev: readonly Question[], n: number, random: () => number): Question[] {
-  const order = dev.map((_, i) => i);
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order.slice(0, Math.min(n, dev.length)).map((i) => dev[i]!);
+  return shuffled(dev, random).slice(0, Math.min(n, dev.length));
 }
 
 /** LLaMA-Factory's score lines, `{category:>15}: {100·mean:.2f}`, for categories with questions. */

@@ -12,3 +12,4 @@ export * from "./optim/optimizer.ts";
 export * from "./optim/adamw.ts";
 export * from "./optim/sgd.ts";
 export * from "./optim/schedulers.ts";
+export { seededRandom, shuffled } from "./seeded.ts";

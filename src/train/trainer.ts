@@ -15,6 +15,8 @@ import {
   decayParameterGroups,
   getScheduler,
   noGrad,
+  seededRandom,
+  shuffled,
   tensor,
   tidy,
   warmupSteps,
@@ -110,20 +112,7 @@ export interface TrainResult {
 
 /** A seeded permutation of 0..n-1 (Fisher-Yates over mulberry32), the epoch's data order. */
 export function shuffledOrder(n: number, seed: number): number[] {
-  let state = seed >>> 0;
-  const random = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
+  return shuffled(Array.from({ length: n }, (_, i) => i), seededRandom(seed));
 }
 
 /** Trained tokens of a batch: labels after the shift (position t predicts t+1) that count. */
