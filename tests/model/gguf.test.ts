@@ -263,3 +263,12 @@ test("GGUF export: a zero o_proj bias is dropped for qwen2 (llama.cpp has none);
   }
   model.dispose();
 });
+
+test("a header larger than the writer's first buffer (a 32k-token vocabulary) is written whole", () => {
+  const path = join(mkdtempSync(join(tmpdir(), "lmf-gguf-big-")), "big.gguf");
+  const tokens = Array.from({ length: 32000 }, (_, i) => `token_${i}`);
+  writeGguf(path, { metadata: [["tokenizer.ggml.tokens", arr("string", tokens)]], tensors: [] });
+  const bytes = readFileSync(path);
+  assert.equal(bytes.toString("ascii", 0, 4), "GGUF");
+  assert.ok(bytes.includes(Buffer.from("token_31999")));
+});
