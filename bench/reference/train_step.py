@@ -1,0 +1,223 @@
+"""PyTorch eager reference for bench/train_step.ts: an idiomatic nn.Module Llama (GQA, SwiGLU,
+RMSNorm, HF's rotate-half RoPE, eager causal attention as transformers runs it on torch 1.13),
+loaded from the same safetensors, trained with torch.optim.AdamW (HF's no-decay groups) and
+clip_grad_norm_, optionally with torch.utils.checkpoint per decoder layer.
+
+stdin: {"folder", "mode", "trainable": [names], "batches": [[[ids]]], "lr", "weight_decay",
+"max_grad_norm", "lora_rank", "lora_alpha", "checkpointing", "threads"}
+stdout: {"losses", "step_s", "before_mib" (RSS when the loop starts), "peak_mib" (VmHWM over the loop)}
+"""
+import json
+import math
+import struct
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", f"{name}: {info['dtype']}"
+        start, end = info["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[8 + n + start : 8 + n + end]), dtype=torch.float32).reshape(info["shape"])
+    return out
+
+
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+
+
+def reset_peak():
+    """Resets VmHWM (Linux clear_refs 5) so the peak is the training loop's, not the loading's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+class LoraLinear(nn.Module):
+    """PEFT's layout: base_layer plus lora_A [r, in], lora_B [out, r], scaled by alpha / r."""
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        self.base_layer = base
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        self.scaling = alpha / rank
+
+    def forward(self, x):
+        return self.base_layer(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps))
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.heads, self.kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+        self.head_dim = cfg["hidden_size"] // self.heads
+        h = cfg["hidden_size"]
+        self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        groups = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim) + mask
+        out = F.softmax(scores, dim=-1, dtype=torch.float32) @ v
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        h, i = cfg["hidden_size"], cfg["intermediate_size"]
+        self.gate_proj = nn.Linear(h, i, bias=False)
+        self.up_proj = nn.Linear(h, i, bias=False)
+        self.down_proj = nn.Linear(i, h, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"]))
+        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+        self.register_buffer("inv_freq", 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, dim, 2).float() / dim)), persistent=False)
+        self.gradient_checkpointing = False
+
+    def forward(self, ids):
+        T = ids.shape[1]
+        freqs = torch.outer(torch.arange(T, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)[None, None]
+        x = self.embed_tokens(ids)
+        for layer in self.layers:
+            if self.gradient_checkpointing:
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.model = LlamaModel(cfg)
+        self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+
+    def forward(self, ids):
+        return self.lm_head(self.model(ids))
+
+
+def main():
+    req = json.load(sys.stdin)
+    torch.set_num_threads(req["threads"])
+    folder = req["folder"]
+    with open(f"{folder}/config.json") as f:
+        cfg = json.load(f)
+    model = LlamaForCausalLM(cfg)
+    state = load_safetensors(f"{folder}/model.safetensors")
+    if req["mode"] == "lora":
+        for layer in model.model.layers:
+            for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+                for name in names:
+                    setattr(parent, name, LoraLinear(getattr(parent, name), req["lora_rank"], req["lora_alpha"]))
+        lora = load_safetensors(f"{folder}/lora_init.safetensors")
+        remapped = {}
+        lora_modules = {k.rsplit(".lora_", 1)[0] for k in lora}
+        for name, t in state.items():
+            module = name.rsplit(".", 1)[0]
+            remapped[f"{module}.base_layer.weight" if module in lora_modules else name] = t
+        remapped.update(lora)
+        state = remapped
+        del remapped, lora
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and not [m for m in missing if "inv_freq" not in m], (missing, unexpected)
+    del state
+    trainable = set(req["trainable"])
+    names = {n for n, _ in model.named_parameters()}
+    assert trainable <= names, sorted(trainable - names)[:5]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    model.model.gradient_checkpointing = req["checkpointing"]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = lambda n: "bias" in n.lower() or "norm" in n.lower()
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not no_decay(n)], "weight_decay": req["weight_decay"]},
+            {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0},
+        ],
+        lr=req["lr"],
+    )
+    reset_peak()
+    before = status_mib("VmRSS")
+    losses, times = [], []
+    for batch in req["batches"]:
+        started = time.perf_counter()
+        ids = torch.tensor(batch)
+        logits = model(ids)
+        V = logits.shape[-1]
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum") / ids[:, 1:].numel()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], req["max_grad_norm"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        times.append(time.perf_counter() - started)
+    json.dump({"losses": losses, "step_s": times, "before_mib": before, "peak_mib": status_mib("VmHWM")}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
