@@ -187,6 +187,11 @@ export async function createApiServer(chat: ChatModel, options: ApiServerOptions
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => fail(res, error));
   });
+  // Keep idle connections open longer than clients do (undici: 4 s), so a client never reuses a
+  // socket the server is closing at that moment; answers may wait in the queue, so no request timeout.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 0;
   server.on("clientError", (_error, socket) => {
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
     else socket.destroy();
