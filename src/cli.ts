@@ -39,31 +39,10 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
   }
   if (job === "chat") {
     const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
-    const { ChatModel } = await import("./infer/chat_model.ts");
+    const { loadChatModelFromArgs, generationSettingsFromArgs } = await import("./infer/from_args.ts");
     const { runChatCli } = await import("./infer/chat_cli.ts");
-    const { model, data, generating } = args;
-    const chat = ChatModel.load({
-      modelNameOrPath: model.model_name_or_path!,
-      adapterNameOrPath: model.adapter_name_or_path,
-      cacheDir: model.cache_dir,
-      template: data.template,
-      defaultSystem: data.default_system,
-      enableThinking: data.enable_thinking,
-      inferDtype: model.infer_dtype as "auto" | "float32" | "bfloat16" | "float16",
-      flashAttn: model.flash_attn as "auto" | "disabled" | "sdpa" | "fa2" | "fa3",
-      ropeScaling: model.rope_scaling as "linear" | "dynamic" | "yarn" | "llama3" | null,
-    });
-    await runChatCli(chat, {
-      doSample: generating.do_sample,
-      temperature: generating.temperature,
-      topP: generating.top_p,
-      topK: generating.top_k,
-      numBeams: generating.num_beams,
-      maxLength: generating.max_length,
-      maxNewTokens: generating.max_new_tokens,
-      repetitionPenalty: generating.repetition_penalty,
-      lengthPenalty: generating.length_penalty,
-    });
+    const chat = loadChatModelFromArgs(args);
+    await runChatCli(chat, generationSettingsFromArgs(args.generating));
     chat.dispose();
     return 0;
   }

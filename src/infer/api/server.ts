@@ -8,7 +8,8 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from "node:net";
 import { UserError, isUserError } from "../../errors.ts";
 import type { InferArgs } from "../../hparams/index.ts";
-import { ChatModel, type GenerationSettings } from "../chat_model.ts";
+import type { ChatModel } from "../chat_model.ts";
+import { loadChatModelFromArgs } from "../from_args.ts";
 import { type ChatCompletionChunk, completeChat, completionId, streamChat, unixSeconds } from "./completions.ts";
 import { ApiError, type ChatRequest, parseChatRequest } from "./protocol.ts";
 
@@ -226,33 +227,8 @@ function envPort(value: string | undefined): number {
 
 /** `lmf api`: loads the model from the parsed arguments and serves until SIGINT or SIGTERM. */
 export async function runApi(args: InferArgs, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  const { model, data, generating } = args;
-  const defaults: GenerationSettings = {
-    doSample: generating.do_sample,
-    temperature: generating.temperature,
-    topP: generating.top_p,
-    topK: generating.top_k,
-    numBeams: generating.num_beams,
-    maxLength: generating.max_length,
-    maxNewTokens: generating.max_new_tokens,
-    repetitionPenalty: generating.repetition_penalty,
-    lengthPenalty: generating.length_penalty,
-  };
   const port = envPort(env.API_PORT);
-  const chat = ChatModel.load(
-    {
-      modelNameOrPath: model.model_name_or_path!,
-      adapterNameOrPath: model.adapter_name_or_path,
-      cacheDir: model.cache_dir,
-      template: data.template,
-      defaultSystem: data.default_system,
-      enableThinking: data.enable_thinking,
-      inferDtype: model.infer_dtype as "auto" | "float32" | "bfloat16" | "float16",
-      flashAttn: model.flash_attn as "auto" | "disabled" | "sdpa" | "fa2" | "fa3",
-      ropeScaling: model.rope_scaling as "linear" | "dynamic" | "yarn" | "llama3" | null,
-    },
-    defaults,
-  );
+  const chat = loadChatModelFromArgs(args);
   const server = await createApiServer(chat, {
     host: env.API_HOST || "127.0.0.1",
     port,
