@@ -7,27 +7,13 @@ float32 output [N, out]).
 """
 import json
 import math
-import struct
+import os
 import sys
 
 import torch
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        raw = bytearray(data[8 + n + start : 8 + n + end])
-        out[name] = torch.frombuffer(raw, dtype=DTYPES[info["dtype"]]).reshape(info["shape"]).float()
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_reference import load_safetensors  # noqa: E402
 
 
 def main():

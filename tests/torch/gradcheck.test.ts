@@ -3,49 +3,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  type Tensor,
   attentionComposed,
   crossEntropy,
   embedding,
   linear,
   liveTensors,
   manualSeed,
-  noGrad,
-  randn,
   scaledDotProductAttention,
   tensor,
   tidy,
-  autogradGrad,
-  ones,
   zeros,
 } from "../../src/torch/index.ts";
-
-/** Checks d(sum(f(inputs) * probe))/d(input) from autograd against central differences. */
-function gradcheck(name: string, f: (...inputs: Tensor[]) => Tensor, shapes: number[][], eps = 1e-6, tol = 1e-6): void {
-  tidy(() => {
-    const inputs = shapes.map((shape) => randn(shape, { dtype: "float64" }).requiresGrad_(true));
-    const probe = noGrad(() => randn(f(...inputs).shape, { dtype: "float64" }));
-    const objective = (...xs: Tensor[]) => f(...xs).mul(probe).sum();
-    const analytic = autogradGrad([objective(...inputs)], inputs, [ones([], { dtype: "float64" })]);
-    inputs.forEach((input, k) => {
-      const base = input.detach().toFlatArray();
-      const grad = analytic[k]!.toFlatArray();
-      for (let i = 0; i < base.length; i++) {
-        const at = (delta: number) =>
-          tidy(() =>
-            noGrad(() => {
-              const shifted = base.slice();
-              shifted[i]! += delta;
-              const xs = inputs.map((x, j) => (j === k ? tensor(Float64Array.from(shifted), { shape: x.shape }) : x.detach()));
-              return objective(...xs).item();
-            }),
-          );
-        const numeric = (at(eps) - at(-eps)) / (2 * eps);
-        assert.ok(Math.abs(numeric - grad[i]!) <= tol * Math.max(1, Math.abs(numeric)), `${name}: input ${k}[${i}] autograd ${grad[i]} vs numeric ${numeric}`);
-      }
-    });
-  });
-}
+import { gradcheck } from "./op-helpers.ts";
 
 test("finite differences agree with autograd", () => {
   manualSeed(3);

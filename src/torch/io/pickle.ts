@@ -6,7 +6,7 @@ import { UserError } from "../../errors.ts";
 import { native } from "../native.ts";
 import { Tensor } from "../tensor.ts";
 import { requireFile } from "./files.ts";
-import { type LoadOptions, type NamedTensors, saveSharded, toPairs } from "./safetensors.ts";
+import { type LoadOptions, type NamedTensors, convert, saveSharded, toPairs } from "./safetensors.ts";
 import { readShardIndex, resolveWeights, shardPath } from "./shards.ts";
 
 const FIX_CORRUPT = "download the checkpoint again, or re-save it with torch.save(model.state_dict(), path)";
@@ -24,20 +24,6 @@ function readBinFile(path: string): [string, Tensor][] {
   return loaded.names.map((name, k) => [name, new Tensor(loaded.tensors[k]!)]);
 }
 
-function convert(tensor: Tensor, options: LoadOptions): Tensor {
-  let out = tensor;
-  if (options.dtype && options.dtype !== out.dtype) {
-    const cast = out.to(options.dtype);
-    out.dispose();
-    out = cast;
-  }
-  if (options.device && options.device !== out.device) {
-    const moved = out.to(options.device);
-    out.dispose();
-    out = moved;
-  }
-  return out;
-}
 
 /**
  * Yields `[name, tensor]` from a `.bin` file, a `pytorch_model.bin.index.json`, or a folder

@@ -247,7 +247,7 @@ export class ShardedSafetensors implements TensorReader {
 }
 
 /** Applies `LoadOptions`, freeing each intermediate so only one copy of the tensor is alive. */
-function convert(loaded: Tensor, options: LoadOptions): Tensor {
+export function convert(loaded: Tensor, options: LoadOptions): Tensor {
   let out = loaded;
   if (options.dtype && options.dtype !== out.dtype) {
     const cast = out.to(options.dtype);
