@@ -2,7 +2,7 @@
 // package of python3 when it ships headers, the system one (Debian/Ubuntu libtorch-dev).
 // `node find-libtorch.mjs json` prints what was found; the other modes print gyp-ready lists.
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 
 function fromFolder(root, source) {
@@ -55,6 +55,20 @@ export function findLibtorch() {
   return fromPython() ?? fromSystem();
 }
 
+/**
+ * The BLAS libraries libtorch resolves to (real paths, so Debian's libblas.so.3 alternative shows
+ * which implementation it is). Read when the engine loads: OpenBLAS built on pthreads keeps a
+ * thread pool of its own beside libtorch's OpenMP one, and the two must not spin against each other.
+ */
+function blasLibraries(lib) {
+  try {
+    const out = execFileSync("ldd", [join(lib, "libtorch_cpu.so")], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+    return [...out.matchAll(/=>\s*(\S*(?:blas|mkl)\S*)/g)].map((match) => realpathSync(match[1]));
+  } catch {
+    return [];
+  }
+}
+
 const mode = process.argv[2];
 if (mode) {
   const found = findLibtorch();
@@ -63,7 +77,7 @@ if (mode) {
     process.exit(1);
   }
   const cuda = existsSync(join(found.lib, "libtorch_cuda.so"));
-  if (mode === "json") console.log(JSON.stringify({ ...found, cuda }));
+  if (mode === "json") console.log(JSON.stringify({ ...found, cuda, blas: blasLibraries(found.lib) }));
   if (mode === "include") console.log(found.include.join(" "));
   if (mode === "defines") console.log(found.abi === null ? "" : `_GLIBCXX_USE_CXX11_ABI=${found.abi}`);
   if (mode === "libs") {

@@ -1794,6 +1794,33 @@ Napi::Value op_linear(const Napi::CallbackInfo& info) {
   }
 }
 
+Napi::Value op_mv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& self = lmf::tensor_arg(info, 0, "mv", "self");
+  const at::Tensor& vec = lmf::tensor_arg(info, 1, "mv", "vec");
+  try {
+    return lmf::wrap_tensor(env, at::mv(self, vec));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "mv", error, {{"self", &self}, {"vec", &vec}});
+  }
+}
+
+Napi::Value op_addmv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& self = lmf::tensor_arg(info, 0, "addmv", "self");
+  const at::Tensor& mat = lmf::tensor_arg(info, 1, "addmv", "mat");
+  const at::Tensor& vec = lmf::tensor_arg(info, 2, "addmv", "vec");
+  try {
+    return lmf::wrap_tensor(env, at::addmv(self, mat, vec));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "addmv", error, {{"self", &self}, {"mat", &mat}, {"vec", &vec}});
+  }
+}
+
 Napi::Value op_baddbmm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "baddbmm", "self");
@@ -2429,6 +2456,8 @@ void register_generated_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("mm", Napi::Function::New(env, op_mm, "mm"));
   exports.Set("bmm", Napi::Function::New(env, op_bmm, "bmm"));
   exports.Set("linear", Napi::Function::New(env, op_linear, "linear"));
+  exports.Set("mv", Napi::Function::New(env, op_mv, "mv"));
+  exports.Set("addmv", Napi::Function::New(env, op_addmv, "addmv"));
   exports.Set("baddbmm", Napi::Function::New(env, op_baddbmm, "baddbmm"));
   exports.Set("softmax", Napi::Function::New(env, op_softmax, "softmax"));
   exports.Set("log_softmax", Napi::Function::New(env, op_log_softmax, "log_softmax"));

@@ -1,6 +1,5 @@
 // Module entry: engine set-up at load, tensor lifetimes, buffers in and out, RNG, threads,
 // build information, attention, and registration of the generated op wrappers.
-#include <malloc.h>
 
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -161,9 +160,9 @@ int default_threads() {
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
-  // Freed tensor buffers above 128 KiB go straight back to the OS; without this glibc's heap
-  // fragments and RSS grows every training step even though every tensor is disposed.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  // glibc's allocator keeps its default, adaptive thresholds (as in Python): a fixed 128 KiB
+  // mmap threshold made every activation a fresh mmap whose pages fault in on first write,
+  // which cost half the time of a LoRA step (bench/BENCHMARKS.md, "Found").
   // libtorch starts with one intra-op thread here; use the cores we have.
   at::set_num_threads(default_threads());
 

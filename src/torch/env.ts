@@ -2,7 +2,7 @@
 // Printed by `lmf env`; the BLAS line matters because Debian's libtorch on the reference BLAS
 // is ~15x slower at matmul than on OpenBLAS.
 import { readFileSync, realpathSync } from "node:fs";
-import { native } from "./native.ts";
+import { native, threadPoolNote } from "./native.ts";
 import { randn, tidy } from "./tensor.ts";
 
 export interface EngineInfo {
@@ -10,6 +10,8 @@ export interface EngineInfo {
   blas: string;
   blasLibrary: string | null;
   threads: number;
+  /** How idle OpenMP threads wait: the user's OMP_WAIT_POLICY / GOMP_SPINCOUNT, or lmfactory's choice. */
+  threadWait: string;
   cudaAvailable: boolean;
   cudaDevices: number;
   cpuCapability: string | null;
@@ -58,6 +60,11 @@ export function engineInfo(): EngineInfo {
     blas,
     blasLibrary: library,
     threads: build.num_threads,
+    threadWait:
+      threadPoolNote ??
+      (process.env.OMP_WAIT_POLICY || process.env.GOMP_SPINCOUNT
+        ? `as set: OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? ""} GOMP_SPINCOUNT=${process.env.GOMP_SPINCOUNT ?? ""}`
+        : "OpenMP default"),
     cudaAvailable: build.cuda_available,
     cudaDevices: build.cuda_device_count,
     cpuCapability: capability,
@@ -70,7 +77,7 @@ export function engineReport(): string {
     `libtorch       ${info.torchVersion}`,
     `BLAS           ${info.blas}${info.blasLibrary ? ` (${info.blasLibrary})` : ""}`,
     `CPU kernels    ${info.cpuCapability ?? "unknown"}`,
-    `threads        ${info.threads}`,
+    `threads        ${info.threads} (idle: ${info.threadWait})`,
     `devices        cpu${info.cudaAvailable ? `, cuda x${info.cudaDevices}` : " (no CUDA in this libtorch build or no GPU)"}`,
     `node           ${process.version}`,
   ].join("\n");

@@ -1,6 +1,6 @@
 // Loads the native addon (native/build/Release/lmfactory.node). Only src/torch/ imports this.
 import { createRequire } from "node:module";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { UserError } from "../errors.ts";
@@ -39,12 +39,38 @@ export interface NativeCore {
 
 export type Native = NativeOps & NativeCore;
 
-const addonPath = join(dirname(fileURLToPath(import.meta.url)), "../../native/build/Release/lmfactory.node");
+const buildFolder = join(dirname(fileURLToPath(import.meta.url)), "../../native/build");
+const addonPath = join(buildFolder, "Release/lmfactory.node");
+
+/** Why OMP_WAIT_POLICY is what it is, for `lmf env`; null when lmfactory left it alone. */
+export let threadPoolNote: string | null = null;
+
+/**
+ * libtorch runs elementwise ops on an OpenMP pool whose idle threads spin for a while (libgomp:
+ * 300k rounds) waiting for the next parallel region; OpenBLAS built on pthreads keeps a pool of its
+ * own for matmuls. With one thread per core, each pool's spinning takes the cores the other needs
+ * (a Llama forward measured 2.2x slower here). So, unless the user chose a policy, idle OpenMP
+ * threads sleep. libgomp reads the variable once, when libtorch loads, hence before `load`.
+ */
+function settleThreadPools(): void {
+  if (process.env.OMP_WAIT_POLICY !== undefined || process.env.GOMP_SPINCOUNT !== undefined) return;
+  let blas: string[] = [];
+  try {
+    blas = (JSON.parse(readFileSync(join(buildFolder, "libtorch.json"), "utf8")) as { blas?: string[] }).blas ?? [];
+  } catch {
+    return; // not built yet: load() says so
+  }
+  if (blas.some((path) => /openblas/i.test(path) && !/openmp/i.test(path))) {
+    process.env.OMP_WAIT_POLICY = "PASSIVE";
+    threadPoolNote = "OMP_WAIT_POLICY=PASSIVE set by lmfactory (OpenBLAS has its own thread pool)";
+  }
+}
 
 function load(): Native {
   if (!existsSync(addonPath)) {
     throw new UserError("the native engine is not built", addonPath, "run `npm run setup` from the lmfactory folder");
   }
+  settleThreadPools();
   return createRequire(import.meta.url)(addonPath) as Native;
 }
 

@@ -136,6 +136,8 @@ export interface NativeOps {
   mm(self: number, other: number): number;
   bmm(self: number, other: number): number;
   linear(input: number, weight: number, bias: number | null): number;
+  mv(self: number, vec: number): number;
+  addmv(self: number, mat: number, vec: number): number;
   baddbmm(self: number, batch1: number, batch2: number, beta: number, alpha: number): number;
   softmax(self: number, dim: number): number;
   log_softmax(self: number, dim: number): number;

@@ -9,15 +9,18 @@ import {
   Module,
   RMSNorm,
   type Tensor,
+  cat,
   clipGradNorm,
   liveTensors,
   manualSeed,
   noGrad,
   ones,
+  randn,
   tensor,
   tidy,
   zeros,
 } from "../../src/torch/index.ts";
+import { near } from "./op-helpers.ts";
 import { assertClose, hasTorch, torchReference } from "./torch-reference.ts";
 
 class Attention extends Module {
@@ -220,6 +223,32 @@ test("Linear computes x @ W.T + b by hand, and initNormal zeroes the bias", () =
     assert.ok(std > 0 && std < 0.1, `std ${std}`);
   });
   assert.equal(new Linear(3, 2, { bias: false }).bias, null);
+  layer.dispose();
+});
+
+test("Linear on a single row (decoding one token) gives the batched result and the same gradients", () => {
+  manualSeed(3);
+  const layer = new Linear(5, 4, { dtype: "float64" });
+  tidy(() => {
+    const rows = randn([3, 1, 5], { dtype: "float64" }); // three single-row inputs
+    const batched = layer.forward(rows.view(1, 3, 5)); // [1, 3, 4]: the general path
+    for (let i = 0; i < 3; i++) {
+      const row = rows.select(0, i); // [1, 5]
+      near(layer.forward(row), batched.select(1, i).toArray(), 1e-12);
+      near(layer.forward(row.view(1, 1, 5)), batched.select(1, i).view(1, 1, 4).toArray(), 1e-12);
+      near(layer.forward(row.view(5)), batched.select(1, i).view(4).toArray(), 1e-12);
+    }
+    // Gradients of weight, bias and input through the single-row path equal the batched ones.
+    const x = randn([1, 1, 5], { dtype: "float64" }).requiresGrad_(true);
+    layer.forward(x).pow(2).sum().backward();
+    const [gw, gb, gx] = [layer.weight.grad!.toArray(), layer.bias!.grad!.toArray(), x.grad!.toArray()];
+    layer.zeroGrad();
+    const x2 = cat([x.detach(), zeros([1, 1, 5], { dtype: "float64" })], 1).requiresGrad_(true); // two rows, the second zero
+    layer.forward(x2).select(1, 0).pow(2).sum().backward();
+    near(layer.weight.grad!, gw, 1e-12);
+    near(layer.bias!.grad!, gb, 1e-12);
+    near(x2.grad!.slice(1, 0, 1), gx, 1e-12);
+  });
   layer.dispose();
 });
 
