@@ -215,8 +215,8 @@ export function predictBatch(chat: ChatModel, prompts: number[][], choiceIds: nu
     tidy(() => {
       const inputIds = tensor(ids, { dtype: "int64" });
       const attentionMask = tensor(mask, { dtype: "int64" });
-      const logits = chat.model.forward(inputIds, { attentionMask }); // [B, T, V]
-      const last = logits.select(1, width - 1); // [B, V]
+      const logits = chat.model.forward(inputIds, { attentionMask, logitsToKeep: 1 }); // [B, 1, V]
+      const last = logits.select(1, 0); // [B, V]
       return pickChoices(last.indexSelect(1, tensor(choiceIds, { dtype: "int64" }))).letters;
     }),
   );

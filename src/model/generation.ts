@@ -114,7 +114,7 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
   const padded = prompts.some((prompt) => prompt.length < width);
   const history = prompts.map((prompt) => [...prompt]);
   const reasons: (FinishReason | null)[] = new Array(B).fill(null);
-  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers) : null;
+  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers, { capacity: width + settings.budget }) : null;
   try {
     for (let step = 0; step < settings.budget; step++) {
       const chosen = tidy(() =>
@@ -123,7 +123,8 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
           const logits = model.forward(tensor(fresh, { dtype: "int64", device }), {
             attentionMask: padded ? tensor(mask, { dtype: "int64", device }) : null,
             cache,
-          }); // [B, T, V]
+            logitsToKeep: 1,
+          }); // [B, 1, V]
           // HF scores in float32 whatever the model's dtype.
           let scores = logits.select(1, logits.shape[1]! - 1).to("float32"); // [B, V]
           scores = applyRepetitionPenalty(scores, history, settings.repetitionPenalty);
@@ -246,7 +247,7 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
   let beamScores: number[] = beams.map((_, i) => (i === 0 ? 0 : -1e9));
   const finished = new BeamHypotheses(numBeams, settings.lengthPenalty, settings.earlyStopping, settings.budget);
   const candidateCount = Math.max(2, 1 + settings.stopTokens.size) * numBeams;
-  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers) : null;
+  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers, { capacity: prompt.length + settings.budget }) : null;
   let done = false;
   try {
     for (let step = 0; step < settings.budget && !done; step++) {
@@ -254,7 +255,7 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
       const [values, indices] = tidy(() =>
         noGrad(() => {
           const fresh = cache && step > 0 ? beams.map((beam) => beam.slice(-1)) : beams;
-          const logits = model.forward(tensor(fresh, { dtype: "int64", device }), { cache }); // [N, T, V]
+          const logits = model.forward(tensor(fresh, { dtype: "int64", device }), { cache, logitsToKeep: 1 }); // [N, 1, V]
           const logprobs = logits.select(1, logits.shape[1]! - 1).to("float32").logSoftmax(-1); // [N, V]
           // HF applies the processors to log-probs in beam search.
           const processed = applyRepetitionPenalty(logprobs, beams, settings.repetitionPenalty);
@@ -277,7 +278,7 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
         }
       }
       done = finished.isDone(Math.max(...values), generatedLength);
-      if (cache) reorderCache(cache, next.map((beam) => beam.source));
+      cache?.reorder(next.map((beam) => beam.source));
       beams = next.map((beam) => [...beams[beam.source]!, beam.token]);
       beamScores = next.map((beam) => beam.score);
     }
@@ -290,21 +291,6 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
   const best = finished.beams.reduce((top, beam) => (beam.score > top.score ? beam : top));
   const last = best.tokens[best.tokens.length - 1];
   return { tokens: best.tokens, reason: last !== undefined && settings.stopTokens.has(last) ? "stop" : "length", score: best.score };
-}
-
-/** Reorders each layer's cached keys/values [N, Hkv, S, D] to follow the surviving beams. */
-function reorderCache(cache: KVCache, sources: number[]): void {
-  tidy(() => {
-    const index = tensor(sources, { dtype: "int64", device: cache.keys[0]?.device ?? "cpu" });
-    const reorder = (list: (Tensor | null)[]) =>
-      list.forEach((old, layer) => {
-        if (!old) return;
-        list[layer] = keep(old.indexSelect(0, index));
-        old.dispose();
-      });
-    reorder(cache.keys);
-    reorder(cache.values);
-  });
 }
 
 // --- generation_config.json ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ export interface AttentionOptions {
 /** q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv -> [B, Hq, T, D]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   return tidy(() => {
+    if (singleQuery(q, k, options)) return attendGrouped(q, k, v, options, scaledDotProductAttention);
     const [key, value] = repeatKv(q, k, v);
     const D = q.shape[3]!;
     if (options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) {
@@ -38,6 +39,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
 /** softmax(q kᵀ · scale + mask) v, written out; the reference for the fused kernel. */
 export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   return tidy(() => {
+    if (singleQuery(q, k, options)) return attendGrouped(q, k, v, options, attentionComposed);
     const [key, value] = repeatKv(q, k, v);
     const [T, D] = [q.shape[2]!, q.shape[3]!];
     const S = key.shape[2]!;
@@ -55,6 +57,26 @@ export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: Atte
     if (options.dropoutP) weights = new Tensor(native.dropout(weights.id, options.dropoutP, true));
     return weights.matmul(value);
   });
+}
+
+/**
+ * One query per head (decoding with a KV cache) whose mask, if any, is shared by all heads: the
+ * query is the last position, so causality hides nothing, and the heads of a group can share
+ * their key/value head as rows of one query instead of copying the whole cache per group.
+ */
+function singleQuery(q: Tensor, k: Tensor, options: AttentionOptions): boolean {
+  const mask = options.mask;
+  const sharedMask = !mask || (mask.ndim === 4 && mask.shape[1] === 1 && mask.shape[2] === 1);
+  const worthIt = options.isCausal || q.shape[1] !== k.shape[1]; // false once regrouped: no recursion
+  return q.shape[2] === 1 && worthIt && sharedMask && !options.dropoutP && q.shape[1]! % k.shape[1]! === 0;
+}
+
+/** q [B, Hq, 1, D] as [B, Hkv, Hq/Hkv, D] against unrepeated k/v [B, Hkv, S, D] -> [B, Hq, 1, D]. */
+function attendGrouped(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, attend: typeof attentionComposed): Tensor {
+  const [B, queryHeads, , D] = q.shape as number[];
+  const kvHeads = k.shape[1]!;
+  const grouped = q.reshape(B!, kvHeads, queryHeads! / kvHeads, D!);
+  return attend(grouped, k, v, { ...options, isCausal: false }).reshape(B!, queryHeads!, 1, D!);
 }
 
 function repeatKv(q: Tensor, k: Tensor, v: Tensor): [Tensor, Tensor] {

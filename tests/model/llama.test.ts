@@ -7,6 +7,7 @@ import { loadModel } from "../../src/model/loader.ts";
 import { KVCache } from "../../src/model/models/llama.ts";
 import { cat, liveTensors, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
+import { near } from "../torch/op-helpers.ts";
 
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 
@@ -91,6 +92,45 @@ test("decoding with the KV cache gives the same logits as the full forward, with
   assert.equal(cache.length, 10);
   cache.dispose();
   assert.equal(liveTensors(), before);
+  ids.dispose();
+  model.dispose();
+});
+
+test("the KV cache writes in place within its capacity, grows past it, and reorders rows; logitsToKeep", () => {
+  const model = loadModel(makeTinyModel());
+  const ids = tensor([IDS[0]!, [...IDS[0]!].reverse()]); // two rows
+  const T = ids.shape[1]!;
+  const full = tidy(() => noGrad(() => model.forward(ids).toArray() as number[][][]));
+  // The last position only, as generation asks for it.
+  tidy(() => noGrad(() => near(model.forward(ids, { logitsToKeep: 1 }), full.map((row) => [row[T - 1]!]), 1e-6)));
+  for (const capacity of [T, 3]) {
+    // capacity T: every step writes into the first buffers; capacity 3: the buffers grow twice.
+    const cache = new KVCache(model.config.num_hidden_layers, { capacity });
+    const before = liveTensors();
+    tidy(() =>
+      noGrad(() => {
+        model.forward(ids.slice(1, 0, 2), { cache });
+        for (let t = 2; t < T; t++) {
+          const step = model.forward(ids.slice(1, t, t + 1), { cache }); // [2, 1, V]
+          near(step, full.map((row) => [row[t]!]), 1e-5, `capacity ${capacity}, position ${t}`);
+        }
+      }),
+    );
+    assert.equal(cache.length, T);
+    assert.equal(liveTensors(), before + 2 * model.config.num_hidden_layers, "the cache holds only its own buffers");
+    // Reordered rows (beam search): row 1 then row 0 continue as each other's history.
+    cache.reorder([1, 0]);
+    tidy(() =>
+      noGrad(() => {
+        const next = tensor([[IDS[0]![0]!], [IDS[0]![1]!]]);
+        const swapped = model.forward(next, { cache }).toArray() as number[][][];
+        const alone = (row: number[], token: number) => model.forward(tensor([[...row, token]]), { logitsToKeep: 1 }).toArray() as number[][][];
+        near(swapped[0]!, alone([...IDS[0]!].reverse(), IDS[0]![0]!)[0]!, 1e-5, "row 0 after reorder");
+        near(swapped[1]!, alone(IDS[0]!, IDS[0]![1]!)[0]!, 1e-5, "row 1 after reorder");
+      }),
+    );
+    cache.dispose();
+  }
   ids.dispose();
   model.dispose();
 });

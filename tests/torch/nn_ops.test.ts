@@ -196,3 +196,27 @@ test("attention: closed form for one query, causal rows, additive and bool masks
     assert.throws(() => scaledDotProductAttention(randn([1, 3, 2, 2]), randn([1, 2, 2, 2]), randn([1, 2, 2, 2])), /3 query heads are not a multiple of 2/);
   });
 });
+
+test("attention: one query (decoding) over grouped heads equals repeated heads, with a shared mask, causal or not", () => {
+  tidy(() => {
+    manualSeed(5);
+    // 6 query heads over 2 key/value heads, one query against 5 cached positions.
+    const q = randn([2, 6, 1, 4], { dtype: "float64" });
+    const [k, v] = [randn([2, 2, 5, 4], { dtype: "float64" }), randn([2, 2, 5, 4], { dtype: "float64" })];
+    const [kRepeated, vRepeated] = [k.repeatInterleave(3, 1), v.repeatInterleave(3, 1)];
+    const expected = attentionComposed(q, kRepeated, vRepeated).toArray(); // every head on its own
+    for (const attend of [scaledDotProductAttention, attentionComposed]) {
+      near(attend(q, k, v), expected, 1e-12);
+      // The single query is the last position: causality hides nothing.
+      near(attend(q, k, v, { isCausal: true }), expected, 1e-12);
+    }
+    // A padding mask shared by the heads ([B, 1, 1, S]): row 0 hides its first two keys.
+    const mask = tensor([[[[-Infinity, -Infinity, 0, 0, 0]]], [[[0, 0, 0, 0, 0]]]], { dtype: "float64" });
+    const masked = attentionComposed(q, kRepeated, vRepeated, { mask }).toArray();
+    near(scaledDotProductAttention(q, k, v, { mask }), masked, 1e-12);
+    near(attentionComposed(q, k, v, { mask }), masked, 1e-12);
+    // Equal head counts with causality take the same path: still the plain formula.
+    const q2 = randn([1, 2, 1, 4], { dtype: "float64" });
+    near(scaledDotProductAttention(q2, k.slice(0, 0, 1), v.slice(0, 0, 1), { isCausal: true }), attentionComposed(q2, k.slice(0, 0, 1), v.slice(0, 0, 1)).toArray(), 1e-12);
+  });
+});

@@ -10,11 +10,12 @@ import {
   RMSNorm,
   arange,
   attentionComposed,
+  empty,
   full,
   keep,
   scaledDotProductAttention,
+  tensor,
   tidy,
-  cat,
 } from "../../torch/index.ts";
 import type { ModelConfig } from "../config.ts";
 import { shiftedSparseAttention } from "../patches/longlora.ts";
@@ -37,38 +38,75 @@ export interface BuildOptions {
 
 // --- KV cache ------------------------------------------------------------------------------------
 
-/** Keys and values of past positions, one [B, Hkv, S, D] pair per layer, kept outside `tidy`. */
+/**
+ * Keys and values of past positions, per layer one buffer [B, Hkv, capacity, D] filled up to
+ * `length`, kept outside `tidy`. Each step writes its new positions in place and attention reads a
+ * view of the filled part, so a step costs no copy of the history (growing by `cat` copied it all).
+ */
 export class KVCache {
   keys: (Tensor | null)[];
   values: (Tensor | null)[];
+  private readonly _lengths: number[];
+  /** Positions to reserve at the first write (prompt + new tokens, when the caller knows them). */
+  private readonly _reserve: number;
 
-  constructor(numLayers: number) {
+  constructor(numLayers: number, options: { capacity?: number } = {}) {
     this.keys = new Array(numLayers).fill(null);
     this.values = new Array(numLayers).fill(null);
+    this._lengths = new Array(numLayers).fill(0);
+    this._reserve = options.capacity ?? 0;
   }
 
   /** Positions already cached. */
   get length(): number {
-    return this.keys[0]?.shape[2] ?? 0;
+    return this._lengths[0] ?? 0;
   }
 
-  /** Appends this step's k/v [B, Hkv, T, D] and returns the whole history [B, Hkv, S, D]. */
+  /** Writes this step's k/v [B, Hkv, T, D] after the cached ones; returns the history [B, Hkv, S, D]. */
   update(layer: number, key: Tensor, value: Tensor): [Tensor, Tensor] {
-    const oldKey = this.keys[layer];
-    const oldValue = this.values[layer];
-    const newKey = keep(oldKey ? cat([oldKey, key], 2) : key.clone());
-    const newValue = keep(oldValue ? cat([oldValue, value], 2) : value.clone());
-    oldKey?.dispose();
-    oldValue?.dispose();
-    this.keys[layer] = newKey;
-    this.values[layer] = newValue;
-    return [newKey, newValue];
+    const past = this._lengths[layer]!;
+    const T = key.shape[2]!;
+    const needed = past + T;
+    if (needed > (this.keys[layer]?.shape[2] ?? 0)) this.grow(layer, key, Math.max(needed, this._reserve, 2 * past));
+    this.keys[layer]!.narrow(2, past, T).copy_(key);
+    this.values[layer]!.narrow(2, past, T).copy_(value);
+    this._lengths[layer] = needed;
+    return [this.keys[layer]!.narrow(2, 0, needed), this.values[layer]!.narrow(2, 0, needed)];
+  }
+
+  /** Keeps batch rows `sources` (beam search: each surviving beam's parent), in that order. */
+  reorder(sources: number[]): void {
+    tidy(() => {
+      const index = tensor(sources, { dtype: "int64", device: this.keys[0]?.device ?? "cpu" });
+      for (const list of [this.keys, this.values]) {
+        list.forEach((old, layer) => {
+          if (!old) return;
+          list[layer] = keep(old.indexSelect(0, index));
+          old.dispose();
+        });
+      }
+    });
   }
 
   dispose(): void {
     for (const t of [...this.keys, ...this.values]) t?.dispose();
     this.keys.fill(null);
     this.values.fill(null);
+    this._lengths.fill(0);
+  }
+
+  /** Moves the layer to buffers of `capacity` positions, carrying over what is cached. */
+  private grow(layer: number, like: Tensor, capacity: number): void {
+    const [B, heads, , D] = like.shape as number[];
+    const past = this._lengths[layer]!;
+    const options = { dtype: like.dtype, device: like.device };
+    for (const list of [this.keys, this.values]) {
+      const buffer = keep(empty([B!, heads!, capacity, D!], options));
+      const old = list[layer];
+      if (old && past > 0) tidy(() => buffer.narrow(2, 0, past).copy_(old.narrow(2, 0, past)));
+      old?.dispose();
+      list[layer] = buffer;
+    }
   }
 }
 
@@ -173,10 +211,16 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = new RMSNorm(config.hidden_size, norm);
   }
 
-  /** Pre-norm residual blocks: h = x + attn(norm(x)); out = h + mlp(norm(h)). */
+  /**
+   * Pre-norm residual blocks: h = x + attn(norm(x)); out = h + mlp(norm(h)). Its own `tidy`, so a
+   * layer's temporaries are freed as soon as it is done (autograd keeps what backward needs), as
+   * Python frees them when they go out of scope; a frozen layer then leaves nothing behind.
+   */
   forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layerIndex: number): Tensor {
-    const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, mask, cache, layerIndex));
-    return h.add(this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    return tidy(() => {
+      const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, mask, cache, layerIndex));
+      return h.add(this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    });
   }
 }
 
@@ -191,6 +235,8 @@ export interface ForwardOptions {
   /** [B, T] positions; by default counted from the cache length (or from the mask's cumsum). */
   positionIds?: Tensor | null;
   cache?: KVCache | null;
+  /** Logits of the last this many positions only (HF's logits_to_keep); 0 keeps all. */
+  logitsToKeep?: number;
 }
 
 export class LlamaModel extends Module {
@@ -242,14 +288,14 @@ export class LlamaModel extends Module {
   }
 
   /**
-   * The additive mask [B, 1, T, S] (0 visible, -inf hidden), or null when plain causal attention
-   * over the whole sequence is exact (no padding, no cache, no sliding window in reach), which
-   * lets attention use the fused causal kernel.
+   * The additive mask [B, 1, T, S] (0 visible, -inf hidden), or null when causal attention with
+   * the queries as the last T of S positions is exact (no padding, no sliding window in reach),
+   * which lets attention use the fused causal kernel, or no mask at all for a single query.
    */
   private buildMask(B: number, T: number, past: number, attentionMask: Tensor | null): Tensor | null {
     const S = past + T;
     const windowActive = this._slidingWindow !== null && S > this._slidingWindow;
-    if (!attentionMask && past === 0 && !windowActive) return null;
+    if (!attentionMask && !windowActive) return null;
     const query = arange(past, S).view(T, 1); // absolute position of each query
     const key = arange(0, S).view(1, S);
     let visible = key.le(query); // [T, S]
@@ -321,10 +367,15 @@ export class LlamaForCausalLM extends Module {
     }
   }
 
-  /** ids [B, T] -> logits [B, T, V]. */
+  /** ids [B, T] -> logits [B, T, V] (or [B, logitsToKeep, V]). */
   forward(inputIds: Tensor, options: ForwardOptions = {}): Tensor {
     return tidy(() => {
-      const logits = this.lm_head.forward(this.model.forward(inputIds, options));
+      let hidden = this.model.forward(inputIds, options);
+      const keepLast = options.logitsToKeep ?? 0;
+      // Generation needs the last position only; the vocabulary projection of a whole prompt is
+      // often the largest matmul of the prefill.
+      if (keepLast > 0 && keepLast < hidden.shape[1]!) hidden = hidden.narrow(1, hidden.shape[1]! - keepLast, keepLast);
+      const logits = this.lm_head.forward(hidden);
       return this.upcastLogits ? logits.to("float32") : logits;
     });
   }
