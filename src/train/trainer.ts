@@ -247,7 +247,8 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
             const attentionMask = maskOrNull(batch.attention_mask, device);
             const lossOf = causalLmLoss(labels, trainedTokens);
             if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { attentionMask });
-            const loss = lossOf(model.forward(ids, { attentionMask }));
+            // The logits and their float copy are not needed by backward: free them before it.
+            const loss = tidy(() => lossOf(model.forward(ids, { attentionMask })));
             loss.backward();
             return loss.item();
           });

@@ -39,7 +39,8 @@ export function checkpointedBackward(
       const last = hidden;
       const lossValue = tidy(() => {
         const top = last.detach().requiresGrad_(true);
-        const loss = lossOf(model.lm_head.forward(model.model.norm.forward(top)));
+        // Logits are not needed by backward: free them before it.
+        const loss = tidy(() => lossOf(model.lm_head.forward(model.model.norm.forward(top))));
         loss.backward();
         upstream = keep(top.grad!);
         return loss.item();

@@ -86,7 +86,9 @@ export abstract class Optimizer<H extends BaseHyperParameters> {
               state = { tensors: {} };
               this.state.set(param, state);
             }
-            this.update(param, grad, group, state);
+            // One scope per parameter: its temporaries are freed before the next, as in PyTorch.
+            const paramState = state;
+            tidy(() => this.update(param, grad, group, paramState));
           }
         }
       }),
