@@ -10,9 +10,11 @@ import {
   AdamW,
   type LambdaLR,
   type Tensor,
+  cat,
   clipGradNorm,
   crossEntropy,
   decayParameterGroups,
+  full,
   getScheduler,
   noGrad,
   seededRandom,
@@ -125,14 +127,17 @@ function countTrainedTokens(labels: number[][]): number {
 /**
  * Sum of the token losses of one micro-batch divided by `denominator` (the trained tokens of the
  * whole accumulated batch), so that summed over micro-batches it is the mean over all of them.
+ * Position t predicts label t + 1: the labels are shifted left and the last position gets
+ * IGNORE_INDEX, as transformers' ForCausalLMLoss does, so the logits [B, T, V] enter the loss as a
+ * view, not as a copy of all but their last column (the largest tensor of a step).
  */
-function causalLmLoss(labels: Tensor, denominator: number) {
-  return (logits: Tensor): Tensor => {
-    const V = logits.shape[2]!;
-    const predicted = logits.slice(1, 0, -1).reshape(-1, V).to("float32"); // [B*(T-1), V]
-    const targets = labels.slice(1, 1).reshape(-1); // [B*(T-1)]
-    return crossEntropy(predicted, targets, { reduction: "sum", ignoreIndex: IGNORE_INDEX }).div(Math.max(denominator, 1));
-  };
+export function causalLmLoss(labels: Tensor, denominator: number) {
+  return (logits: Tensor): Tensor =>
+    tidy(() => {
+      const [B, V] = [logits.shape[0]!, logits.shape[2]!];
+      const shifted = cat([labels.slice(1, 1), full([B, 1], IGNORE_INDEX, { dtype: "int64", device: labels.device })], 1); // [B, T]
+      return crossEntropy(logits.reshape(-1, V).to("float32"), shifted.reshape(-1), { reduction: "sum", ignoreIndex: IGNORE_INDEX }).div(Math.max(denominator, 1));
+    });
 }
 
 /** The mask as a tensor, or null when nothing is padded (then the fused causal kernel applies). */
