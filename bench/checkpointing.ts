@@ -1,16 +1,12 @@
 // Peak memory of one training step (forward + backward) with and without gradient checkpointing,
 // each in a fresh process so the peak (VmHWM) is that step's alone. Prints a table and writes
 // bench/results/checkpointing.json.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { runSide, statusMiB } from "./common.ts";
 
 const SHAPE = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1408, vocab: 8000, batch: 4, seq: 512 };
 
-function peakRssMiB(): number {
-  const status = readFileSync("/proc/self/status", "utf8");
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
-}
 
 async function child(mode: "plain" | "checkpointed"): Promise<void> {
   const { normalizeConfig } = await import("../src/model/config.ts");
@@ -32,7 +28,7 @@ async function child(mode: "plain" | "checkpointed"): Promise<void> {
   const ids = T.randint(0, SHAPE.vocab, [SHAPE.batch, SHAPE.seq]);
   const lossOf = (logits: InstanceType<typeof T.Tensor>) =>
     T.crossEntropy(logits.slice(1, 0, -1).reshape(-1, SHAPE.vocab), ids.slice(1, 1).reshape(-1));
-  const baseline = peakRssMiB();
+  const baseline = statusMiB("VmHWM");
   const started = performance.now();
   const loss =
     mode === "plain"
@@ -43,14 +39,12 @@ async function child(mode: "plain" | "checkpointed"): Promise<void> {
         })
       : checkpointedBackward(model, ids, lossOf);
   const seconds = (performance.now() - started) / 1000;
-  console.log(JSON.stringify({ mode, loss, seconds, weightsMiB: baseline, peakMiB: peakRssMiB() }));
+  console.log(JSON.stringify({ mode, loss, seconds, weightsMiB: baseline, peakMiB: statusMiB("VmHWM") }));
 }
 
 async function main(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
-  const rows = (["plain", "checkpointed"] as const).map((mode) =>
-    JSON.parse(execFileSync(process.execPath, ["--import", "tsx", self, mode]).toString().trim().split("\n").pop()!),
-  );
+  const rows = (["plain", "checkpointed"] as const).map((mode) => runSide<{ mode: string; loss: number; seconds: number; weightsMiB: number; peakMiB: number }>(process.execPath, ["--import", "tsx", self, mode]));
   const [plain, checkpointed] = rows;
   console.log(`one step, Llama ${SHAPE.layers}x${SHAPE.hidden}, batch ${SHAPE.batch}x${SHAPE.seq}, fp32, CPU`);
   console.log("mode          peak RSS MiB  (before step)  step s   loss");

@@ -3,28 +3,22 @@
 // time and decode tokens/s, median of several runs alternating the two. Writes bench/results/decode.json.
 // Usage: node --import tsx bench/decode.ts [--quick]
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { exportGguf, syntheticTokenizer } from "../src/export/gguf.ts";
 import { normalizeConfig } from "../src/model/config.ts";
 import { generateStream } from "../src/model/generation.ts";
 import { LlamaForCausalLM } from "../src/model/models/llama.ts";
 import * as T from "../src/torch/index.ts";
+import { THREADS, median } from "./common.ts";
 
 const QUICK = process.argv.includes("--quick");
-const THREADS = Number(process.env.BENCH_THREADS ?? Math.min(cpus().length, 2));
-// ~0.1B Llama (107M parameters: 12 x 768, GQA 12 q / 4 kv heads, MLP 3072). Vocab 2048, not 32k:
-// src/export/gguf.ts's ByteWriter fails on any GGUF header over 64 KiB (it writes through the
-// DataView it read before `reserve` grew the buffer), and 32k token strings exceed that.
-const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 3072, vocab: 2048 };
+// ~0.1B Llama (12 x 768, GQA 12 q / 4 kv heads, MLP 3072) with a 32k vocabulary: 153M parameters,
+// 104M of them in the decoder layers.
+const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 3072, vocab: 32000 };
 const PROMPT = 128;
 const NEW = QUICK ? 32 : 128;
 const RUNS = QUICK ? 2 : 3;
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 interface Run {
   prefill_s: number;

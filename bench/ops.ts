@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { engineInfo, ones, randn, tidy } from "../src/torch/index.ts";
 import { native } from "../src/torch/native.ts";
+import { median } from "./common.ts";
 
 const OPS = 300_000;
 const REPS = 5;
@@ -16,7 +17,6 @@ const MATMUL_REPS = 5;
 const MATMUL_ROUNDS = 3;
 const PYTHON = "/usr/bin/python3";
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Microseconds per iteration of `body`, the median of REPS timed runs after a warm-up. */
 function perOp(body: (n: number) => void): number {

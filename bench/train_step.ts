@@ -3,26 +3,61 @@
 // and freeze fine-tuning: per-step losses must agree first, then step time, tokens/s and peak RSS
 // (VmHWM over the training loop, reset after loading, each side in its own process). Writes
 // bench/results/train_step.json.
-// Usage: node --import tsx bench/train_step.ts [--quick]
-import { execFileSync } from "node:child_process";
+// Usage: node --import tsx bench/train_step.ts [--quick]   (BENCH_CASES=lora,full to run some cases,
+// BENCH_STEPS=n for the length of the loss-agreement run)
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { THREADS, median, resetPeak, runSide, statusMiB } from "./common.ts";
 
 const QUICK = process.argv.includes("--quick");
-const THREADS = Number(process.env.BENCH_THREADS ?? Math.min(cpus().length, 2));
-// hidden 512 x 8 layers, GQA 8 q / 4 kv heads, vocab 32k, as the issue asks; 4 x 256 tokens keeps
-// one fp32 step near a few seconds on 2 cores (4 x 512 doubles it and the whole bench then runs past
-// its 15-minute budget).
-const SHAPE = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1408, vocab: 32000, batch: 4, seq: QUICK ? 128 : 256 };
-const STEPS = Number(process.env.BENCH_STEPS ?? (QUICK ? 5 : 6));
+
+/** A model to train: its shape, the batch, and which cases run on it. */
+interface Bench {
+  name: string;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  vocab: number;
+  batch: number;
+  seq: number;
+  cases: string[];
+  /** Steps of the first run of each side, whose losses are compared (and timed). */
+  agreementSteps: number;
+  /** Steps of the later runs, timed only. */
+  timingSteps: number;
+}
+
+const ALL_CASES = ["lora", "full", "freeze", "lora+ckpt"];
+// The issue's model (hidden 512 x 8 layers, GQA 8 q / 4 kv heads, vocab 32k) with every case, and
+// a ~0.1B one (124M parameters) for LoRA and full. Batches of 4 x 256 tokens rather than 4 x 512
+// keep the whole `npm run bench` near 15 minutes on 2 cores.
+const BENCHES: Bench[] = [
+  {
+    name: "Llama 8x512",
+    ...{ hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1408, vocab: 32000, batch: 4, seq: QUICK ? 128 : 256 },
+    cases: ALL_CASES,
+    agreementSteps: Number(process.env.BENCH_STEPS ?? (QUICK ? 5 : 20)),
+    timingSteps: QUICK ? 5 : 8,
+  },
+  {
+    name: "Llama 12x768 (0.1B)",
+    ...{ hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048, vocab: 32000, batch: 4, seq: QUICK ? 128 : 256 },
+    cases: ["lora", "full"],
+    agreementSteps: QUICK ? 4 : 6,
+    timingSteps: QUICK ? 4 : 6,
+  },
+];
 /** Steps left out of the timing median (first-touch allocation, optimizer state creation). */
 const WARMUP = 2;
 const REPEATS = 2;
+/** Per-step losses agree when their relative difference is at most this. */
+const LOSS_TOLERANCE = 1e-5;
 const HP = { lr: 1e-4, weight_decay: 0.01, max_grad_norm: 1.0, lora_rank: 8, lora_alpha: 16 };
-const MODES = ["lora", "full", "freeze"] as const;
-type Mode = (typeof MODES)[number];
+type Mode = "lora" | "full" | "freeze";
 
 interface SideResult {
   losses: number[];
@@ -31,22 +66,8 @@ interface SideResult {
   peak_mib: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-function statusMiB(field: "VmHWM" | "VmRSS"): number {
-  return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
-}
-
-/** Resets VmHWM (Linux clear_refs 5) so the peak is the training loop's, not the loading's. */
-function resetPeak(): void {
-  writeFileSync("/proc/self/clear_refs", "5");
-}
-
 /** Deterministic token ids (mulberry32), so both sides read the very same batches. */
-function makeBatches(steps: number, seed: number): number[][][] {
+function makeBatches(shape: Bench, steps: number, seed: number): number[][][] {
   let state = seed >>> 0;
   const next = () => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -56,15 +77,16 @@ function makeBatches(steps: number, seed: number): number[][][] {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
   return Array.from({ length: steps }, () =>
-    Array.from({ length: SHAPE.batch }, () => Array.from({ length: SHAPE.seq }, () => Math.floor(next() * SHAPE.vocab))),
+    Array.from({ length: shape.batch }, () => Array.from({ length: shape.seq }, () => Math.floor(next() * shape.vocab))),
   );
 }
 
 /** lmfactory side, in its own process: the trainer's step (tidy, causal-LM loss, clip, AdamW). */
-async function ours(folder: string, mode: Mode, checkpointing: boolean): Promise<void> {
+async function ours(folder: string, mode: Mode, checkpointing: boolean, steps: number): Promise<void> {
   const { loadModel } = await import("../src/model/loader.ts");
   const { applyFinetuning } = await import("../src/model/adapters/index.ts");
   const { checkpointedBackward } = await import("../src/model/patches/checkpointing.ts");
+  const { causalLmLoss } = await import("../src/train/trainer.ts");
   const T = await import("../src/torch/index.ts");
   type LlamaForCausalLM = import("../src/model/models/llama.ts").LlamaForCausalLM;
   const model = loadModel(folder);
@@ -76,7 +98,7 @@ async function ours(folder: string, mode: Mode, checkpointing: boolean): Promise
     T.saveSafetensors(join(folder, "lora_init.safetensors"), Object.fromEntries(trainable));
   }
   writeFileSync(join(folder, `trainable-${mode}.json`), JSON.stringify(trainable.map(([name]) => name)));
-  const batches = JSON.parse(readFileSync(join(folder, "batches.json"), "utf8")) as number[][][];
+  const batches = (JSON.parse(readFileSync(join(folder, "batches.json"), "utf8")) as number[][][]).slice(0, steps);
   const optimizer = new T.AdamW(T.decayParameterGroups(trainable, HP.weight_decay), { lr: HP.lr, weightDecay: HP.weight_decay });
   const params = optimizer.paramGroups.flatMap((g) => g.params);
   resetPeak();
@@ -88,14 +110,10 @@ async function ours(folder: string, mode: Mode, checkpointing: boolean): Promise
     losses.push(
       T.tidy(() => {
         const ids = T.tensor(batch);
-        // Every position but the last is trained (labels = input ids), as the trainer's causal-LM loss.
-        const trained = batch.length * (batch[0]!.length - 1);
-        const lossOf = (logits: InstanceType<typeof T.Tensor>) =>
-          T.crossEntropy(logits.slice(1, 0, -1).reshape(-1, logits.shape[2]!).to("float32"), ids.slice(1, 1).reshape(-1), {
-            reduction: "sum",
-          }).div(trained);
+        // Every position but the last is trained (labels = input ids), with the trainer's causal-LM loss.
+        const lossOf = causalLmLoss(ids, batch.length * (batch[0]!.length - 1));
         if (checkpointing) return checkpointedBackward(model as LlamaForCausalLM, ids, lossOf);
-        const loss = lossOf(model.forward(ids));
+        const loss = T.tidy(() => lossOf(model.forward(ids))); // as the trainer: logits freed before backward
         loss.backward();
         return loss.item();
       }),
@@ -109,30 +127,21 @@ async function ours(folder: string, mode: Mode, checkpointing: boolean): Promise
   console.log(JSON.stringify(result));
 }
 
-function runOurs(folder: string, mode: Mode, checkpointing: boolean): SideResult {
-  const out = execFileSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), "--child", folder, mode, String(checkpointing)], {
-    env: { ...process.env, OMP_NUM_THREADS: String(THREADS) },
-    maxBuffer: 1 << 26,
-  });
-  return JSON.parse(out.toString().trim().split("\n").pop()!);
+function runOurs(folder: string, mode: Mode, checkpointing: boolean, steps: number): SideResult {
+  return runSide(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), "--child", folder, mode, String(checkpointing), String(steps)]);
 }
 
-function runReference(folder: string, mode: Mode, checkpointing: boolean): SideResult {
+function runReference(folder: string, mode: Mode, checkpointing: boolean, steps: number): SideResult {
   const request = {
     folder,
     mode,
     trainable: JSON.parse(readFileSync(join(folder, `trainable-${mode}.json`), "utf8")),
-    batches: JSON.parse(readFileSync(join(folder, "batches.json"), "utf8")),
+    batches: JSON.parse(readFileSync(join(folder, "batches.json"), "utf8")).slice(0, steps),
     checkpointing,
     threads: THREADS,
     ...HP,
   };
-  const out = execFileSync("/usr/bin/python3", ["bench/reference/train_step.py"], {
-    input: JSON.stringify(request),
-    env: { ...process.env, OMP_NUM_THREADS: String(THREADS) },
-    maxBuffer: 1 << 26,
-  });
-  return JSON.parse(out.toString());
+  return runSide("/usr/bin/python3", ["bench/reference/train_step.py"], JSON.stringify(request));
 }
 
 async function main(): Promise<void> {
@@ -140,61 +149,80 @@ async function main(): Promise<void> {
   const { LlamaForCausalLM } = await import("../src/model/models/llama.ts");
   const { saveModel } = await import("../src/model/loader.ts");
   const T = await import("../src/torch/index.ts");
-  const folder = join("bench/results/tmp", "train_step");
-  mkdirSync(folder, { recursive: true });
-  const config = normalizeConfig({
-    model_type: "llama",
-    architectures: ["LlamaForCausalLM"],
-    vocab_size: SHAPE.vocab,
-    hidden_size: SHAPE.hidden,
-    intermediate_size: SHAPE.intermediate,
-    num_hidden_layers: SHAPE.layers,
-    num_attention_heads: SHAPE.heads,
-    num_key_value_heads: SHAPE.kvHeads,
-    max_position_embeddings: 2048,
-    rms_norm_eps: 1e-6,
-  });
-  T.manualSeed(0);
-  const model = new LlamaForCausalLM(config, {}, { init: "hf" });
-  saveModel(model, folder);
-  model.dispose();
-  writeFileSync(join(folder, "batches.json"), JSON.stringify(makeBatches(STEPS, 1234)));
+  // BENCH_CASES=lora,lora+ckpt runs only those cases (for investigating one of them).
+  const only = process.env.BENCH_CASES?.split(",");
+  const models = [];
+  for (const shape of BENCHES) {
+    const cases = shape.cases.filter((name) => !only || only.includes(name));
+    if (!cases.length) continue;
+    const folder = join("bench/results/tmp", "train_step");
+    mkdirSync(folder, { recursive: true });
+    const config = normalizeConfig({
+      model_type: "llama",
+      architectures: ["LlamaForCausalLM"],
+      vocab_size: shape.vocab,
+      hidden_size: shape.hidden,
+      intermediate_size: shape.intermediate,
+      num_hidden_layers: shape.layers,
+      num_attention_heads: shape.heads,
+      num_key_value_heads: shape.kvHeads,
+      max_position_embeddings: 2048,
+      rms_norm_eps: 1e-6,
+    });
+    T.manualSeed(0);
+    const model = new LlamaForCausalLM(config, {}, { init: "hf" });
+    const parameters = model.numParameters();
+    saveModel(model, folder);
+    model.dispose();
+    writeFileSync(join(folder, "batches.json"), JSON.stringify(makeBatches(shape, Math.max(shape.agreementSteps, shape.timingSteps), 1234)));
 
-  const tokens = SHAPE.batch * SHAPE.seq;
-  // Checkpointing matters for memory; LoRA is where users turn it on, so that is the case timed.
-  const cases: { mode: Mode; checkpointing: boolean }[] = [...MODES.map((mode) => ({ mode, checkpointing: false })), { mode: "lora", checkpointing: true }];
-  const rows = [];
-  console.log(`Llama ${SHAPE.layers}x${SHAPE.hidden} (GQA ${SHAPE.heads}/${SHAPE.kvHeads}, vocab ${SHAPE.vocab}), batch ${SHAPE.batch}x${SHAPE.seq}, fp32, ${THREADS} threads, ${STEPS} steps, load ${loadavg()[0]!.toFixed(2)}`);
-  for (const { mode, checkpointing } of cases) {
-    const lmf: SideResult[] = [];
-    const ref: SideResult[] = [];
-    // Alternate the two sides so background load hits both alike.
-    for (let r = 0; r < REPEATS; r++) {
-      lmf.push(runOurs(folder, mode, checkpointing));
-      ref.push(runReference(folder, mode, checkpointing));
-    }
-    let maxRel = 0;
-    lmf[0]!.losses.forEach((l, i) => (maxRel = Math.max(maxRel, Math.abs(l - ref[0]!.losses[i]!) / Math.abs(ref[0]!.losses[i]!))));
-    const stepOf = (rs: SideResult[]) => median(rs.flatMap((r) => r.step_s.slice(WARMUP)));
-    const row = {
-      mode,
-      checkpointing,
-      losses: { lmf: lmf[0]!.losses, ref: ref[0]!.losses, maxRelDiff: maxRel },
-      lmf: { step_s: stepOf(lmf), tokens_per_s: tokens / stepOf(lmf), peak_mib: median(lmf.map((r) => r.peak_mib)), before_mib: median(lmf.map((r) => r.before_mib)) },
-      ref: { step_s: stepOf(ref), tokens_per_s: tokens / stepOf(ref), peak_mib: median(ref.map((r) => r.peak_mib)), before_mib: median(ref.map((r) => r.before_mib)) },
-      load: loadavg()[0],
-    };
-    rows.push(row);
-    // Written after every case so a run cut short still leaves its finished rows.
-    writeFileSync("bench/results/train_step.json", JSON.stringify({ shape: SHAPE, steps: STEPS, warmup: WARMUP, repeats: REPEATS, threads: THREADS, hp: HP, quick: QUICK, rows }, null, 2) + "\n");
+    const tokens = shape.batch * shape.seq;
+    const rows = [];
     console.log(
-      `${(mode + (checkpointing ? "+ckpt" : "")).padEnd(12)} loss rel diff ${maxRel.toExponential(1)}  step lmf ${row.lmf.step_s.toFixed(3)}s ref ${row.ref.step_s.toFixed(3)}s ` +
-        `(ratio ${(row.lmf.step_s / row.ref.step_s).toFixed(2)})  tok/s ${row.lmf.tokens_per_s.toFixed(0)} / ${row.ref.tokens_per_s.toFixed(0)}  ` +
-        `peak MiB ${row.lmf.peak_mib.toFixed(0)} / ${row.ref.peak_mib.toFixed(0)} (ratio ${(row.lmf.peak_mib / row.ref.peak_mib).toFixed(2)})  load ${row.load!.toFixed(2)}`,
+      `${shape.name} (${(parameters / 1e6).toFixed(0)}M parameters, GQA ${shape.heads}/${shape.kvHeads}, vocab ${shape.vocab}), batch ${shape.batch}x${shape.seq}, fp32, ` +
+        `${THREADS} threads, ${shape.agreementSteps} + ${shape.timingSteps} steps, load ${loadavg()[0]!.toFixed(2)}`,
     );
+    for (const name of cases) {
+      const mode = name.replace("+ckpt", "") as Mode;
+      const checkpointing = name.endsWith("+ckpt");
+      const lmf: SideResult[] = [];
+      const ref: SideResult[] = [];
+      // Alternate the two sides so background load hits both alike; the first run of each side is
+      // the long one whose losses are compared.
+      for (let r = 0; r < REPEATS; r++) {
+        const steps = r === 0 ? shape.agreementSteps : shape.timingSteps;
+        lmf.push(runOurs(folder, mode, checkpointing, steps));
+        ref.push(runReference(folder, mode, checkpointing, steps));
+      }
+      let maxRel = 0;
+      lmf[0]!.losses.forEach((l, i) => (maxRel = Math.max(maxRel, Math.abs(l - ref[0]!.losses[i]!) / Math.abs(ref[0]!.losses[i]!))));
+      const stepOf = (rs: SideResult[]) => median(rs.flatMap((r) => r.step_s.slice(WARMUP)));
+      const row = {
+        mode,
+        checkpointing,
+        losses: { lmf: lmf[0]!.losses, ref: ref[0]!.losses, maxRelDiff: maxRel, steps: lmf[0]!.losses.length, agree: maxRel <= LOSS_TOLERANCE },
+        lmf: { step_s: stepOf(lmf), tokens_per_s: tokens / stepOf(lmf), peak_mib: median(lmf.map((r) => r.peak_mib)), before_mib: median(lmf.map((r) => r.before_mib)) },
+        ref: { step_s: stepOf(ref), tokens_per_s: tokens / stepOf(ref), peak_mib: median(ref.map((r) => r.peak_mib)), before_mib: median(ref.map((r) => r.before_mib)) },
+        load: loadavg()[0],
+      };
+      rows.push(row);
+      console.log(
+        `${name.padEnd(12)} losses ${row.losses.agree ? "agree" : "DIFFER"} (max rel diff ${maxRel.toExponential(1)} over ${row.losses.steps} steps)  ` +
+          `step lmf ${row.lmf.step_s.toFixed(3)}s ref ${row.ref.step_s.toFixed(3)}s (ratio ${(row.lmf.step_s / row.ref.step_s).toFixed(2)})  ` +
+          `tok/s ${row.lmf.tokens_per_s.toFixed(0)} / ${row.ref.tokens_per_s.toFixed(0)}  ` +
+          `peak MiB ${row.lmf.peak_mib.toFixed(0)} / ${row.ref.peak_mib.toFixed(0)} (ratio ${(row.lmf.peak_mib / row.ref.peak_mib).toFixed(2)})  load ${row.load!.toFixed(2)}`,
+      );
+      // Written after every case so a run cut short still leaves its finished rows.
+      const result = { name: shape.name, parameters, shape, rows };
+      writeFileSync(
+        "bench/results/train_step.json",
+        JSON.stringify({ warmup: WARMUP, repeats: REPEATS, threads: THREADS, hp: HP, lossTolerance: LOSS_TOLERANCE, quick: QUICK, models: [...models, result] }, null, 2) + "\n",
+      );
+    }
+    models.push({ name: shape.name, parameters, shape, rows });
+    rmSync(folder, { recursive: true, force: true });
   }
-  rmSync(folder, { recursive: true, force: true });
 }
 
-if (process.argv[2] === "--child") await ours(process.argv[3]!, process.argv[4] as Mode, process.argv[5] === "true");
+if (process.argv[2] === "--child") await ours(process.argv[3]!, process.argv[4] as Mode, process.argv[5] === "true", Number(process.argv[6]));
 else await main();
