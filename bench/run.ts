@@ -6,6 +6,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { median } from "./common.ts";
 
 const self = fileURLToPath(import.meta.url);
 const here = dirname(self);
@@ -51,7 +52,7 @@ function writeResultTables(): void {
     out.push(
       `### Training step: ${model.name}, ${f(model.parameters / 1e6, 0)}M parameters (GQA ${s.heads}/${s.kvHeads}, MLP ${s.intermediate}, vocab ${s.vocab}), batch ${s.batch}x${s.seq}, fp32, ${train.threads} threads${train.quick ? ", --quick" : ""}`,
       "",
-      `Losses: the first run of each side, ${s.agreementSteps} steps, compared step by step (agree = relative difference ≤ ${train.lossTolerance} at every step). ` +
+      `Losses: the first run of each side, ${s.agreementSteps} steps, compared step by step (agree = relative difference ≤ ${train.lossTolerance.toExponential(0)} at every step). ` +
         `Time: median step time over the steps after the first ${train.warmup} of ${train.repeats} runs per side (${s.agreementSteps} and ${s.timingSteps} steps), the sides alternating. ` +
         "Peak RSS: VmHWM of each side's own process over its training loop.",
       "",
@@ -103,6 +104,11 @@ function writeResultTables(): void {
     out.push("### Per-op overhead (bench/ops.ts)", "", "| op | µs |", "| --- | ---: |");
     for (const [name, us] of Object.entries<number>(ops.perOpMicroseconds ?? {})) out.push(`| ${name} | ${f(us)} |`);
     out.push("");
+    const m = ops.matmul;
+    if (m?.pytorchGflops) {
+      const [ours, theirs] = [median(m.lmfactoryGflops), median(m.pytorchGflops)];
+      out.push(`${m.n}x${m.n} float32 matmul: lmfactory ${f(ours, 1)} GFLOP/s, PyTorch ${f(theirs, 1)} GFLOP/s, ratio **${f(m.medianRatio)}** (median of the alternating runs).`, "");
+    }
   }
   const before = text.slice(0, text.indexOf(start) + start.length);
   const after = text.slice(text.indexOf(end));
