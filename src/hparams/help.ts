@@ -8,11 +8,27 @@ import { type Field, type Group, formatValue, typeLabel } from "./schema.ts";
 const TIER_NOTES = { now: "", later: " [not yet supported]", out: " [out of scope]" } as const;
 
 function tierNote(spec: Field): string {
-  const laterValues = Object.entries(spec.choiceTiers ?? {}).filter(([, tier]) => tier !== "now");
+  const valueTiers = Object.entries(spec.choiceTiers ?? {});
+  if (valueTiers.length && spec.tier !== "now") {
+    // Values listed with their own tier (report_to: none/tensorboard/all) work; the rest do not yet.
+    const supported = valueTiers.filter(([, tier]) => tier === "now").map(([value]) => value);
+    return ` [supported: ${supported.join(", ")}; other values ${spec.tier === "out" ? "out of scope" : "not yet"}]`;
+  }
+  const laterValues = valueTiers.filter(([, tier]) => tier !== "now");
   const valuesNote = laterValues.length
     ? ` [not yet supported: ${laterValues.map(([value, tier]) => (tier === "out" ? `${value} (out of scope)` : value)).join(", ")}]`
     : "";
   return TIER_NOTES[spec.tier] + valuesNote;
+}
+
+/** The tier line of `lmf help <key>`: per value when values differ from the field. */
+function tierLine(spec: Field): string {
+  const valueTiers = Object.entries(spec.choiceTiers ?? {});
+  if (!valueTiers.length) return spec.tier;
+  const byTier = new Map<string, string[]>();
+  for (const [value, tier] of valueTiers) byTier.set(tier, [...(byTier.get(tier) ?? []), value]);
+  const listed = [...byTier].map(([tier, values]) => `${tier} for ${values.join(", ")}`);
+  return `${listed.join("; ")}; ${spec.tier} for any other value`;
 }
 
 function fieldLine(name: string, spec: Field): string {
@@ -69,7 +85,7 @@ export function fieldHelp(name: string): string {
       if (spec.choices) lines.push(`  choices:  ${spec.choices.join(", ")}`);
       if (spec.min !== undefined || spec.max !== undefined) lines.push(`  range:    [${spec.min ?? "-inf"}, ${spec.max ?? "inf"}]`);
       if (spec.aliases?.length) lines.push(`  old names: ${spec.aliases.join(", ")}`);
-      lines.push(`  tier:     ${spec.tier}${spec.derived ? " (derived; set by lmfactory)" : ""}`);
+      lines.push(`  tier:     ${tierLine(spec)}${spec.derived ? " (derived; set by lmfactory)" : ""}`);
       lines.push(`  commands: ${commands.map((command) => `lmf ${command}`).join(", ")}`);
       return lines.join("\n");
     })

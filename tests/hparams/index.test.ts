@@ -204,6 +204,10 @@ describe("help and schema", () => {
     assert.match(fieldHelp("lora_rank"), /lora_rank {2}\(FinetuningArguments\)[\s\S]*default: {2}8/);
     assert.match(fieldHelp("dpo_beta"), /pref_beta[\s\S]*old names: dpo_beta/);
     assert.throws(() => fieldHelp("lora_rnak"), /did you mean `lora_rank`/);
+    // A field whose values differ in support says which values work.
+    assert.match(fieldHelp("report_to"), /\[supported: none, tensorboard, all; other values not yet\]/);
+    assert.match(fieldHelp("report_to"), /tier: {5}now for none, tensorboard, all; later for any other value/);
+    assert.match(fieldHelp("stage"), /tier: {5}later for rm, ppo, dpo, kto; now for any other value/);
   });
 
   test("the JSON Schema lists every settable key with its type", () => {
