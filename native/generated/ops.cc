@@ -1821,6 +1821,31 @@ Napi::Value op_addmv(const Napi::CallbackInfo& info) {
   }
 }
 
+Napi::Value op_linalg_svd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& self = lmf::tensor_arg(info, 0, "linalg_svd", "self");
+  bool full_matrices = lmf::bool_arg(info, 1, "linalg_svd", "full_matrices");
+  try {
+    return lmf::wrap_tensor_list(env, [&] { auto usv = at::linalg_svd(self, full_matrices); return std::vector<at::Tensor>{std::get<0>(usv), std::get<1>(usv), std::get<2>(usv)}; }());
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "linalg_svd", error, {{"self", &self}});
+  }
+}
+
+Napi::Value op_linalg_qr_q(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& self = lmf::tensor_arg(info, 0, "linalg_qr_q", "self");
+  try {
+    return lmf::wrap_tensor(env, std::get<0>(at::linalg_qr(self, "reduced")));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "linalg_qr_q", error, {{"self", &self}});
+  }
+}
+
 Napi::Value op_baddbmm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& self = lmf::tensor_arg(info, 0, "baddbmm", "self");
@@ -2458,6 +2483,8 @@ void register_generated_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("linear", Napi::Function::New(env, op_linear, "linear"));
   exports.Set("mv", Napi::Function::New(env, op_mv, "mv"));
   exports.Set("addmv", Napi::Function::New(env, op_addmv, "addmv"));
+  exports.Set("linalg_svd", Napi::Function::New(env, op_linalg_svd, "linalg_svd"));
+  exports.Set("linalg_qr_q", Napi::Function::New(env, op_linalg_qr_q, "linalg_qr_q"));
   exports.Set("baddbmm", Napi::Function::New(env, op_baddbmm, "baddbmm"));
   exports.Set("softmax", Napi::Function::New(env, op_softmax, "softmax"));
   exports.Set("log_softmax", Napi::Function::New(env, op_log_softmax, "log_softmax"));

@@ -3,6 +3,7 @@ export * from "./dtype.ts";
 export * from "./tensor.ts";
 export * from "./autograd.ts";
 export * from "./attention.ts";
+export * from "./linalg.ts";
 export { engineInfo, engineReport } from "./env.ts";
 export * from "./io/index.ts";
 export * from "./nn/module.ts";

@@ -138,6 +138,8 @@ export interface NativeOps {
   linear(input: number, weight: number, bias: number | null): number;
   mv(self: number, vec: number): number;
   addmv(self: number, mat: number, vec: number): number;
+  linalg_svd(self: number, full_matrices: boolean): number[];
+  linalg_qr_q(self: number): number;
   baddbmm(self: number, batch1: number, batch2: number, beta: number, alpha: number): number;
   softmax(self: number, dim: number): number;
   log_softmax(self: number, dim: number): number;

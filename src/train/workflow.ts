@@ -13,7 +13,15 @@ import type { AlignedExample, SupervisedRow } from "../data/types.ts";
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
 import { saveJson } from "../hparams/index.ts";
-import { applyFinetuning, loraStateDict, paramSummary, printParamStatus, saveLoraAdapter } from "../model/adapters/index.ts";
+import {
+  applyFinetuning,
+  appliedLoraConfig,
+  loraStateDict,
+  paramSummary,
+  printParamStatus,
+  saveLoraAdapter,
+  savePissaConverted,
+} from "../model/adapters/index.ts";
 import { loadConfig } from "../model/config.ts";
 import { type GenerateOptions, generate } from "../model/generation.ts";
 import { resolveModelPath } from "../model/hub.ts";
@@ -141,6 +149,7 @@ function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: stri
     useRslora: finetuning.use_rslora,
     useDora: finetuning.use_dora,
     pissaInit: finetuning.pissa_init,
+    pissaIter: finetuning.pissa_iter,
     adapterNameOrPath: modelArgs.adapter_name_or_path,
     createNewAdapter: finetuning.create_new_adapter,
     loraDtype: finetuning.finetuning_type === "lora" && dtype !== "float32" && !finetuning.pure_bf16 ? "float32" : undefined,
@@ -307,9 +316,22 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
       copyTokenizerFiles(prepared.modelFolder, folder);
     };
 
+    // pissa_convert, as LLaMA-Factory's PissaConvertCallback: the initial adapter in pissa_init/
+    // at the start; at the end a backup in pissa_backup/ and, in pissa_converted/, an ordinary LoRA
+    // adapter over the original base model.
+    const pissaConvert = training.do_train && finetuning.pissa_convert && prepared.isLora && finetuning.pissa_init;
+    if (finetuning.pissa_convert && !pissaConvert && training.do_train) print("pissa_convert: nothing to convert without pissa_init; ignored.");
+    const pissaFolder = (name: string) => join(training.output_dir, name);
+    const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
+
     if (training.do_train) {
       mkdirSync(training.output_dir, { recursive: true });
       saveJson(join(training.output_dir, "lmf_args.json"), args);
+      // A resumed run keeps the initial adapter its first run saved.
+      if (pissaConvert && !existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors"))) {
+        saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
+        print(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
+      }
       train(
         {
           model,
@@ -355,6 +377,11 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
             : [],
         },
       );
+      if (pissaConvert) {
+        saveLoraAdapter(model, pissaFolder("pissa_backup"), asPlainLora());
+        savePissaConverted(model, pissaFolder("pissa_converted"), pissaFolder("pissa_init"), { baseModelNameOrPath: args.model.model_name_or_path });
+        print(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
+      }
     }
     if (training.do_eval && evalRows.length) {
       const evalLoss = evaluateLoss(model, evalRows, collate, training.per_device_eval_batch_size, device);

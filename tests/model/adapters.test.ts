@@ -17,14 +17,17 @@ import {
   findAllLinearModules,
   loadLoraAdapter,
   loraLayers,
+  appliedLoraConfig,
   mergeLora,
   saveLoraAdapter,
+  savePissaConverted,
 } from "../../src/model/adapters/lora.ts";
 import { applyFreeze, freezeModuleChoices } from "../../src/model/adapters/freeze.ts";
 import { applyFinetuning, printParamStatus } from "../../src/model/adapters/index.ts";
 import { expandCheckpoint, expandLayers } from "../../src/model/adapters/llama_pro.ts";
 import { Linear, type Tensor, linear, liveTensors, manualSeed, noGrad, openSafetensors, randn, saveSafetensors, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
+import { assertClose, torchReference } from "../torch/torch-reference.ts";
 
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 
@@ -140,7 +143,10 @@ test("lora_target q_proj,v_proj wraps exactly those; a target matching nothing i
     (error: unknown) => error instanceof UserError && /qproj/.test(error.message) && /q_proj/.test(error.message) && /down_proj/.test(error.message),
   );
   assert.throws(() => applyLora(fresh, { targets: ["mlp"], rank: 2 }), (error: unknown) => error instanceof UserError && /only Linear/.test(error.message));
-  assert.throws(() => applyLora(fresh, { targets: ["q_proj"], rank: 2, pissaInit: true }), /not yet supported/);
+  assert.throws(
+    () => applyLora(fresh, { targets: ["q_proj"], rank: 4096, pissaInit: true }),
+    (error: unknown) => error instanceof UserError && /lora_rank 4096 exceeds the smaller side/.test(error.message),
+  );
   model.dispose();
   fresh.dispose();
 });
@@ -539,4 +545,100 @@ test("gradient checkpointing through LoRA layers with dropout gives the plain ba
 
 test("gradient checkpointing with LoRA and a frozen embedding", () => {
   checkpointingMatchesPlainBackward(null);
+});
+
+// --- PiSSA ---------------------------------------------------------------------------------------
+
+/** Moves every LoRA A and B away from its initial values, as training does. */
+function perturbLora(model: CausalLM, seed = 3): void {
+  manualSeed(seed);
+  noGrad(() => {
+    for (const [, layer] of loraLayers(model)) {
+      tidy(() => {
+        layer.lora_A.weight.add_(randn(layer.lora_A.weight.shape).mul(0.05));
+        layer.lora_B.weight.add_(randn(layer.lora_B.weight.shape).mul(0.05));
+      });
+    }
+  });
+}
+
+test("PiSSA initialisation equals PEFT's pissa_init (full and fast SVD) as computed by PyTorch", { skip: !hasTorch && "python3-torch not installed" }, () => {
+  manualSeed(2);
+  const base = new Linear(12, 10, { bias: false });
+  const original = tidy(() => base.weight.toFlatArray());
+  for (const niter of [null, 3]) {
+    const reference = torchReference<{ pissa: number[][]; pissa_niter: number[][] }>({
+      mode: "svd",
+      values: original,
+      shape: [10, 12],
+      rank: 3,
+      niter: 3,
+      seed: 9,
+      scaling: 16 / 3,
+    });
+    const copy = new Linear(12, 10, { bias: false, init: "empty" });
+    tidy(() => noGrad(() => copy.weight.copy_(tensor(original).view(10, 12))));
+    const layer = new LoraLinear(copy, { rank: 3, alpha: 16 });
+    manualSeed(9); // svd_lowrank's draw, as the reference seeds it
+    layer.initPissa(niter);
+    const [A, B, residual] = niter === null ? reference.pissa : reference.pissa_niter;
+    tidy(() => {
+      assertClose(layer.lora_A.weight.toFlatArray(), A!, 1e-4, 1e-5, `lora_A (niter ${niter})`);
+      assertClose(layer.lora_B.weight.toFlatArray(), B!, 1e-4, 1e-5, `lora_B (niter ${niter})`);
+      assertClose(layer.base_layer.weight.toFlatArray(), residual!, 1e-4, 1e-5, `residual base weight (niter ${niter})`);
+    });
+    layer.dispose();
+  }
+  base.dispose();
+});
+
+test("PiSSA: the model's output is unchanged at the start; a full-SVD adapter reloads onto a fresh base, a fast-SVD one is refused", () => {
+  const folder = makeTinyModel();
+  for (const pissaIter of [-1, 4]) {
+    const model = loadModel(folder);
+    const before = logits(model);
+    manualSeed(4);
+    applyFinetuning(model, { finetuningType: "lora", loraRank: 4, loraTarget: ["all"], pissaInit: true, pissaIter });
+    assert.ok(maxAbsDiff(logits(model), before) < 1e-5, `PiSSA changed the output by ${maxAbsDiff(logits(model), before)}`);
+    const expected = pissaIter === -1 ? "pissa" : "pissa_niter_4";
+    assert.equal(appliedLoraConfig(model)!.init_lora_weights, expected);
+    perturbLora(model);
+    const trained = logits(model);
+    const adapter = tempFolder();
+    saveLoraAdapter(model, adapter);
+    assert.equal(JSON.parse(readFileSync(join(adapter, "adapter_config.json"), "utf8")).init_lora_weights, expected);
+    const fresh = loadModel(folder);
+    if (pissaIter === -1) {
+      // PEFT recomputes the residual base from the full SVD, then loads A and B.
+      loadLoraAdapter(fresh, adapter);
+      assert.ok(maxAbsDiff(logits(fresh), trained) < 1e-5, `reloaded PiSSA differs by ${maxAbsDiff(logits(fresh), trained)}`);
+    } else {
+      assert.throws(() => loadLoraAdapter(fresh, adapter), (error: unknown) => error instanceof UserError && /pissa_niter_4/.test(error.message) && /pissa_converted/.test(error.fix ?? ""));
+    }
+    fresh.dispose();
+    model.dispose();
+  }
+});
+
+test("pissa_convert: the converted rank-2r adapter on the original base computes the trained PiSSA model", () => {
+  const folder = makeTinyModel();
+  const model = loadModel(folder);
+  manualSeed(6);
+  applyFinetuning(model, { finetuningType: "lora", loraRank: 2, loraAlpha: 8, loraTarget: ["q_proj", "down_proj"], pissaInit: true, pissaIter: 2 });
+  const initial = tempFolder();
+  saveLoraAdapter(model, initial, { ...appliedLoraConfig(model)!, init_lora_weights: true });
+  perturbLora(model);
+  const trained = logits(model);
+  const converted = tempFolder();
+  savePissaConverted(model, converted, initial);
+  const config = JSON.parse(readFileSync(join(converted, "adapter_config.json"), "utf8"));
+  assert.deepEqual([config.r, config.lora_alpha, config.init_lora_weights], [4, 16, true]);
+  const fresh = loadModel(folder); // the original weights, not the residual
+  loadLoraAdapter(fresh, converted);
+  assert.ok(maxAbsDiff(logits(fresh), trained) < 1e-5, `converted adapter differs by ${maxAbsDiff(logits(fresh), trained)}`);
+  // Merged into the original weights it is the same model again.
+  mergeLora(fresh);
+  assert.ok(maxAbsDiff(logits(fresh), trained) < 1e-5);
+  fresh.dispose();
+  model.dispose();
 });

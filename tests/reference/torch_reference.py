@@ -42,6 +42,36 @@ def clip(request):
     return {"total": float(total), "grads": [p.grad.tolist() for p in params]}
 
 
+def pissa(weight, rank, scaling, niter):
+    """peft/tuners/lora/layer.py LoraLayer.pissa_init, on a float32 [out, in] weight."""
+    if niter is None:
+        V, S, Uh = torch.linalg.svd(weight, full_matrices=False)
+        Vr, Sr, Uhr = V[:, :rank], S[:rank].clone(), Uh[:rank]
+    else:
+        Vr, Sr, Ur = torch.svd_lowrank(weight, rank, niter=niter)
+        Uhr = Ur.t()
+    Sr /= scaling
+    lora_A = torch.diag(torch.sqrt(Sr)) @ Uhr
+    lora_B = Vr @ torch.diag(torch.sqrt(Sr))
+    return lora_A, lora_B, weight - scaling * lora_B @ lora_A
+
+
+def svd(request):
+    """torch.linalg.svd, torch.svd_lowrank under a seed, and PEFT's PiSSA initialisation."""
+    A = torch.tensor(request["values"], dtype=torch.float32).reshape(request["shape"])
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    torch.manual_seed(request["seed"])
+    lu, ls, lv = torch.svd_lowrank(A, request["rank"], niter=request["niter"])
+    flat = lambda t: t.reshape(-1).tolist()
+    out = {"U": flat(U), "S": flat(S), "Vh": flat(Vh), "lowrank": [flat(lu), flat(ls), flat(lv)]}
+    full_A, full_B, full_W = pissa(A, request["rank"], request["scaling"], None)
+    torch.manual_seed(request["seed"])
+    fast_A, fast_B, fast_W = pissa(A, request["rank"], request["scaling"], request["niter"])
+    out["pissa"] = [flat(full_A), flat(full_B), flat(full_W)]
+    out["pissa_niter"] = [flat(fast_A), flat(fast_B), flat(fast_W)]
+    return out
+
+
 def init(request):
     torch.manual_seed(request["seed"])
     linear = torch.nn.Linear(request["in"], request["out"])
@@ -55,4 +85,4 @@ def init(request):
 
 if __name__ == "__main__":
     request = json.load(sys.stdin)
-    print(json.dumps({"optim": optim, "clip": clip, "init": init}[request["mode"]](request)))
+    print(json.dumps({"optim": optim, "clip": clip, "init": init, "svd": svd}[request["mode"]](request)))

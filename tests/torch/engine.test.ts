@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { engineInfo, tensor, tidy, liveTensors } from "../../src/torch/index.ts";
+import { engineInfo, liveTensors, manualSeed, rand, tensor, tidy } from "../../src/torch/index.ts";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -47,4 +47,12 @@ test("idle OpenMP threads sleep when OpenBLAS keeps its own thread pool, unless 
   const [chosen, reported] = run({ OMP_WAIT_POLICY: "ACTIVE", GOMP_SPINCOUNT: undefined });
   assert.equal(chosen, "ACTIVE");
   assert.match(reported, /as set: OMP_WAIT_POLICY=ACTIVE/);
+});
+
+test("asking what the engine runs on does not move the seeded generator", () => {
+  manualSeed(42);
+  const expected = tidy(() => rand([4]).toFlatArray());
+  manualSeed(42);
+  engineInfo();
+  assert.deepEqual(tidy(() => rand([4]).toFlatArray()), expected);
 });

@@ -6,8 +6,22 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
+import { applyFinetuning } from "../../src/model/adapters/index.ts";
+import { loadLoraAdapter, loraStateDict } from "../../src/model/adapters/lora.ts";
+import { loadModel } from "../../src/model/loader.ts";
+import type { CausalLM } from "../../src/model/registry.ts";
+import { manualSeed, noGrad, openSafetensors, tensor, tidy } from "../../src/torch/index.ts";
 import { runTrain } from "../../src/train/workflow.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
+
+/** Copies a saved adapter's A and B into the LoRA layers the model already has. */
+function restoreAdapterWeights(model: CausalLM, folder: string): void {
+  const reader = openSafetensors(join(folder, "adapter_model.safetensors"));
+  noGrad(() => {
+    for (const [name, target] of Object.entries(loraStateDict(model))) tidy(() => target.copy_(reader.get(name)));
+  });
+  reader.close();
+}
 
 /** A tiny model whose tokenizer is the demo's byte-level BPE (vocabulary 579). */
 function tinyModelWithTokenizer(): string {
@@ -156,4 +170,33 @@ test("preprocessing on 2 worker threads equals 1, and tokenized_path caches the 
   const changed = await prepareTrainingData(parseTrainArgs({ ...base, tokenized_path: cache, cutoff_len: 16 }, { onWarning: () => {} }), (line) => lines.push(line));
   assert.ok(lines.some((line) => /rebuilding it/.test(line)), lines.join("\n"));
   assert.ok(changed.train.every((row) => row.input_ids.length <= 16));
+});
+
+test("pissa_init with pissa_convert: the loss falls, pissa_init/ pissa_backup/ pissa_converted/ are written, the converted adapter reproduces the run on the original model", async () => {
+  const { outputDir, losses } = await train({ stage: "pt", dataset: "text", finetuning_type: "lora", lora_rank: 4, pissa_init: true, pissa_iter: 2, pissa_convert: true });
+  assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `losses ${losses.map((l) => l.toFixed(3)).join(" ")}`);
+  for (const name of ["pissa_init", "pissa_backup", "pissa_converted"]) assert.ok(existsSync(join(outputDir, name, "adapter_model.safetensors")), name);
+  const config = (name: string) => JSON.parse(readFileSync(join(outputDir, name, "adapter_config.json"), "utf8"));
+  assert.equal(config(".").init_lora_weights, "pissa_niter_2");
+  assert.deepEqual([config("pissa_init").init_lora_weights, config("pissa_converted").init_lora_weights, config("pissa_converted").r], [true, true, 8]);
+  // The converted adapter over the original weights, and the backup over the residual the run
+  // trained on (PiSSA re-initialised from the same seed), give the same logits.
+  const ids = tensor([[5, 17, 42, 8, 11, 3]]);
+  const logitsWith = (adapter: string, pissa: boolean) => {
+    const model = loadModel(MODEL);
+    if (pissa) {
+      manualSeed(42); // the run's seed: the same fast-SVD draws, so the same residual
+      applyFinetuning(model, { finetuningType: "lora", loraRank: 4, loraTarget: ["all"], pissaInit: true, pissaIter: 2 });
+      restoreAdapterWeights(model, adapter);
+    } else {
+      loadLoraAdapter(model, adapter);
+    }
+    const values = tidy(() => noGrad(() => model.eval().forward(ids).toFlatArray()));
+    model.dispose();
+    return values;
+  };
+  const converted = logitsWith(join(outputDir, "pissa_converted"), false);
+  const backup = logitsWith(join(outputDir, "pissa_backup"), true);
+  const worst = converted.reduce((max, value, i) => Math.max(max, Math.abs(value - backup[i]!)), 0);
+  assert.ok(worst < 1e-4, `converted vs trained: ${worst}`);
 });

@@ -28,6 +28,8 @@ export interface FinetuningOptions {
   useRslora?: boolean;
   useDora?: boolean;
   pissaInit?: boolean;
+  /** Fast-SVD iterations for PiSSA (pissa_iter); -1 takes the full SVD. */
+  pissaIter?: number;
   /** Adapters to load in order: all but the last are merged; the last is resumed when training. */
   adapterNameOrPath?: string[] | null;
   createNewAdapter?: boolean;
@@ -91,6 +93,7 @@ export function applyFinetuning(model: CausalLM, options: FinetuningOptions): Fi
         useRslora: options.useRslora,
         useDora: options.useDora,
         pissaInit: options.pissaInit,
+        pissaIter: options.pissaIter,
         additionalTarget: options.additionalTarget,
         dtype: options.loraDtype,
       });

@@ -13,11 +13,14 @@ import {
   Dropout,
   Linear,
   Module,
+  cat,
   linear,
   noGrad,
   openSafetensors,
   parameter,
   saveSafetensors,
+  svd,
+  svdLowrank,
   tidy,
 } from "../../torch/index.ts";
 
@@ -101,6 +104,43 @@ export class LoraLinear extends Module {
   /** scaling · B · A [out, in]: what merging adds to the base weight (before DoRA's rescale). */
   deltaWeight(): Tensor {
     return tidy(() => this.loraWeight().mul(this.scaling));
+  }
+
+  /**
+   * PEFT's pissa_init: the adapter starts as the top `rank` singular directions of the base weight
+   * W = U S Vh (A = √(S/s)·Vh, B = U·√(S/s), s = scaling) and the base keeps the residual
+   * W − s·B·A, so the layer computes what it did. `niter` null takes the full SVD (PEFT's
+   * "pissa"); a number takes torch.svd_lowrank with that many subspace iterations ("pissa_niter_N").
+   */
+  initPissa(niter: number | null): void {
+    const rank = this.loraRank;
+    const weight = this.base_layer.weight;
+    if (rank > Math.min(weight.shape[0]!, weight.shape[1]!)) {
+      throw new UserError(
+        `pissa_init: lora_rank ${rank} exceeds the smaller side of a [${weight.shape}] weight`,
+        "lora_rank",
+        `set lora_rank to at most ${Math.min(weight.shape[0]!, weight.shape[1]!)}`,
+      );
+    }
+    noGrad(() =>
+      tidy(() => {
+        const W = weight.to("float32");
+        let [Ur, Sr, Vhr]: Tensor[] = [];
+        if (niter === null) {
+          const { U, S, Vh } = svd(W);
+          [Ur, Sr, Vhr] = [U.narrow(1, 0, rank), S.narrow(0, 0, rank), Vh.narrow(0, 0, rank)];
+        } else {
+          const { U, S, V } = svdLowrank(W, rank, niter);
+          [Ur, Sr, Vhr] = [U, S, V.t()];
+        }
+        const root = Sr!.div(this.scaling).sqrt(); // [r]
+        const loraA = root.view(rank, 1).mul(Vhr!); // diag(√S) · Vh  [r, in]
+        const loraB = Ur!.mul(root.view(1, rank)); // U · diag(√S)  [out, r]
+        this.lora_A.weight.copy_(loraA.to(this.lora_A.weight.dtype));
+        this.lora_B.weight.copy_(loraB.to(this.lora_B.weight.dtype));
+        weight.copy_(W.sub(loraB.mul(this.scaling).matmul(loraA)).to(weight.dtype));
+      }),
+    );
   }
 
   /** x [..., in] -> [..., out] */
@@ -216,8 +256,10 @@ export interface ApplyLoraOptions {
   dropout?: number;
   useRslora?: boolean;
   useDora?: boolean;
-  /** PiSSA initialisation (LLaMA-Factory's pissa_init); not supported yet, so refused. */
+  /** PiSSA initialisation (LLaMA-Factory's pissa_init): the adapter takes W's principal directions. */
   pissaInit?: boolean;
+  /** Fast-SVD iterations for PiSSA (pissa_iter, default 16); -1 takes the full SVD. */
+  pissaIter?: number;
   /** Modules trained in full and saved with the adapter (PEFT's modules_to_save). */
   additionalTarget?: string[] | null;
   /** Per-module rank / alpha overrides (PEFT's rank_pattern / alpha_pattern, when loading). */
@@ -242,7 +284,8 @@ export interface LoraAdapterConfig {
   use_dora: boolean;
   modules_to_save: string[] | null;
   fan_in_fan_out: false;
-  init_lora_weights: boolean;
+  /** true (A random, B zero), or PEFT's "pissa" / "pissa_niter_<n>". */
+  init_lora_weights: boolean | string;
   inference_mode: boolean;
   rank_pattern: Record<string, number>;
   alpha_pattern: Record<string, number>;
@@ -279,9 +322,6 @@ function additionalModuleNames(model: Module, additionalTarget: string[]): strin
  * but the LoRA weights and the `additionalTarget` modules. Returns the PEFT config of the adapter.
  */
 export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapterConfig {
-  if (options.pissaInit) {
-    throw new UserError("pissa_init is not yet supported", "pissa_init", "remove pissa_init (plain LoRA initialisation is used then)");
-  }
   if (loraLayers(model).length) {
     throw new UserError(
       "the model already carries a LoRA adapter",
@@ -316,6 +356,8 @@ export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapter
   const modulesToSave = options.additionalTarget?.length ? options.additionalTarget : null;
   const savedNames = modulesToSave ? additionalModuleNames(model, modulesToSave) : [];
 
+  // LLaMA-Factory: pissa_iter -1 is PEFT's "pissa" (full SVD), n is "pissa_niter_n".
+  const pissaNiter = options.pissaInit && (options.pissaIter ?? 16) !== -1 ? (options.pissaIter ?? 16) : null;
   model.requiresGrad_(false);
   for (const [name, module] of matched) {
     const layer = new LoraLinear(module as Linear, {
@@ -326,6 +368,7 @@ export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapter
       useDora: options.useDora,
       dtype: options.dtype,
     });
+    if (options.pissaInit) layer.initPissa(pissaNiter);
     model.setSubmodule(name, layer);
   }
   const trainable = options.trainable ?? true;
@@ -349,7 +392,7 @@ export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapter
     use_dora: options.useDora ?? false,
     modules_to_save: modulesToSave,
     fan_in_fan_out: false,
-    init_lora_weights: true,
+    init_lora_weights: options.pissaInit ? (pissaNiter === null ? "pissa" : `pissa_niter_${pissaNiter}`) : true,
     inference_mode: !trainable,
     rank_pattern: options.rankPattern ?? {},
     alpha_pattern: options.alphaPattern ?? {},
@@ -393,20 +436,57 @@ export function saveLoraAdapter(model: Module, folder: string, config?: LoraAdap
   const applied = config ?? appliedConfigs.get(model);
   if (!applied) throw new Error("saveLoraAdapter: the model carries no LoRA adapter (call applyLora or loadLoraAdapter first)");
   if (!loraLayers(model).length) throw new Error("saveLoraAdapter: the model has no LoraLinear layers (was it merged?)");
-  mkdirSync(folder, { recursive: true });
-  // PEFT's save_pretrained always records inference_mode: true.
-  const written: LoraAdapterConfig = {
+  writeAdapter(folder, { ...applied, base_model_name_or_path: options.baseModelNameOrPath ?? applied.base_model_name_or_path }, loraStateDict(model, applied.modules_to_save));
+}
+
+/**
+ * PEFT's save_pretrained(path_initial_model_for_weight_conversion=...), which LLaMA-Factory's
+ * pissa_convert calls: the trained PiSSA adapter (A, B over the residual base W − s·B₀·A₀) as an
+ * ordinary LoRA adapter of rank 2r over the original W, with A' = [A; A₀] and B' = [B, −B₀], so
+ * s·B'·A' = s·B·A − s·B₀·A₀; alpha doubles with r (× √2 under rsLoRA), keeping s.
+ * `initialFolder` holds the adapter as it was initialised (A₀, B₀).
+ */
+export function savePissaConverted(model: Module, folder: string, initialFolder: string, options: SaveLoraOptions = {}): void {
+  const applied = appliedConfigs.get(model);
+  if (!applied || !String(applied.init_lora_weights).startsWith("pissa")) {
+    throw new Error("savePissaConverted: the model carries no PiSSA adapter (applyLora with pissaInit)");
+  }
+  if (applied.use_dora) throw new UserError("pissa_convert cannot convert a DoRA adapter", "pissa_convert", "set use_dora: false or pissa_convert: false");
+  const reader = openSafetensors(join(initialFolder, ADAPTER_WEIGHTS_NAME));
+  const doubled = (pattern: Record<string, number>) => Object.fromEntries(Object.entries(pattern).map(([key, value]) => [key, 2 * value]));
+  const config: LoraAdapterConfig = {
     ...applied,
     base_model_name_or_path: options.baseModelNameOrPath ?? applied.base_model_name_or_path,
-    inference_mode: true,
+    init_lora_weights: true,
+    r: 2 * applied.r,
+    lora_alpha: applied.use_rslora ? applied.lora_alpha * Math.SQRT2 : 2 * applied.lora_alpha,
+    rank_pattern: doubled(applied.rank_pattern),
+    alpha_pattern: doubled(applied.alpha_pattern),
   };
-  const state = loraStateDict(model, applied.modules_to_save);
+  try {
+    tidy(() => {
+      const state: Record<string, Tensor> = {};
+      for (const [key, tensor] of Object.entries(loraStateDict(model, applied.modules_to_save))) {
+        if (key.endsWith(".lora_A.weight")) state[key] = cat([tensor, reader.get(key, { dtype: tensor.dtype })], 0);
+        else if (key.endsWith(".lora_B.weight")) state[key] = cat([tensor, reader.get(key, { dtype: tensor.dtype }).neg()], 1);
+        else state[key] = tensor;
+      }
+      writeAdapter(folder, config, state);
+    });
+  } finally {
+    reader.close();
+  }
+}
+
+function writeAdapter(folder: string, config: LoraAdapterConfig, state: Record<string, Tensor>): void {
+  mkdirSync(folder, { recursive: true });
   // Contiguous copies: saving reads raw bytes, and a tensor could be a view.
   tidy(() => {
     const contiguous = Object.entries(state).map(([key, tensor]) => [key, tensor.detach().contiguous()] as [string, Tensor]);
     saveSafetensors(join(folder, ADAPTER_WEIGHTS_NAME), contiguous, { format: "pt" });
   });
-  writeFileSync(join(folder, ADAPTER_CONFIG_NAME), JSON.stringify(written, null, 2) + "\n");
+  // PEFT's save_pretrained always records inference_mode: true.
+  writeFileSync(join(folder, ADAPTER_CONFIG_NAME), JSON.stringify({ ...config, inference_mode: true }, null, 2) + "\n");
 }
 
 /** Reads and checks a PEFT adapter_config.json. */
@@ -426,11 +506,14 @@ export function readLoraConfig(folder: string): LoraAdapterConfig {
   }
   if (raw.fan_in_fan_out === true) throw new UserError("fan_in_fan_out adapters (GPT-2 Conv1D) are not supported", path);
   if (raw.layers_to_transform != null) throw new UserError("layers_to_transform is not supported yet", path, "re-save the adapter without layers_to_transform");
-  if (typeof raw.init_lora_weights === "string") {
+  if (typeof raw.init_lora_weights === "string" && raw.init_lora_weights !== "pissa") {
+    // PEFT re-runs the initialisation on the base weights before loading: only the full-SVD PiSSA
+    // is reproducible; a fast-SVD one depends on the random draws of the run that made it.
+    const pissa = raw.init_lora_weights.startsWith("pissa_niter_");
     throw new UserError(
-      `init_lora_weights "${raw.init_lora_weights}" (PiSSA/OLoRA/LoftQ) adapters are not supported yet`,
+      `init_lora_weights "${raw.init_lora_weights}" adapters cannot be loaded${pissa ? ": the fast-SVD residual they need cannot be reproduced" : " (OLoRA/LoftQ are not supported)"}`,
       path,
-      "convert the adapter to a plain LoRA adapter first (pissa_convert)",
+      pissa ? "load the converted adapter instead (train with pissa_convert: true and use <output_dir>/pissa_converted)" : "convert it to a plain LoRA adapter first",
     );
   }
   if (raw.bias !== undefined && raw.bias !== "none") {
@@ -452,7 +535,7 @@ export function readLoraConfig(folder: string): LoraAdapterConfig {
     use_dora: Boolean(raw.use_dora),
     modules_to_save: (raw.modules_to_save as string[] | null) ?? null,
     fan_in_fan_out: false,
-    init_lora_weights: true,
+    init_lora_weights: raw.init_lora_weights === "pissa" ? "pissa" : true,
     inference_mode: Boolean(raw.inference_mode ?? true),
     rank_pattern: (raw.rank_pattern as Record<string, number> | null) ?? {},
     alpha_pattern: (raw.alpha_pattern as Record<string, number> | null) ?? {},
@@ -492,6 +575,9 @@ export function loadLoraAdapter(model: Module, folder: string, options: { traina
       additionalTarget: config.modules_to_save,
       rankPattern: config.rank_pattern,
       alphaPattern: config.alpha_pattern,
+      // A PiSSA adapter's base is the residual W − s·B₀·A₀, recomputed as PEFT does on load.
+      pissaInit: config.init_lora_weights === "pissa",
+      pissaIter: -1,
       trainable: options.trainable ?? false,
     });
     appliedConfigs.set(model, config);
