@@ -101,6 +101,11 @@ export interface TrainerParts {
   saveModel: (folder: string) => void;
   /** Loads the weights a checkpoint holds back into the model (for resume). */
   loadModel: (checkpoint: string) => void;
+  /**
+   * The rows came from a stream (`streaming: true`), already shuffled through its buffer: train
+   * them in that order, as the HF Trainer does with an IterableDataset (no sampler).
+   */
+  inStreamOrder?: boolean;
 }
 
 export interface TrainResult {
@@ -235,7 +240,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
     let stopped = false;
 
     for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stopped; epoch++) {
-      const order = shuffledOrder(parts.train.length, options.dataSeed + epoch);
+      const order = parts.inStreamOrder ? [...parts.train.keys()] : shuffledOrder(parts.train.length, options.dataSeed + epoch);
       let microBatch = epoch === position.epoch ? position.microBatch : 0;
       while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
         const group: CollatedBatch[] = [];

@@ -3,7 +3,7 @@
 // predict. Only this file and src/cli.ts see whole argument groups; the layers get flat values.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
+import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
 import { tokenizerFingerprint } from "../data/cache.ts";
 import type { MixStrategy } from "../data/mix.ts";
 import { collateSupervised } from "../data/processors/collator.ts";
@@ -181,8 +181,7 @@ function copyTokenizerFiles(from: string, to: string): void {
 
 async function loadAligned(args: TrainArgs, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
   const { data, training } = args;
-  if (data.streaming) throw new UserError("streaming is not wired into training yet", "streaming", "set streaming: false");
-  const loaded = await loadDatasets({
+  const options = {
     datasetNames: data.dataset ?? [],
     evalDatasetNames: data.eval_dataset ?? [],
     datasetDir: data.dataset_dir,
@@ -193,10 +192,39 @@ async function loadAligned(args: TrainArgs, print: (line: string) => void): Prom
     valSize: data.val_size,
     seed: training.seed,
     stage: args.finetuning.stage,
-    streaming: false,
     log: print,
-  });
+  };
+  if (data.streaming) return streamAligned(args, options, print);
+  const loaded = await loadDatasets({ ...options, streaming: false });
   return { train: loaded.train ?? [], eval: loaded.eval ?? [] };
+}
+
+/**
+ * `streaming: true`: the datasets are read as streams through a shuffle buffer of `buffer_size`,
+ * and only the examples training consumes are taken (max_steps x batch x accumulation). A stream
+ * that runs out starts again reshuffled with seed + epoch, as an IterableDataset's set_epoch does.
+ * Memory grows with the examples trained on, not with the dataset.
+ */
+async function streamAligned(args: TrainArgs, options: Omit<LoadDatasetsOptions, "streaming">, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
+  const { data, training } = args;
+  const needed = training.do_train ? Math.max(training.max_steps, 0) * training.per_device_train_batch_size * training.gradient_accumulation_steps : 0;
+  const train: AlignedExample[] = [];
+  const evaluation: AlignedExample[] = [];
+  for (let epoch = 0; epoch === 0 || train.length < needed; epoch++) {
+    const loaded = await loadDatasets({ ...options, seed: training.seed + epoch, bufferSize: data.buffer_size, streaming: true });
+    let taken = 0;
+    if (loaded.train && train.length < needed) {
+      for await (const example of loaded.train) {
+        train.push(example);
+        taken++;
+        if (train.length >= needed) break;
+      }
+    }
+    if (epoch === 0 && loaded.eval) for await (const example of loaded.eval) evaluation.push(example);
+    if (taken === 0) break; // nothing (left) to stream: training reports it
+  }
+  print(`streaming: ${train.length} training examples taken from the stream (max_steps x batch x accumulation)${evaluation.length ? `, ${evaluation.length} for evaluation` : ""}`);
+  return { train, eval: evaluation };
 }
 
 function stageProcessorOptions(args: TrainArgs, stage: "pt" | "sft", modelFolder: string): StageProcessorOptions {
@@ -339,6 +367,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           eval: training.eval_strategy !== "no" ? evalRows : null,
           collate,
           saveModel: saveTrained,
+          inStreamOrder: data.streaming,
           loadModel: (checkpoint) => (prepared.isLora ? restoreLora(model, checkpoint) : loadWeights(model, checkpoint, model.model.embed_tokens.weight.dtype)),
         },
         {

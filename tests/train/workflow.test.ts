@@ -200,3 +200,45 @@ test("pissa_init with pissa_convert: the loss falls, pissa_init/ pissa_backup/ p
   const worst = converted.reduce((max, value, i) => Math.max(max, Math.abs(value - backup[i]!)), 0);
   assert.ok(worst < 1e-4, `converted vs trained: ${worst}`);
 });
+
+test("streaming: training takes max_steps x batch examples from the shuffled stream, restarting it when it runs out, deterministically", async () => {
+  const run = async (maxSteps: number) => {
+    const outputDir = join(mkdtempSync(join(tmpdir(), "lmf-wf-")), "out");
+    const lines: string[] = [];
+    const args = parseTrainArgs(
+      {
+        model_name_or_path: MODEL,
+        do_train: true,
+        stage: "sft",
+        dataset: "alpaca",
+        template: "chatml",
+        dataset_dir: DATA,
+        streaming: true,
+        buffer_size: 8,
+        cutoff_len: 64,
+        finetuning_type: "lora",
+        output_dir: outputDir,
+        per_device_train_batch_size: 4,
+        learning_rate: 1e-2,
+        max_steps: maxSteps,
+        logging_steps: 1,
+        save_strategy: "no",
+        lr_scheduler_type: "constant",
+      },
+      { onWarning: () => {} },
+    );
+    await runTrain(args, { print: (line) => lines.push(line) });
+    const losses = readFileSync(join(outputDir, "trainer_log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line).loss as number);
+    return { lines, losses };
+  };
+  const short = await run(2);
+  assert.ok(short.lines.some((line) => /streaming: 8 training examples taken from the stream/.test(line)), short.lines.join("\n"));
+  assert.equal(short.losses.length, 2);
+  // 8 steps x 4 = 32 examples from a 12-row dataset: the stream restarts twice, reshuffled each time.
+  const long = await run(8);
+  assert.ok(long.lines.some((line) => /streaming: 32 training examples/.test(line)), long.lines.join("\n"));
+  assert.equal(long.losses.length, 8);
+  assert.ok(mean(long.losses.slice(-3)) < mean(long.losses.slice(0, 3)), `losses ${long.losses.map((l) => l.toFixed(3)).join(" ")}`);
+  // The same stream, the same order: the first steps of both runs are identical.
+  assert.deepEqual(long.losses.slice(0, 2), short.losses);
+});
