@@ -83,6 +83,10 @@ const MISTRAL_CALL = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
 
 const CHATML_USER = (q: string) => `<|im_start|>user\n${q}<|im_end|>\n<|im_start|>assistant\n`;
 const THINK = "<think>\n\n</think>\n\n";
+const GRANITE_USER = (q: string) => `<|start_of_role|>user<|end_of_role|>${q}<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>`;
+const MOON_USER = (q: string) => `<|im_user|>user<|im_middle|>${q}<|im_end|><|im_assistant|>assistant<|im_middle|>`;
+const OPENCHAT36_USER = (q: string) =>
+  `<|start_header_id|>GPT4 Correct User<|end_header_id|>\n\n${q}<|eot_id|><|start_header_id|>GPT4 Correct Assistant<|end_header_id|>\n\n`;
 
 interface Golden {
   tokenizer: () => Tokenizer;
@@ -247,6 +251,181 @@ const GOLDENS: Record<string, Golden> = {
       [`${S_DEFAULT}<reserved_106>Hi!<reserved_107>`, A1],
       [`<reserved_106>${Q2}<reserved_107>`, DEFAULT_CALL],
       [`<reserved_106>${OBS}<reserved_107>`, A3],
+    ],
+  },
+  breeze: {
+    tokenizer: () => familyTokenizer("<s>", "</s>"),
+    pairs: [
+      [`<s>${S_DEFAULT}[INST] Hi! [/INST] `, A1],
+      [`[INST] ${Q2} [/INST] `, DEFAULT_CALL],
+      [`[INST] ${OBS} [/INST] `, A3],
+    ],
+  },
+  cpm4: {
+    tokenizer: () => familyTokenizer("<s>", "</s>"),
+    pairs: [
+      [`<s><|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
+      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
+      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
+    ],
+  },
+  dbrx: {
+    tokenizer: () => familyTokenizer(null, "<|endoftext|>"),
+    pairs: [
+      [`<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
+      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
+      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
+    ],
+  },
+  deepseekcoder: {
+    tokenizer: () => familyTokenizer("<｜begin▁of▁sentence｜>", "<|EOT|>"),
+    pairs: [
+      [`<｜begin▁of▁sentence｜>${S_DEFAULT}### Instruction:\nHi!\n### Response:`, `\n${A1}\n<|EOT|>\n`],
+      [`### Instruction:\n${Q2}\n### Response:`, `\n${DEFAULT_CALL}\n<|EOT|>\n`],
+      [`### Instruction:\n${OBS}\n### Response:`, `\n${A3}\n<|EOT|>\n`],
+    ],
+  },
+  ernie_nothink: {
+    tokenizer: () => familyTokenizer(null, "</s>", ["<|begin_of_sentence|>", "<|end_of_sentence|>"]),
+    pairs: [
+      [`<|begin_of_sentence|>${S_DEFAULT}\nUser: Hi!\nAssistant: `, `${A1}<|end_of_sentence|>`],
+      [`User: ${Q2}\nAssistant: `, `${DEFAULT_CALL}<|end_of_sentence|>`],
+      [`User: ${OBS}\nAssistant: `, `${A3}<|end_of_sentence|>`],
+    ],
+  },
+  exaone: {
+    tokenizer: () => familyTokenizer(null, "[|endofturn|]"),
+    pairs: [
+      [`[|system|]${S_DEFAULT}[|endofturn|]\n[|user|]Hi!\n[|assistant|]`, `${A1}[|endofturn|]\n`],
+      [`[|user|]${Q2}\n[|assistant|]`, `${DEFAULT_CALL}[|endofturn|]\n`],
+      [`[|user|]${OBS}\n[|assistant|]`, `${A3}[|endofturn|]\n`],
+    ],
+  },
+  falcon_h1: {
+    tokenizer: () => familyTokenizer("<|begin_of_text|>", "<|end_of_text|>"),
+    pairs: [
+      [`<|begin_of_text|><|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
+      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
+      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
+    ],
+  },
+  gemma3: {
+    tokenizer: () => familyTokenizer("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
+    pairs: [
+      [`<bos><start_of_turn>user\n${S_DEFAULT}\n\nHi!<end_of_turn>\n<start_of_turn>model\n`, `${A1}<end_of_turn>\n`],
+      [`<start_of_turn>user\n${Q2}<end_of_turn>\n<start_of_turn>model\n`, `${DEFAULT_CALL}<end_of_turn>\n`],
+      [`<start_of_turn>tool\n${OBS}<end_of_turn>\n<start_of_turn>model\n`, `${A3}<end_of_turn>\n`],
+    ],
+  },
+  granite3: {
+    tokenizer: () => familyTokenizer(null, "<|end_of_text|>", ["<|start_of_role|>", "<|end_of_role|>"]),
+    pairs: [
+      [`<|start_of_role|>system<|end_of_role|>${S_DEFAULT}<|end_of_text|>\n${GRANITE_USER("Hi!")}`, `${A1}<|end_of_text|>\n`],
+      [GRANITE_USER(Q2), `${DEFAULT_CALL}<|end_of_text|>\n`],
+      [GRANITE_USER(OBS), `${A3}<|end_of_text|>\n`],
+    ],
+  },
+  granite4: {
+    tokenizer: () => familyTokenizer(null, "<|end_of_text|>", ["<|start_of_role|>", "<|end_of_role|>"]),
+    pairs: [
+      [`<|start_of_role|>system<|end_of_role|>${S_DEFAULT}<|end_of_text|>\n${GRANITE_USER("Hi!")}`, `${A1}<|end_of_text|>\n`],
+      [GRANITE_USER(Q2), `${DEFAULT_CALL}<|end_of_text|>\n`],
+      [`<|start_of_role|>tool<|end_of_role|>${OBS}<|end_of_text|>\n<|start_of_role|>assistant\n`, `${A3}<|end_of_text|>\n`],
+    ],
+  },
+  hunyuan: {
+    tokenizer: () => familyTokenizer(null, "<|eos|>", ["<|startoftext|>", "<|extra_0|>", "<|extra_4|>"]),
+    pairs: [
+      [`<|startoftext|>${S_DEFAULT}<|extra_4|>Hi!<|extra_0|>`, `${A1}<|eos|>`],
+      [`${Q2}<|extra_0|>`, `${DEFAULT_CALL}<|eos|>`],
+      [`${OBS}<|extra_0|>`, `${A3}<|eos|>`],
+    ],
+  },
+  index: {
+    tokenizer: () => familyTokenizer(null, "</s>"),
+    pairs: [
+      [`<unk>${S_DEFAULT}reserved_0Hi!reserved_1`, A1],
+      [`reserved_0${Q2}reserved_1`, DEFAULT_CALL],
+      [`reserved_0${OBS}reserved_1`, A3],
+    ],
+  },
+  llama4: {
+    tokenizer: () => familyTokenizer("<|begin_of_text|>", "<|end_of_text|>", ["<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>"]),
+    pairs: [
+      [
+        `<|begin_of_text|><|header_start|>system<|header_end|>\n\n${SYSTEM}${LLAMA3_TOOLS}<|eot|>` +
+          "<|header_start|>user<|header_end|>\n\nHi!<|eot|><|header_start|>assistant<|header_end|>\n\n",
+        `${A1}<|eot|>`,
+      ],
+      [`<|header_start|>user<|header_end|>\n\n${Q2}<|eot|><|header_start|>assistant<|header_end|>\n\n`, `${LLAMA3_CALL}<|eot|>`],
+      [`<|header_start|>ipython<|header_end|>\n\n${OBS}<|eot|><|header_start|>assistant<|header_end|>\n\n`, `${A3}<|eot|>`],
+    ],
+  },
+  mimo: {
+    tokenizer: () => qwenBase.clone(),
+    oneShotIds: true,
+    pairs: [
+      [`<|im_start|>system\n${SYSTEM}${QWEN_TOOLS}<|im_end|>\n${CHATML_USER("Hi!")}`, `${THINK}${A1}<|im_end|>\n`],
+      [CHATML_USER(Q2), `${THINK}${QWEN_CALL}<|im_end|>\n`],
+      [`<|im_start|>user\n<tool_response>\n${OBS}\n</tool_response><|im_end|>\n<|im_start|>assistant\n`, `${THINK}${A3}<|im_end|>\n`],
+    ],
+  },
+  ministral: {
+    tokenizer: () => familyTokenizer("<s>", "</s>", ["[INST]", "[/INST]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]),
+    pairs: [
+      [`<s>[INST]${SYSTEM}${MISTRAL_TOOLS}\n\nHi![/INST]`, `${A1}</s>`],
+      [`[INST]${Q2}[/INST]`, `[TOOL_CALLS]${MISTRAL_CALL}</s>`],
+      [`[TOOL_RESULTS]{"content": ${OBS}}[/TOOL_RESULTS]`, `${A3}</s>`],
+    ],
+  },
+  mistral_small: {
+    tokenizer: () =>
+      familyTokenizer("<s>", "</s>", ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]),
+    pairs: [
+      [`<s>[SYSTEM_PROMPT]${SYSTEM}${MISTRAL_TOOLS}[/SYSTEM_PROMPT][INST]Hi![/INST]`, `${A1}</s>`],
+      [`[INST]${Q2}[/INST]`, `[TOOL_CALLS]${MISTRAL_CALL}</s>`],
+      [`[TOOL_RESULTS]{"content": ${OBS}}[/TOOL_RESULTS]`, `${A3}</s>`],
+    ],
+  },
+  moonlight: {
+    tokenizer: () => familyTokenizer(null, "[EOS]", ["<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>", "<|im_end|>"]),
+    pairs: [
+      [`<|im_system|>system<|im_middle|>${S_DEFAULT}<|im_end|>${MOON_USER("Hi!")}`, `${A1}<|im_end|>`],
+      [MOON_USER(Q2), `${DEFAULT_CALL}<|im_end|>`],
+      [MOON_USER(OBS), `${A3}<|im_end|>`],
+    ],
+  },
+  olmo: {
+    tokenizer: () => familyTokenizer(null, "<|endoftext|>"),
+    pairs: [
+      [`<|endoftext|>${S_DEFAULT}<|user|>\nHi!<|assistant|>\n`, `${A1}<|endoftext|>`],
+      [`<|user|>\n${Q2}<|assistant|>\n`, `${DEFAULT_CALL}<|endoftext|>`],
+      [`<|user|>\n${OBS}<|assistant|>\n`, `${A3}<|endoftext|>`],
+    ],
+  },
+  "openchat-3.6": {
+    tokenizer: () => llamaBase.clone(),
+    oneShotIds: true,
+    pairs: [
+      [`<|begin_of_text|>${S_DEFAULT}${OPENCHAT36_USER("Hi!")}`, `${A1}<|end_of_text|>`],
+      [OPENCHAT36_USER(Q2), `${DEFAULT_CALL}<|end_of_text|>`],
+      [OPENCHAT36_USER(OBS), `${A3}<|end_of_text|>`],
+    ],
+  },
+  opencoder: {
+    tokenizer: () => familyTokenizer(null, "<|endoftext|>"),
+    pairs: [
+      [`<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
+      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
+      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
+    ],
+  },
+  phi_small: {
+    tokenizer: () => familyTokenizer(null, "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+    pairs: [
+      [`<|system|>\n${S_DEFAULT}<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\n`, `${A1}<|end|>\n`],
+      [`<|user|>\n${Q2}<|end|>\n<|assistant|>\n`, `${DEFAULT_CALL}<|end|>\n`],
+      [`<|user|>\n${OBS}<|end|>\n<|assistant|>\n`, `${A3}<|end|>\n`],
     ],
   },
   intern2: {
