@@ -420,7 +420,7 @@ export class BadRowReport {
 }
 
 export interface AlignOptions {
-  /** Count and report bad rows instead of stopping at the first one (the future `skip_bad_rows` parameter). */
+  /** Count and report bad rows instead of stopping at the first one (`skip_bad_rows`). */
   skipBadRows?: boolean;
   /** Where skipped rows are counted; shared across datasets to report them together. */
   report?: BadRowReport;

@@ -39,7 +39,7 @@ export interface LoadDatasetsOptions {
   seed?: number;
   streaming?: boolean;
   bufferSize?: number;
-  /** The future `skip_bad_rows` parameter: count and report bad rows instead of stopping. */
+  /** `skip_bad_rows`: count and report bad rows instead of stopping. */
   skipBadRows?: boolean;
   /** The training stage; rm and dpo need ranking datasets, every other stage plain ones. */
   stage?: string | null;

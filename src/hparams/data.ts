@@ -1,6 +1,6 @@
 // DataArguments: which datasets, how they are templated, cut, mixed, split and cached
 // (LLaMA-Factory `hparams/data_args.py`), plus two older fields lmfactory keeps
-// (`reserved_label_len`, `split`).
+// (`reserved_label_len`, `split`) and one of its own (`skip_bad_rows`).
 import {
   type ArgsOf,
   bool,
@@ -29,6 +29,8 @@ export const dataFields = {
   mask_history: bool(false, "Compute the loss on the last turn only."),
   streaming: bool(false, "Read datasets as streams instead of loading them whole."),
   buffer_size: int(16384, "Shuffle-buffer size when streaming.", { min: 1 }),
+  // lmfactory's own key (LLaMA-Factory stops at a bad row, or fails inside `datasets`).
+  skip_bad_rows: bool(false, "Skip dataset rows that cannot be read (missing column, wrong role order, empty answer...), then count and report them, instead of stopping at the first."),
   mix_strategy: choice(
     ["concat", "interleave_under", "interleave_over", "interleave_once"],
     "concat",

@@ -192,6 +192,7 @@ async function loadAligned(args: TrainArgs, print: (line: string) => void): Prom
     valSize: data.val_size,
     seed: training.seed,
     stage: args.finetuning.stage,
+    skipBadRows: data.skip_bad_rows,
     log: print,
   };
   if (data.streaming) return streamAligned(args, options, print);

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { UserError } from "../../src/errors.ts";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { applyFinetuning } from "../../src/model/adapters/index.ts";
 import { loadLoraAdapter, loraStateDict } from "../../src/model/adapters/lora.ts";
@@ -241,4 +242,38 @@ test("streaming: training takes max_steps x batch examples from the shuffled str
   assert.ok(mean(long.losses.slice(-3)) < mean(long.losses.slice(0, 3)), `losses ${long.losses.map((l) => l.toFixed(3)).join(" ")}`);
   // The same stream, the same order: the first steps of both runs are identical.
   assert.deepEqual(long.losses.slice(0, 2), short.losses);
+});
+
+test("a bad dataset row stops lmf train with the file, row and fix; skip_bad_rows: true trains on the rest and reports the skipped rows", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "lmf-wf-bad-"));
+  const rows = Array.from({ length: 8 }, (_, i) => ({ instruction: `Count to ${(i % 4) + 1}.`, input: "", output: i === 5 ? "" : "one two" }));
+  writeFileSync(join(dir, "rows.json"), JSON.stringify(rows));
+  writeFileSync(join(dir, "dataset_info.json"), JSON.stringify({ rows: { file_name: "rows.json" } }));
+  const config = (extra: Record<string, unknown>) =>
+    parseTrainArgs(
+      {
+        model_name_or_path: MODEL,
+        do_train: true,
+        stage: "sft",
+        template: "chatml",
+        dataset: "rows",
+        dataset_dir: dir,
+        cutoff_len: 64,
+        finetuning_type: "lora",
+        output_dir: join(mkdtempSync(join(tmpdir(), "lmf-wf-")), "out"),
+        per_device_train_batch_size: 2,
+        max_steps: 2,
+        save_strategy: "no",
+        ...extra,
+      },
+      { onWarning: () => {} },
+    );
+  await assert.rejects(runTrain(config({}), { print: () => {} }), (error: unknown) => {
+    const { what, where, fix } = error as UserError;
+    return error instanceof UserError && /rows\.json row 6/.test(`${where}`) && /empty response/.test(what) && /skip_bad_rows: true/.test(`${fix}`);
+  });
+  const lines: string[] = [];
+  await runTrain(config({ skip_bad_rows: true }), { print: (line) => lines.push(line) });
+  assert.ok(lines.some((line) => /skipped 1 bad row/.test(line)), lines.join("\n"));
+  assert.ok(lines.some((line) => /7 examples/.test(line)), lines.join("\n"));
 });
