@@ -3,7 +3,7 @@
 // bench/results/checkpointing.json.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { runSide, statusMiB } from "./common.ts";
+import { llamaConfig, runSide, statusMiB } from "./common.ts";
 
 const SHAPE = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1408, vocab: 8000, batch: 4, seq: 512 };
 
@@ -13,16 +13,7 @@ async function child(mode: "plain" | "checkpointed"): Promise<void> {
   const { LlamaForCausalLM } = await import("../src/model/models/llama.ts");
   const { checkpointedBackward } = await import("../src/model/patches/checkpointing.ts");
   const T = await import("../src/torch/index.ts");
-  const config = normalizeConfig({
-    model_type: "llama",
-    vocab_size: SHAPE.vocab,
-    hidden_size: SHAPE.hidden,
-    intermediate_size: SHAPE.intermediate,
-    num_hidden_layers: SHAPE.layers,
-    num_attention_heads: SHAPE.heads,
-    num_key_value_heads: SHAPE.kvHeads,
-    max_position_embeddings: 2048,
-  });
+  const config = normalizeConfig(llamaConfig(SHAPE));
   T.manualSeed(0);
   const model = new LlamaForCausalLM(config, {}, { init: "hf" });
   const ids = T.randint(0, SHAPE.vocab, [SHAPE.batch, SHAPE.seq]);

@@ -4,6 +4,32 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 
+/** The shape of a benchmark's Llama. */
+export interface LlamaShape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  vocab: number;
+}
+
+/** The config.json of a Llama with `shape` (pass it through normalizeConfig to build it). */
+export function llamaConfig(shape: LlamaShape): Record<string, unknown> {
+  return {
+    model_type: "llama",
+    architectures: ["LlamaForCausalLM"],
+    vocab_size: shape.vocab,
+    hidden_size: shape.hidden,
+    intermediate_size: shape.intermediate,
+    num_hidden_layers: shape.layers,
+    num_attention_heads: shape.heads,
+    num_key_value_heads: shape.kvHeads,
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-6,
+  };
+}
+
 /** Threads for both sides of every comparison (BENCH_THREADS, default min(cores, 2)). */
 export const THREADS = Number(process.env.BENCH_THREADS ?? Math.min(cpus().length, 2));
 

@@ -10,7 +10,7 @@ import { normalizeConfig } from "../src/model/config.ts";
 import { generateStream } from "../src/model/generation.ts";
 import { LlamaForCausalLM } from "../src/model/models/llama.ts";
 import * as T from "../src/torch/index.ts";
-import { THREADS, median } from "./common.ts";
+import { THREADS, llamaConfig, median } from "./common.ts";
 
 const QUICK = process.argv.includes("--quick");
 // ~0.1B Llama (12 x 768, GQA 12 q / 4 kv heads, MLP 3072) with a 32k vocabulary: 153M parameters,
@@ -44,18 +44,7 @@ async function main(): Promise<void> {
   type Token = import("node-llama-cpp").Token;
   const folder = "bench/results/tmp/decode";
   mkdirSync(folder, { recursive: true });
-  const config = normalizeConfig({
-    model_type: "llama",
-    architectures: ["LlamaForCausalLM"],
-    vocab_size: SHAPE.vocab,
-    hidden_size: SHAPE.hidden,
-    intermediate_size: SHAPE.intermediate,
-    num_hidden_layers: SHAPE.layers,
-    num_attention_heads: SHAPE.heads,
-    num_key_value_heads: SHAPE.kvHeads,
-    max_position_embeddings: 2048,
-    rms_norm_eps: 1e-6,
-  });
+  const config = normalizeConfig(llamaConfig(SHAPE));
   T.manualSeed(0);
   const model = new LlamaForCausalLM(config, {}, { init: "hf" });
   model.requiresGrad_(false);

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { THREADS, median, resetPeak, runSide, statusMiB } from "./common.ts";
+import { THREADS, llamaConfig, median, resetPeak, runSide, statusMiB } from "./common.ts";
 
 const QUICK = process.argv.includes("--quick");
 
@@ -157,18 +157,7 @@ async function main(): Promise<void> {
     if (!cases.length) continue;
     const folder = join("bench/results/tmp", "train_step");
     mkdirSync(folder, { recursive: true });
-    const config = normalizeConfig({
-      model_type: "llama",
-      architectures: ["LlamaForCausalLM"],
-      vocab_size: shape.vocab,
-      hidden_size: shape.hidden,
-      intermediate_size: shape.intermediate,
-      num_hidden_layers: shape.layers,
-      num_attention_heads: shape.heads,
-      num_key_value_heads: shape.kvHeads,
-      max_position_embeddings: 2048,
-      rms_norm_eps: 1e-6,
-    });
+    const config = normalizeConfig(llamaConfig(shape));
     T.manualSeed(0);
     const model = new LlamaForCausalLM(config, {}, { init: "hf" });
     const parameters = model.numParameters();

@@ -9,7 +9,7 @@ stdout: {"losses", "step_s", "before_mib" (RSS when the loop starts), "peak_mib"
 """
 import json
 import math
-import struct
+import os
 import sys
 import time
 
@@ -18,20 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", f"{name}: {info['dtype']}"
-        start, end = info["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[8 + n + start : 8 + n + end]), dtype=torch.float32).reshape(info["shape"])
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/reference"))
+from llama_reference import load_safetensors  # noqa: E402  (the tests' reader, shared)
 
 
 def status_mib(field):
@@ -168,13 +156,13 @@ def main():
     with open(f"{folder}/config.json") as f:
         cfg = json.load(f)
     model = LlamaForCausalLM(cfg)
-    state = load_safetensors(f"{folder}/model.safetensors")
+    state = load_safetensors(f"{folder}/model.safetensors", expect_dtype="F32")
     if req["mode"] == "lora":
         for layer in model.model.layers:
             for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
                 for name in names:
                     setattr(parent, name, LoraLinear(getattr(parent, name), req["lora_rank"], req["lora_alpha"]))
-        lora = load_safetensors(f"{folder}/lora_init.safetensors")
+        lora = load_safetensors(f"{folder}/lora_init.safetensors", expect_dtype="F32")
         remapped = {}
         lora_modules = {k.rsplit(".lora_", 1)[0] for k in lora}
         for name, t in state.items():

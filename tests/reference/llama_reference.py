@@ -14,7 +14,8 @@ import torch
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64, "I64": torch.int64}
 
 
-def load_safetensors(path):
+def load_safetensors(path, expect_dtype=None):
+    """Every tensor of a safetensors file as float32; `expect_dtype` ("F32"...) asserts the stored dtype."""
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
@@ -23,6 +24,7 @@ def load_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        assert expect_dtype is None or info["dtype"] == expect_dtype, f"{name}: {info['dtype']}"
         start, end = info["data_offsets"]
         raw = bytearray(data[8 + n + start : 8 + n + end])
         out[name] = torch.frombuffer(raw, dtype=DTYPES[info["dtype"]]).reshape(info["shape"]).float()
