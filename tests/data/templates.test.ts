@@ -98,6 +98,20 @@ interface Golden {
 
 const S_DEFAULT = SYSTEM + DEFAULT_TOOLS;
 
+/** ChatML with the default tool format and a `tool` role, after `prefix` (chatml and its copies). */
+const chatmlToolPairs = (prefix: string): Array<[string, string]> => [
+  [`${prefix}<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
+  [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
+  [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
+];
+
+/** Qwen 3 (and MiMo): qwen tools, the empty thought before each answer. */
+const QWEN3_PAIRS: Array<[string, string]> = [
+  [`<|im_start|>system\n${SYSTEM}${QWEN_TOOLS}<|im_end|>\n${CHATML_USER("Hi!")}`, `${THINK}${A1}<|im_end|>\n`],
+  [CHATML_USER(Q2), `${THINK}${QWEN_CALL}<|im_end|>\n`],
+  [`<|im_start|>user\n<tool_response>\n${OBS}\n</tool_response><|im_end|>\n<|im_start|>assistant\n`, `${THINK}${A3}<|im_end|>\n`],
+];
+
 const GOLDENS: Record<string, Golden> = {
   default: {
     tokenizer: () => familyTokenizer(null, "</s>"),
@@ -172,11 +186,7 @@ const GOLDENS: Record<string, Golden> = {
   qwen3: {
     tokenizer: () => qwenBase.clone(),
     oneShotIds: true,
-    pairs: [
-      [`<|im_start|>system\n${SYSTEM}${QWEN_TOOLS}<|im_end|>\n${CHATML_USER("Hi!")}`, `${THINK}${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${THINK}${QWEN_CALL}<|im_end|>\n`],
-      [`<|im_start|>user\n<tool_response>\n${OBS}\n</tool_response><|im_end|>\n<|im_start|>assistant\n`, `${THINK}${A3}<|im_end|>\n`],
-    ],
+    pairs: QWEN3_PAIRS,
   },
   qwen3_nothink: {
     tokenizer: () => qwenBase.clone(),
@@ -190,11 +200,7 @@ const GOLDENS: Record<string, Golden> = {
   chatml: {
     tokenizer: () => qwenBase.clone(),
     oneShotIds: true,
-    pairs: [
-      [`<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
-      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
-    ],
+    pairs: chatmlToolPairs(""),
   },
   chatglm3: {
     tokenizer: () => familyTokenizer(null, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]),
@@ -263,19 +269,11 @@ const GOLDENS: Record<string, Golden> = {
   },
   cpm4: {
     tokenizer: () => familyTokenizer("<s>", "</s>"),
-    pairs: [
-      [`<s><|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
-      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
-    ],
+    pairs: chatmlToolPairs("<s>"),
   },
   dbrx: {
     tokenizer: () => familyTokenizer(null, "<|endoftext|>"),
-    pairs: [
-      [`<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
-      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
-    ],
+    pairs: chatmlToolPairs(""),
   },
   deepseekcoder: {
     tokenizer: () => familyTokenizer("<｜begin▁of▁sentence｜>", "<|EOT|>"),
@@ -303,11 +301,7 @@ const GOLDENS: Record<string, Golden> = {
   },
   falcon_h1: {
     tokenizer: () => familyTokenizer("<|begin_of_text|>", "<|end_of_text|>"),
-    pairs: [
-      [`<|begin_of_text|><|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
-      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
-    ],
+    pairs: chatmlToolPairs("<|begin_of_text|>"),
   },
   gemma3: {
     tokenizer: () => familyTokenizer("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
@@ -364,11 +358,7 @@ const GOLDENS: Record<string, Golden> = {
   mimo: {
     tokenizer: () => qwenBase.clone(),
     oneShotIds: true,
-    pairs: [
-      [`<|im_start|>system\n${SYSTEM}${QWEN_TOOLS}<|im_end|>\n${CHATML_USER("Hi!")}`, `${THINK}${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${THINK}${QWEN_CALL}<|im_end|>\n`],
-      [`<|im_start|>user\n<tool_response>\n${OBS}\n</tool_response><|im_end|>\n<|im_start|>assistant\n`, `${THINK}${A3}<|im_end|>\n`],
-    ],
+    pairs: QWEN3_PAIRS,
   },
   ministral: {
     tokenizer: () => familyTokenizer("<s>", "</s>", ["[INST]", "[/INST]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]),
@@ -414,11 +404,7 @@ const GOLDENS: Record<string, Golden> = {
   },
   opencoder: {
     tokenizer: () => familyTokenizer(null, "<|endoftext|>"),
-    pairs: [
-      [`<|im_start|>system\n${S_DEFAULT}<|im_end|>\n${CHATML_USER("Hi!")}`, `${A1}<|im_end|>\n`],
-      [CHATML_USER(Q2), `${DEFAULT_CALL}<|im_end|>\n`],
-      [`<|im_start|>tool\n${OBS}<|im_end|>\n<|im_start|>assistant\n`, `${A3}<|im_end|>\n`],
-    ],
+    pairs: chatmlToolPairs(""),
   },
   phi_small: {
     tokenizer: () => familyTokenizer(null, "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),

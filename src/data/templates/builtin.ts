@@ -124,6 +124,8 @@ const chatmlTool: TemplateSpec = {
   stopWords: ["<|im_end|>"],
 };
 
+const chatml: TemplateSpec = { ...chatmlTool, stopWords: ["<|im_end|>", "<|im_start|>"], replaceEos: true, replaceJinjaTemplate: true };
+
 export const BUILTIN_TEMPLATES: Record<string, TemplateSpec> = {
   alpaca: {
     user: ["### Instruction:\n{{content}}\n\n### Response:\n"],
@@ -151,25 +153,8 @@ export const BUILTIN_TEMPLATES: Record<string, TemplateSpec> = {
     stopWords: ["<|user|>", "<|observation|>"],
     efficientEos: true,
   },
-  chatml: {
-    user: [CHATML_USER],
-    assistant: [CHATML_ASSISTANT],
-    system: [CHATML_SYSTEM],
-    observation: [CHATML_TOOL],
-    stopWords: ["<|im_end|>", "<|im_start|>"],
-    replaceEos: true,
-    replaceJinjaTemplate: true,
-  },
-  chatml_de: {
-    user: [CHATML_USER],
-    assistant: [CHATML_ASSISTANT],
-    system: [CHATML_SYSTEM],
-    observation: [CHATML_TOOL],
-    defaultSystem: "Du bist ein freundlicher und hilfsbereiter KI-Assistent.",
-    stopWords: ["<|im_end|>", "<|im_start|>"],
-    replaceEos: true,
-    replaceJinjaTemplate: true,
-  },
+  chatml,
+  chatml_de: { ...chatml, defaultSystem: "Du bist ein freundlicher und hilfsbereiter KI-Assistent." },
   cohere: {
     user: ["<|START_OF_TURN_TOKEN|><|USER_TOKEN|>{{content}}<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"],
     system: ["<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{{content}}<|END_OF_TURN_TOKEN|>"],
