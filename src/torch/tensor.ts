@@ -884,7 +884,7 @@ export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Ten
     // whole weight on every call; gemv reads it once, about twice as fast per token.
     return tidy(() => {
       const row = input.reshape([inFeatures]);
-      const out = new Tensor(bias ? native.addmv(bias.id, weight.id, row.id) : native.mv(weight.id, row.id));
+      const out = bias ? new Tensor(native.addmv(bias.id, weight.id, row.id)) : weight.mv(row);
       return out.view(...input.shape.slice(0, -1), weight.shape[0]!);
     });
   }
