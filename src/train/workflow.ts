@@ -16,9 +16,9 @@ import { saveJson } from "../hparams/index.ts";
 import {
   applyFinetuning,
   appliedLoraConfig,
-  loraStateDict,
   paramSummary,
   printParamStatus,
+  restoreLoraWeights,
   saveLoraAdapter,
   savePissaConverted,
 } from "../model/adapters/index.ts";
@@ -32,7 +32,7 @@ import { upcastLayernorm } from "../model/patches/upcast.ts";
 import { architectureFor, type CausalLM } from "../model/registry.ts";
 import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
 import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
-import { type DType, engineInfo, manualSeed, noGrad, openSafetensors, tidy } from "../torch/index.ts";
+import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
 import type { StageProcessorOptions } from "./preprocess.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
@@ -157,22 +157,6 @@ function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: stri
   print(paramSummary(model));
   if (modelArgs.print_param_status) printParamStatus(model, print);
   return { ...prepared, model, isLora: result.loraConfig !== null };
-}
-
-/** Copies LoRA weights saved in a checkpoint back into the model's LoRA layers. */
-function restoreLora(model: CausalLM, checkpoint: string): void {
-  const targets = loraStateDict(model);
-  const reader = openSafetensors(join(checkpoint, "adapter_model.safetensors"));
-  try {
-    noGrad(() => {
-      for (const [name, target] of Object.entries(targets)) {
-        if (!reader.has(name)) throw new UserError(`the checkpoint lacks ${name}`, checkpoint, "resume with the same LoRA settings the run started with");
-        tidy(() => target.copy_(reader.get(name, { dtype: target.dtype })));
-      }
-    });
-  } finally {
-    reader.close();
-  }
 }
 
 function copyTokenizerFiles(from: string, to: string): void {
@@ -369,7 +353,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           collate,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
-          loadModel: (checkpoint) => (prepared.isLora ? restoreLora(model, checkpoint) : loadWeights(model, checkpoint, model.model.embed_tokens.weight.dtype)),
+          loadModel: (checkpoint) => (prepared.isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.model.embed_tokens.weight.dtype)),
         },
         {
           outputDir: training.output_dir,

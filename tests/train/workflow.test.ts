@@ -8,21 +8,12 @@ import { join } from "node:path";
 import { UserError } from "../../src/errors.ts";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { applyFinetuning } from "../../src/model/adapters/index.ts";
-import { loadLoraAdapter, loraStateDict } from "../../src/model/adapters/lora.ts";
+import { loadLoraAdapter, restoreLoraWeights } from "../../src/model/adapters/lora.ts";
 import { loadModel } from "../../src/model/loader.ts";
-import type { CausalLM } from "../../src/model/registry.ts";
-import { manualSeed, noGrad, openSafetensors, tensor, tidy } from "../../src/torch/index.ts";
+import { manualSeed, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { runTrain } from "../../src/train/workflow.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 
-/** Copies a saved adapter's A and B into the LoRA layers the model already has. */
-function restoreAdapterWeights(model: CausalLM, folder: string): void {
-  const reader = openSafetensors(join(folder, "adapter_model.safetensors"));
-  noGrad(() => {
-    for (const [name, target] of Object.entries(loraStateDict(model))) tidy(() => target.copy_(reader.get(name)));
-  });
-  reader.close();
-}
 
 /** A tiny model whose tokenizer is the demo's byte-level BPE (vocabulary 579). */
 function tinyModelWithTokenizer(): string {
@@ -188,7 +179,7 @@ test("pissa_init with pissa_convert: the loss falls, pissa_init/ pissa_backup/ p
     if (pissa) {
       manualSeed(42); // the run's seed: the same fast-SVD draws, so the same residual
       applyFinetuning(model, { finetuningType: "lora", loraRank: 4, loraTarget: ["all"], pissaInit: true, pissaIter: 2 });
-      restoreAdapterWeights(model, adapter);
+      restoreLoraWeights(model, adapter);
     } else {
       loadLoraAdapter(model, adapter);
     }

@@ -440,6 +440,25 @@ export function saveLoraAdapter(model: Module, folder: string, config?: LoraAdap
 }
 
 /**
+ * Copies an adapter folder's weights into the LoRA layers the model already carries (resuming from
+ * a checkpoint, where the layers were set up by the run's own arguments).
+ */
+export function restoreLoraWeights(model: Module, folder: string): void {
+  const targets = loraStateDict(model);
+  const reader = openSafetensors(join(folder, ADAPTER_WEIGHTS_NAME));
+  try {
+    noGrad(() => {
+      for (const [name, target] of Object.entries(targets)) {
+        if (!reader.has(name)) throw new UserError(`the checkpoint lacks ${name}`, folder, "resume with the same LoRA settings the run started with");
+        tidy(() => target.copy_(reader.get(name, { dtype: target.dtype })));
+      }
+    });
+  } finally {
+    reader.close();
+  }
+}
+
+/**
  * PEFT's save_pretrained(path_initial_model_for_weight_conversion=...), which LLaMA-Factory's
  * pissa_convert calls: the trained PiSSA adapter (A, B over the residual base W − s·B₀·A₀) as an
  * ordinary LoRA adapter of rank 2r over the original W, with A' = [A; A₀] and B' = [B, −B₀], so
