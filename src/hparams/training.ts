@@ -18,6 +18,8 @@ import {
   str,
   type Tier,
 } from "./schema.ts";
+// Names only: schedulers.ts imports nothing but types, so the engine does not load here.
+import { SCHEDULER_NAMES } from "../torch/optim/schedulers.ts";
 
 const schedulers = [
   "linear",
@@ -83,7 +85,8 @@ const core = {
   num_train_epochs: float(3, "Passes over the training data.", { min: 0 }),
   max_steps: int(-1, "Total optimizer steps; overrides num_train_epochs when positive.", { min: -1 }),
   lr_scheduler_type: choice(schedulers, "linear", "Learning-rate schedule after warm-up.", {
-    choiceTiers: { reduce_lr_on_plateau: "later", cosine_with_min_lr: "later", warmup_stable_decay: "later" },
+    // Supported exactly when the scheduler module builds it (reduce_lr_on_plateau is not built yet).
+    choiceTiers: Object.fromEntries(schedulers.filter((name) => !(SCHEDULER_NAMES as readonly string[]).includes(name)).map((name) => [name, "later" as const])),
   }),
   lr_scheduler_kwargs: optJson("Extra scheduler options as a dict or JSON string (e.g. num_cycles)."),
   warmup_ratio: float(0, "Fraction of all steps spent warming up the learning rate.", { min: 0, max: 1 }),

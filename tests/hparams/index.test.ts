@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { UserError } from "../../src/errors.ts";
+import { SCHEDULER_NAMES } from "../../src/torch/optim/schedulers.ts";
 import { commandHelp, allFieldsHelp, fieldHelp } from "../../src/hparams/help.ts";
 import {
   type Command,
@@ -123,6 +124,13 @@ describe("tiers", () => {
     });
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo" }), /not yet supported by lmfactory: `stage: dpo`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, optim: "paged_adamw_8bit" }), /`optim: paged_adamw_8bit`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, lr_scheduler_type: "reduce_lr_on_plateau" }), /`lr_scheduler_type: reduce_lr_on_plateau`/);
+  });
+
+  test("every lr_scheduler_type the scheduler module builds is accepted", () => {
+    for (const name of SCHEDULER_NAMES) {
+      assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, lr_scheduler_type: name }), name);
+    }
   });
 
   test("out-of-scope features are refused as such; their defaults pass", () => {
