@@ -5,8 +5,9 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, w
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import {
-  type AdamW,
+  type BaseHyperParameters,
   type LambdaLR,
+  type Optimizer,
   type OptimizerStateMeta,
   type SchedulerState,
   type Tensor,
@@ -46,7 +47,7 @@ export interface TrainerStateJson {
 
 export interface CheckpointParts {
   saveModel: (folder: string) => void;
-  optimizer: AdamW;
+  optimizer: Optimizer<BaseHyperParameters>;
   scheduler: LambdaLR;
   state: TrainerStateJson;
 }
@@ -103,7 +104,7 @@ export function readTrainerState(checkpoint: string): TrainerStateJson {
 }
 
 /** Restores optimizer, scheduler and RNG state saved by `saveCheckpoint`. */
-export function loadTrainingState(checkpoint: string, optimizer: AdamW, scheduler: LambdaLR): void {
+export function loadTrainingState(checkpoint: string, optimizer: Optimizer<BaseHyperParameters>, scheduler: LambdaLR): void {
   const optimizerFile = join(checkpoint, "optimizer.safetensors");
   if (!existsSync(optimizerFile)) {
     throw new UserError(

@@ -4,11 +4,15 @@
 // checkpointing, logging, evaluation, checkpoints and exact resume. Each step runs in `tidy`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { UserError } from "../errors.ts";
 import { checkpointedBackward } from "../model/patches/checkpointing.ts";
 import type { CausalLM } from "../model/registry.ts";
 import {
   AdamW,
+  type BaseHyperParameters,
   type LambdaLR,
+  type Optimizer,
+  SGD,
   type Tensor,
   cat,
   clipGradNorm,
@@ -59,6 +63,8 @@ export interface TrainerOptions {
   gradientAccumulationSteps: number;
   learningRate: number;
   weightDecay: number;
+  /** The HF optimizer name: adamw_torch (default), adamw_torch_fused, adamw_hf or sgd. */
+  optim?: string;
   adamBeta1: number;
   adamBeta2: number;
   adamEpsilon: number;
@@ -154,6 +160,29 @@ function tokensIn(batch: CollatedBatch): number {
   return batch.attention_mask.reduce((sum, row) => sum + row.reduce((a, b) => a + b, 0), 0);
 }
 
+/**
+ * The HF Trainer's optimizer for `optim` over its no-decay groups: torch AdamW for the adamw_*
+ * names (fused or HF's own: the same update), plain SGD (lr only, momentum 0) for `sgd`.
+ */
+function createOptimizer(trainable: [string, Tensor][], options: TrainerOptions): Optimizer<BaseHyperParameters> {
+  const groups = decayParameterGroups(trainable, options.weightDecay);
+  switch (options.optim ?? "adamw_torch") {
+    case "adamw_torch":
+    case "adamw_torch_fused":
+    case "adamw_hf":
+      return new AdamW(groups, {
+        lr: options.learningRate,
+        betas: [options.adamBeta1, options.adamBeta2],
+        eps: options.adamEpsilon,
+        weightDecay: options.weightDecay,
+      });
+    case "sgd":
+      return new SGD(groups, { lr: options.learningRate });
+    default:
+      throw new UserError(`optim ${options.optim} is not built yet`, "optim", "use adamw_torch or sgd");
+  }
+}
+
 export function train(parts: TrainerParts, options: TrainerOptions): TrainResult {
   const { model } = parts;
   const device = options.device ?? "cpu";
@@ -165,13 +194,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
   const totalSteps = options.maxSteps > 0 ? options.maxSteps : Math.ceil(options.numTrainEpochs * stepsPerEpoch);
   const numEpochs = Math.ceil(totalSteps / stepsPerEpoch);
 
-  const trainable = model.namedParameters({ trainableOnly: true });
-  const optimizer = new AdamW(decayParameterGroups(trainable, options.weightDecay), {
-    lr: options.learningRate,
-    betas: [options.adamBeta1, options.adamBeta2],
-    eps: options.adamEpsilon,
-    weightDecay: options.weightDecay,
-  });
+  const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options);
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
     numTrainingSteps: totalSteps,

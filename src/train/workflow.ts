@@ -362,6 +362,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           gradientAccumulationSteps: training.gradient_accumulation_steps,
           learningRate: training.learning_rate,
           weightDecay: training.weight_decay,
+          optim: training.optim,
           adamBeta1: training.adam_beta1,
           adamBeta2: training.adam_beta2,
           adamEpsilon: training.adam_epsilon,

@@ -4,7 +4,7 @@ the accumulated batch, torch.nn.utils.clip_grad_norm_, torch.optim.AdamW with HF
 and HF's linear schedule with warmup.
 
 stdin: {"folder", "steps": [[{"input_ids", "attention_mask", "labels"}, ...], ...] (micro-batches
-per optimizer step), "lr", "weight_decay", "betas", "eps", "max_grad_norm", "warmup", "total"}
+per optimizer step), "optim" ("sgd", else AdamW), "lr", "weight_decay", "betas", "eps", "max_grad_norm", "warmup", "total"}
 stdout: {"losses": [...]}
 """
 import json
@@ -32,7 +32,10 @@ groups = [
     {"params": [p for n, p in params.items() if not no_decay(n)], "weight_decay": req["weight_decay"]},
     {"params": [p for n, p in params.items() if no_decay(n)], "weight_decay": 0.0},
 ]
-optimizer = torch.optim.AdamW(groups, lr=req["lr"], betas=tuple(req["betas"]), eps=req["eps"])
+if req.get("optim") == "sgd":  # the HF Trainer's `optim: sgd`: torch SGD with the learning rate only
+    optimizer = torch.optim.SGD(groups, lr=req["lr"])
+else:
+    optimizer = torch.optim.AdamW(groups, lr=req["lr"], betas=tuple(req["betas"]), eps=req["eps"])
 warmup, total = req["warmup"], req["total"]
 scheduler = torch.optim.lr_scheduler.LambdaLR(
     optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))

@@ -81,29 +81,31 @@ function parts(model: CausalLM, data: TrainingExample[]) {
 
 const tmp = () => mkdtempSync(join(tmpdir(), "lmf-train-"));
 
-test("10 steps of losses match a PyTorch reference loop (fp32, accumulation, clipping, AdamW, warmup)", { skip: !hasTorch && "python3-torch not installed" }, () => {
-  const folder = makeTinyModel({ model_type: "qwen2", tie_word_embeddings: true, use_sliding_window: false });
-  const data = examples(40);
-  const model = loadModel(folder);
-  const result = train(parts(model, data), options(tmp()));
-  model.dispose();
+for (const optim of ["adamw_torch", "sgd"]) {
+  test(`10 steps of losses match a PyTorch reference loop (fp32, accumulation, clipping, optim ${optim}, warmup)`, { skip: !hasTorch && "python3-torch not installed" }, () => {
+    const folder = makeTinyModel({ model_type: "qwen2", tie_word_embeddings: true, use_sliding_window: false });
+    const data = examples(40);
+    const model = loadModel(folder);
+    const result = train(parts(model, data), options(tmp(), { optim }));
+    model.dispose();
 
-  // The same micro-batches in the same order, for the reference.
-  const order = shuffledOrder(data.length, 42);
-  const steps = Array.from({ length: 10 }, (_, s) =>
-    [0, 1].map((m) => collate(order.slice((s * 2 + m) * 2, (s * 2 + m) * 2 + 2).map((i) => data[i]!))),
-  );
-  const out = execFileSync("/usr/bin/python3", ["tests/reference/train_reference.py"], {
-    input: JSON.stringify({ folder, steps, lr: 5e-3, weight_decay: 0.1, betas: [0.9, 0.999], eps: 1e-8, max_grad_norm: 1.0, warmup: 2, total: 10 }),
-    maxBuffer: 1 << 26,
+    // The same micro-batches in the same order, for the reference.
+    const order = shuffledOrder(data.length, 42);
+    const steps = Array.from({ length: 10 }, (_, s) =>
+      [0, 1].map((m) => collate(order.slice((s * 2 + m) * 2, (s * 2 + m) * 2 + 2).map((i) => data[i]!))),
+    );
+    const out = execFileSync("/usr/bin/python3", ["tests/reference/train_reference.py"], {
+      input: JSON.stringify({ folder, steps, optim, lr: 5e-3, weight_decay: 0.1, betas: [0.9, 0.999], eps: 1e-8, max_grad_norm: 1.0, warmup: 2, total: 10 }),
+      maxBuffer: 1 << 26,
+    });
+    const reference: number[] = JSON.parse(out.toString()).losses;
+    assert.equal(result.stepLosses.length, 10);
+    result.stepLosses.forEach((loss, i) => {
+      assert.ok(Math.abs(loss - reference[i]!) <= 1e-5 * Math.abs(reference[i]!), `step ${i + 1}: ${loss} vs ${reference[i]}`);
+    });
+    assert.ok(result.stepLosses[9]! < result.stepLosses[0]!, "the loss falls");
   });
-  const reference: number[] = JSON.parse(out.toString()).losses;
-  assert.equal(result.stepLosses.length, 10);
-  result.stepLosses.forEach((loss, i) => {
-    assert.ok(Math.abs(loss - reference[i]!) <= 1e-5 * Math.abs(reference[i]!), `step ${i + 1}: ${loss} vs ${reference[i]}`);
-  });
-  assert.ok(result.stepLosses[9]! < result.stepLosses[0]!, "the loss falls");
-});
+}
 
 test("a run stopped after a checkpoint resumes exactly: same losses, same weights", () => {
   const folder = makeTinyModel();
