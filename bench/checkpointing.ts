@@ -28,7 +28,7 @@ async function child(mode: "plain" | "checkpointed"): Promise<void> {
           l.backward();
           return l.item();
         })
-      : checkpointedBackward(model, ids, lossOf);
+      : checkpointedBackward(model, ids, (hidden) => lossOf(model.logits(hidden)));
   const seconds = (performance.now() - started) / 1000;
   console.log(JSON.stringify({ mode, loss, seconds, weightsMiB: baseline, peakMiB: statusMiB("VmHWM") }));
 }

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadDatasets, processDataset } from "../src/data/dataset.ts";
 import { loadTokenizer } from "../src/model/tokenizer.ts";
-import type { StageProcessorOptions } from "../src/train/preprocess.ts";
+import { type ProcessorOptions, processorSpec } from "../src/data/processors/factories.ts";
 import type { SupervisedRow } from "../src/data/types.ts";
 import { QWEN3_TOKENIZER_DIR } from "../tests/fixtures/tokenizers.ts";
 
@@ -31,8 +31,7 @@ const rows = Array.from({ length: CONVERSATIONS }, (_, i) => ({
 writeFileSync(join(dir, "chats.json"), JSON.stringify(rows));
 writeFileSync(join(dir, "dataset_info.json"), JSON.stringify({ chats: { file_name: "chats.json", formatting: "sharegpt" } }));
 
-const options: StageProcessorOptions = {
-  stage: "sft",
+const options: ProcessorOptions = {
   modelFolder: QWEN3_TOKENIZER_DIR,
   tokenizer: {},
   template: "qwen3",
@@ -43,7 +42,7 @@ const options: StageProcessorOptions = {
   trainOnPrompt: false,
   maskHistory: false,
 };
-const spec = { module: new URL("../src/train/preprocess.ts", import.meta.url).href, exportName: "makeStageProcessor", args: options };
+const spec = processorSpec("makeSupervisedProcessor", options);
 
 const loadStart = performance.now();
 const { train } = await loadDatasets({ datasetNames: ["chats"], datasetDir: dir });

@@ -86,9 +86,8 @@ async function ours(folder: string, mode: Mode, checkpointing: boolean, steps: n
   const { loadModel } = await import("../src/model/loader.ts");
   const { applyFinetuning } = await import("../src/model/adapters/index.ts");
   const { checkpointedBackward } = await import("../src/model/patches/checkpointing.ts");
-  const { causalLmLoss } = await import("../src/train/trainer.ts");
+  const { causalLmLoss } = await import("../src/train/stages/language_modeling.ts");
   const T = await import("../src/torch/index.ts");
-  type LlamaForCausalLM = import("../src/model/models/llama.ts").LlamaForCausalLM;
   const model = loadModel(folder);
   T.manualSeed(1);
   applyFinetuning(model, { finetuningType: mode, loraRank: HP.lora_rank, loraAlpha: HP.lora_alpha, loraTarget: ["all"], freezeTrainableLayers: 2 });
@@ -112,7 +111,7 @@ async function ours(folder: string, mode: Mode, checkpointing: boolean, steps: n
         const ids = T.tensor(batch);
         // Every position but the last is trained (labels = input ids), with the trainer's causal-LM loss.
         const lossOf = causalLmLoss(ids, batch.length * (batch[0]!.length - 1));
-        if (checkpointing) return checkpointedBackward(model as LlamaForCausalLM, ids, lossOf);
+        if (checkpointing) return checkpointedBackward(model, ids, (hidden) => lossOf(model.logits(hidden)));
         const loss = T.tidy(() => lossOf(model.forward(ids))); // as the trainer: logits freed before backward
         loss.backward();
         return loss.item();

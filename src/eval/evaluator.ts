@@ -7,7 +7,8 @@ import { join } from "node:path";
 import type { Message } from "../data/types.ts";
 import { UserError } from "../errors.ts";
 import type { EvalArgs } from "../hparams/index.ts";
-import { ChatModel } from "../infer/chat_model.ts";
+import type { ChatModel } from "../infer/chat_model.ts";
+import { loadChatModelFromArgs } from "../infer/from_args.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { type Tensor, noGrad, seededRandom, shuffled, tensor, tidy } from "../torch/index.ts";
 
@@ -272,17 +273,7 @@ export async function runEval(args: EvalArgs, options: RunEvalOptions = {}): Pro
     target: loadSubjectSplit(taskFolder, info.subject, split),
   }));
 
-  const chat = ChatModel.load({
-    modelNameOrPath: model.model_name_or_path,
-    adapterNameOrPath: model.adapter_name_or_path ?? null,
-    cacheDir: model.cache_dir ?? null,
-    template: data.template ?? null,
-    defaultSystem: data.default_system ?? null,
-    enableThinking: data.enable_thinking,
-    inferDtype: model.infer_dtype,
-    flashAttn: model.flash_attn,
-    ropeScaling: model.rope_scaling ?? null,
-  });
+  const chat = loadChatModelFromArgs(args);
   try {
     const template = EVAL_TEMPLATES[evaluation.lang];
     const choiceIds = choiceTokenIds(chat.tokenizer);

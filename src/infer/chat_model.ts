@@ -1,19 +1,12 @@
 // The chat engine, after LLaMA-Factory's ChatModel / HuggingfaceEngine: a model (with its adapters
 // merged), its tokenizer and template; `chat(messages)` renders the conversation with the template,
 // generates with the generation arguments and decodes the answer; `streamChat` yields text pieces.
-import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
 import type { ChatTemplate } from "../data/templates/template.ts";
 import type { Message } from "../data/types.ts";
-import { applyFinetuning } from "../model/adapters/index.ts";
-import { loadConfig } from "../model/config.ts";
+import type { CausalLM } from "../model/causal_lm.ts";
 import { type GenerateOptions, generate, generateStream, loadGenerationConfig } from "../model/generation.ts";
-import { resolveModelPath } from "../model/hub.ts";
-import { loadWeights } from "../model/loader.ts";
-import { patchConfig } from "../model/patches/config.ts";
-import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
-import { architectureFor, type CausalLM } from "../model/registry.ts";
-import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
-import type { DType } from "../torch/index.ts";
+import { type LoadedModel, loadPretrained } from "../model/pretrained.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
 
 export interface ChatModelOptions {
   modelNameOrPath: string;
@@ -38,24 +31,33 @@ export class ChatModel {
     readonly defaults: GenerationSettings,
   ) {}
 
+  /** A model loaded for inference by the one loader, with the folder's generation_config.json under `generation`. */
+  static fromLoaded(loaded: LoadedModel, generation: GenerationSettings = {}): ChatModel {
+    const fromFolder = loadGenerationConfig(loaded.modelFolder);
+    return new ChatModel(loaded.model, loaded.tokenizer, loaded.template, { ...fromFolder, ...generation });
+  }
+
+  /** The library entry point: a model folder, its LoRA adapters (merged) and a template. */
   static load(options: ChatModelOptions, generation: GenerationSettings = {}): ChatModel {
-    const folder = resolveModelPath(options.modelNameOrPath, { cacheDir: options.cacheDir });
-    const tokenizer = loadTokenizer(folder);
-    const { template, addedTokens } = getTemplateAndFixTokenizer(options.template, tokenizer, {
-      defaultSystem: options.defaultSystem,
-      enableThinking: options.enableThinking,
-    });
-    const config = loadConfig(folder);
-    patchConfig(config, { flashAttn: options.flashAttn, ropeScaling: options.ropeScaling, training: false });
     // infer_dtype auto: float32 on CPU (bfloat16 when asked; float16 matmul needs CUDA).
-    const dtype: DType = options.inferDtype === "bfloat16" ? "bfloat16" : options.inferDtype === "float16" ? "float16" : "float32";
-    const model = architectureFor(config).build(config, { dtype, init: "empty" });
-    loadWeights(model, folder, dtype);
-    if (addedTokens > 0 || tokenizer.length > config.vocab_size) resizeTokenEmbeddings(model, tokenizer.length);
-    applyFinetuning(model, { finetuningType: "lora", isTrainable: false, adapterNameOrPath: options.adapterNameOrPath ?? null });
-    model.eval();
-    const fromFolder = loadGenerationConfig(folder);
-    return new ChatModel(model, tokenizer, template, { ...fromFolder, ...generation });
+    const dtype = options.inferDtype === "bfloat16" ? "bfloat16" : options.inferDtype === "float16" ? "float16" : "float32";
+    const loaded = loadPretrained(
+      {
+        modelNameOrPath: options.modelNameOrPath,
+        cacheDir: options.cacheDir,
+        template: options.template ?? null,
+        templateOptions: { defaultSystem: options.defaultSystem, enableThinking: options.enableThinking },
+      },
+      {
+        dtype,
+        device: "cpu",
+        training: false,
+        flashAttn: options.flashAttn,
+        ropeScaling: options.ropeScaling,
+        finetuning: { finetuningType: "lora", adapterNameOrPath: options.adapterNameOrPath ?? null },
+      },
+    );
+    return ChatModel.fromLoaded(loaded, generation);
   }
 
   /** The prompt ids for a conversation that ends with a user (or observation) turn. */

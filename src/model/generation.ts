@@ -6,8 +6,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type Tensor, keep, noGrad, tensor, tidy } from "../torch/index.ts";
-import { KVCache } from "./models/llama.ts";
-import type { CausalLM } from "./registry.ts";
+import { KVCache } from "./cache.ts";
+import { type CausalLM, modelDevice } from "./causal_lm.ts";
 import { applyRepetitionPenalty, warpForSampling } from "./logits_process.ts";
 
 export interface GenerateOptions {
@@ -95,10 +95,6 @@ function resolveSettings(prompts: number[][], options: GenerateOptions): Setting
   };
 }
 
-function modelDevice(model: CausalLM): string {
-  return model.lm_head.weight.device;
-}
-
 /**
  * Greedy or sampled decoding of a left-padded batch: yields each step's next token per row (the
  * pad token for rows that already stopped) and returns each row's finish reason.
@@ -114,7 +110,7 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
   const padded = prompts.some((prompt) => prompt.length < width);
   const history = prompts.map((prompt) => [...prompt]);
   const reasons: (FinishReason | null)[] = new Array(B).fill(null);
-  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers, { capacity: width + settings.budget }) : null;
+  const cache = settings.useKvCache ? new KVCache(model.decoderLayers.length, { capacity: width + settings.budget }) : null;
   try {
     for (let step = 0; step < settings.budget; step++) {
       const chosen = tidy(() =>
@@ -247,7 +243,7 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
   let beamScores: number[] = beams.map((_, i) => (i === 0 ? 0 : -1e9));
   const finished = new BeamHypotheses(numBeams, settings.lengthPenalty, settings.earlyStopping, settings.budget);
   const candidateCount = Math.max(2, 1 + settings.stopTokens.size) * numBeams;
-  const cache = settings.useKvCache ? new KVCache(model.config.num_hidden_layers, { capacity: prompt.length + settings.budget }) : null;
+  const cache = settings.useKvCache ? new KVCache(model.decoderLayers.length, { capacity: prompt.length + settings.budget }) : null;
   let done = false;
   try {
     for (let step = 0; step < settings.budget && !done; step++) {

@@ -1,10 +1,11 @@
 // model_type -> architecture. A family that differs from Llama by a flag is an alias row here;
 // one that needs more gets its own file under models/.
 import { UserError } from "../errors.ts";
+import type { BuildOptions, CausalLM } from "./causal_lm.ts";
 import type { ModelConfig } from "./config.ts";
-import { type BuildOptions, LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
+import { LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
 
-export type CausalLM = LlamaForCausalLM;
+export type { CausalLM } from "./causal_lm.ts";
 
 interface Architecture {
   build(config: ModelConfig, options: BuildOptions): CausalLM;

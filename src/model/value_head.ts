@@ -5,8 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { Dropout, Linear, Module, type Tensor, loadTorchBin, noGrad, openSafetensors, saveSafetensors, tidy } from "../torch/index.ts";
-import type { ForwardOptions } from "./models/llama.ts";
-import type { CausalLM } from "./registry.ts";
+import type { CausalLM, ForwardOptions } from "./causal_lm.ts";
 
 export class ValueHead extends Module {
   dropout: Dropout;
@@ -39,8 +38,8 @@ export class CausalLMWithValueHead extends Module {
   /** ids [B, T] -> logits [B, T, V] and values [B, T]. */
   forward(inputIds: Tensor, options: ForwardOptions = {}): { logits: Tensor; values: Tensor } {
     return tidy(() => {
-      const hidden = this.pretrained_model.model.forward(inputIds, options);
-      return { logits: this.pretrained_model.lm_head.forward(hidden), values: this.v_head.forward(hidden) };
+      const hidden = this.pretrained_model.hiddenStates(inputIds, options);
+      return { logits: this.pretrained_model.logits(hidden), values: this.v_head.forward(hidden) };
     });
   }
 }

@@ -5,8 +5,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
+import type { CausalLM } from "../model/causal_lm.ts";
 import { checkpointedBackward } from "../model/patches/checkpointing.ts";
-import type { CausalLM } from "../model/registry.ts";
 import {
   AdamW,
   type BaseHyperParameters,
@@ -14,11 +14,8 @@ import {
   type Optimizer,
   SGD,
   type Tensor,
-  cat,
   clipGradNorm,
-  crossEntropy,
   decayParameterGroups,
-  full,
   getScheduler,
   noGrad,
   seededRandom,
@@ -37,24 +34,9 @@ import {
 } from "./checkpoint.ts";
 import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { plotLoss } from "./plot.ts";
+import type { CollatedBatch, Stage, TrainingExample } from "./stages/stage.ts";
 
-export const IGNORE_INDEX = -100;
-
-/** A processed example, as the data pipeline's processors produce it. */
-export interface TrainingExample {
-  input_ids: number[];
-  attention_mask: number[];
-  labels: number[];
-}
-
-/** A padded batch [B, T] of each field. */
-export interface CollatedBatch {
-  input_ids: number[][];
-  attention_mask: number[][];
-  labels: number[][];
-  /** Packed rows: positions restart at 0 in each packed example. */
-  position_ids?: number[][];
-}
+export type { CollatedBatch, TrainingExample } from "./stages/stage.ts";
 
 export interface TrainerOptions {
   outputDir: string;
@@ -98,11 +80,15 @@ export interface TrainerOptions {
   reporters?: readonly RunReporter[];
 }
 
-export interface TrainerParts {
+/** The stage's loss, as the trainer's one forward path uses it. */
+export type StageLoss<Batch extends CollatedBatch = CollatedBatch> = Pick<Stage<Batch>, "loss" | "lossDenominator">;
+
+export interface TrainerParts<Batch extends CollatedBatch = CollatedBatch> {
   model: CausalLM;
   train: TrainingExample[];
   eval?: TrainingExample[] | null;
-  collate: (rows: TrainingExample[]) => CollatedBatch;
+  collate: (rows: TrainingExample[]) => Batch;
+  stage: StageLoss<Batch>;
   /** Writes the trained weights (the full model or the adapter) into a folder. */
   saveModel: (folder: string) => void;
   /** Loads the weights a checkpoint holds back into the model (for resume). */
@@ -128,32 +114,60 @@ export function shuffledOrder(n: number, seed: number): number[] {
   return shuffled(Array.from({ length: n }, (_, i) => i), seededRandom(seed));
 }
 
-/** Trained tokens of a batch: labels after the shift (position t predicts t+1) that count. */
-function countTrainedTokens(labels: number[][]): number {
-  let count = 0;
-  for (const row of labels) for (let t = 1; t < row.length; t++) if (row[t] !== IGNORE_INDEX) count++;
-  return count;
-}
-
-/**
- * Sum of the token losses of one micro-batch divided by `denominator` (the trained tokens of the
- * whole accumulated batch), so that summed over micro-batches it is the mean over all of them.
- * Position t predicts label t + 1: the labels are shifted left and the last position gets
- * IGNORE_INDEX, as transformers' ForCausalLMLoss does, so the logits [B, T, V] enter the loss as a
- * view, not as a copy of all but their last column (the largest tensor of a step).
- */
-export function causalLmLoss(labels: Tensor, denominator: number) {
-  return (logits: Tensor): Tensor =>
-    tidy(() => {
-      const [B, V] = [logits.shape[0]!, logits.shape[2]!];
-      const shifted = cat([labels.slice(1, 1), full([B, 1], IGNORE_INDEX, { dtype: "int64", device: labels.device })], 1); // [B, T]
-      return crossEntropy(logits.reshape(-1, V).to("float32"), shifted.reshape(-1), { reduction: "sum", ignoreIndex: IGNORE_INDEX }).div(Math.max(denominator, 1));
-    });
-}
-
 /** The mask as a tensor, or null when nothing is padded (then the fused causal kernel applies). */
 function maskOrNull(attentionMask: number[][], device: string): Tensor | null {
   return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask, { device });
+}
+
+/** Metrics a stage records per batch, averaged over the batches they came from. */
+class MetricMeans {
+  private readonly sums = new Map<string, [number, number]>();
+  readonly record = (name: string, value: number): void => {
+    const [sum, count] = this.sums.get(name) ?? [0, 0];
+    this.sums.set(name, [sum + value, count + 1]);
+  };
+  /** The means so far (names prefixed), and a fresh start. */
+  take(prefix = ""): Record<string, number> {
+    const means = Object.fromEntries([...this.sums].map(([name, [sum, count]]) => [prefix + name, sum / count]));
+    this.sums.clear();
+    return means;
+  }
+}
+
+export interface BatchPassOptions {
+  device: string;
+  /** What the summed loss is divided by (the stage's lossDenominator over the accumulated group). */
+  denominator: number;
+  /** Training: backpropagate (gradients accumulate in `.grad`); otherwise no graph is built. */
+  backward: boolean;
+  gradientCheckpointing?: boolean;
+  record?: (name: string, value: number) => void;
+}
+
+/**
+ * The one batch -> forward -> loss path, for training (plain or gradient-checkpointed) and
+ * evaluation: every field of the batch the model reads (ids, padding or neat-packing mask,
+ * positions) reaches it here, and the stage turns the last hidden states into its loss.
+ * Returns the loss value.
+ */
+export function batchLoss<Batch extends CollatedBatch>(model: CausalLM, batch: Batch, stage: StageLoss<Batch>, options: BatchPassOptions): number {
+  const { device } = options;
+  return tidy(() => {
+    const ids = tensor(batch.input_ids, { device });
+    const forward = {
+      attentionMask: maskOrNull(batch.attention_mask, device),
+      positionIds: batch.position_ids ? tensor(batch.position_ids, { device }) : null,
+    };
+    const labels = tensor(batch.labels, { device });
+    const record = options.record ?? (() => {});
+    const lossOf = (hidden: Tensor) => stage.loss({ model, hidden, batch, labels, denominator: options.denominator, record });
+    if (!options.backward) return noGrad(() => lossOf(model.hiddenStates(ids, forward)).item());
+    if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, forward);
+    // Whatever the loss made on the way (logits, their float copy) is freed before backward.
+    const loss = tidy(() => lossOf(model.hiddenStates(ids, forward)));
+    loss.backward();
+    return loss.item();
+  });
 }
 
 function tokensIn(batch: CollatedBatch): number {
@@ -183,7 +197,7 @@ function createOptimizer(trainable: [string, Tensor][], options: TrainerOptions)
   }
 }
 
-export function train(parts: TrainerParts, options: TrainerOptions): TrainResult {
+export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, options: TrainerOptions): TrainResult {
   const { model } = parts;
   const device = options.device ?? "cpu";
   mkdirSync(options.outputDir, { recursive: true });
@@ -240,10 +254,10 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
       saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
       rotateCheckpoints(options.outputDir, options.saveTotalLimit);
     };
-    const evaluate = (): number | undefined => {
+    const evaluateNow = (): number | undefined => {
       if (!parts.eval?.length) return undefined;
-      const evalLoss = evaluateLoss(model, parts.eval, parts.collate, options.evalBatchSize ?? options.batchSize, device);
-      const record = { eval_loss: evalLoss, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device);
+      const record = { eval_loss: evalLoss, ...evalMetrics, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
       logHistory.push(record);
       log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
       return evalLoss;
@@ -257,6 +271,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
     const stepLosses: number[] = [];
     let stepsThisRun = 0;
     let lossSinceLog = 0;
+    const metricsSinceLog = new MetricMeans();
     let stepsSinceLog = 0;
     let tokensSinceLog = 0;
     let timeAtLastLog = log.elapsed();
@@ -266,25 +281,15 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
       const order = parts.inStreamOrder ? [...parts.train.keys()] : shuffledOrder(parts.train.length, options.dataSeed + epoch);
       let microBatch = epoch === position.epoch ? position.microBatch : 0;
       while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
-        const group: CollatedBatch[] = [];
+        const group: Batch[] = [];
         for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
           const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
           group.push(parts.collate(rows));
         }
-        const trainedTokens = group.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0);
+        const denominator = parts.stage.lossDenominator(group);
         let stepLoss = 0;
         for (const batch of group) {
-          stepLoss += tidy(() => {
-            const ids = tensor(batch.input_ids, { device });
-            const labels = tensor(batch.labels, { device });
-            const attentionMask = maskOrNull(batch.attention_mask, device);
-            const lossOf = causalLmLoss(labels, trainedTokens);
-            if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { attentionMask });
-            // The logits and their float copy are not needed by backward: free them before it.
-            const loss = tidy(() => lossOf(model.forward(ids, { attentionMask })));
-            loss.backward();
-            return loss.item();
-          });
+          stepLoss += batchLoss(model, batch, parts.stage, { device, denominator, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
           tokensSinceLog += tokensIn(batch);
         }
         // HF logs the total norm before clipping, of the last step before each log.
@@ -310,6 +315,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
           logHistory.push({
             loss: Math.round(loss * 1e4) / 1e4,
             ...(gradNorm !== undefined && { grad_norm: gradNorm }),
+            ...metricsSinceLog.take(),
             learning_rate: lr,
             epoch: Math.round(epochNow * 100) / 100,
             step: globalStep,
@@ -320,7 +326,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
           tokensSinceLog = 0;
           timeAtLastLog = now;
         }
-        if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluate();
+        if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluateNow();
         if (options.saveStrategy === "steps" && globalStep % options.saveSteps === 0) checkpoint();
         if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
           stopped = true;
@@ -328,7 +334,7 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
         }
       }
       if (!stopped && position.microBatch === 0) {
-        if (options.evalStrategy === "epoch") evaluate();
+        if (options.evalStrategy === "epoch") evaluateNow();
         if (options.saveStrategy === "epoch") checkpoint();
       }
     }
@@ -358,33 +364,31 @@ export function train(parts: TrainerParts, options: TrainerOptions): TrainResult
   }
 }
 
-/** Mean token loss over an evaluation set, batch by batch, without gradients. */
-export function evaluateLoss(
+/**
+ * The evaluation loss over a set, batch by batch without gradients, through the same path as
+ * training: the summed losses divided by the stage's denominator over every batch (the mean token
+ * loss for a causal LM), and the means of the metrics the stage records.
+ */
+export function evaluate<Batch extends CollatedBatch>(
   model: CausalLM,
   rows: TrainingExample[],
-  collate: (rows: TrainingExample[]) => CollatedBatch,
+  parts: Pick<TrainerParts<Batch>, "collate" | "stage">,
   batchSize: number,
   device = "cpu",
-): number {
+): { loss: number; metrics: Record<string, number> } {
   const wasTraining = model.training;
   model.eval();
+  const metrics = new MetricMeans();
+  const batches: Batch[] = [];
   let lossSum = 0;
-  let tokens = 0;
-  for (let start = 0; start < rows.length; start += batchSize) {
-    const batch = collate(rows.slice(start, start + batchSize));
-    const count = countTrainedTokens(batch.labels);
-    lossSum += tidy(() =>
-      noGrad(() =>
-        causalLmLoss(tensor(batch.labels, { device }), 1)(
-          model.forward(tensor(batch.input_ids, { device }), {
-            attentionMask: maskOrNull(batch.attention_mask, device),
-            positionIds: batch.position_ids ? tensor(batch.position_ids, { device }) : null,
-          }),
-        ).item(),
-      ),
-    );
-    tokens += count;
+  try {
+    for (let start = 0; start < rows.length; start += batchSize) {
+      const batch = parts.collate(rows.slice(start, start + batchSize));
+      lossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record });
+      batches.push(batch);
+    }
+  } finally {
+    model.train(wasTraining);
   }
-  model.train(wasTraining);
-  return lossSum / Math.max(tokens, 1);
+  return { loss: lossSum / Math.max(parts.stage.lossDenominator(batches), 1), metrics: metrics.take("eval_") };
 }

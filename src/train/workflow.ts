@@ -1,43 +1,27 @@
-// `lmf train`: the stage workflows pt and sft, as LLaMA-Factory's run_pt / run_sft: tokenizer ->
-// template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save, evaluate,
-// predict. Only this file and src/cli.ts see whole argument groups; the layers get flat values.
+// `lmf train`: any stage in one order of work, as LLaMA-Factory's run_pt / run_sft / ...:
+// tokenizer -> template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save,
+// evaluate, predict. What differs between stages is declared by the stage (src/train/stages/).
+// Only this file and src/cli.ts see whole argument groups; the layers get flat values.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
 import { tokenizerFingerprint } from "../data/cache.ts";
 import type { MixStrategy } from "../data/mix.ts";
-import { collateSupervised } from "../data/processors/collator.ts";
-import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
-import type { ChatTemplate } from "../data/templates/template.ts";
-import type { AlignedExample, SupervisedRow } from "../data/types.ts";
+import type { ProcessorOptions } from "../data/processors/factories.ts";
+import type { AlignedExample } from "../data/types.ts";
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
 import { saveJson } from "../hparams/index.ts";
-import {
-  applyFinetuning,
-  appliedLoraConfig,
-  paramSummary,
-  printParamStatus,
-  restoreLoraWeights,
-  saveLoraAdapter,
-  savePissaConverted,
-} from "../model/adapters/index.ts";
-import { loadConfig } from "../model/config.ts";
-import { type GenerateOptions, generate } from "../model/generation.ts";
-import { resolveModelPath } from "../model/hub.ts";
+import { appliedLoraConfig, restoreLoraWeights, saveLoraAdapter, savePissaConverted } from "../model/adapters/index.ts";
+import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_args.ts";
 import { loadWeights, saveModel } from "../model/loader.ts";
-import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
-import { patchConfig } from "../model/patches/config.ts";
-import { upcastLayernorm } from "../model/patches/upcast.ts";
-import { architectureFor, type CausalLM } from "../model/registry.ts";
-import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
-import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
+import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
-import type { StageProcessorOptions } from "./preprocess.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
+import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
-import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
+import { evaluate, train } from "./trainer.ts";
 
 const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
 
@@ -80,83 +64,6 @@ function computeDtype(args: TrainArgs, device: string): DType {
     throw new UserError("fp16 is not supported on CPU by libtorch", "fp16", "use bf16: true (or neither) on CPU");
   }
   return (args.model.compute_dtype as DType | undefined) ?? "float32";
-}
-
-interface PreparedTokenizer {
-  tokenizer: Tokenizer;
-  template: ChatTemplate;
-  modelFolder: string;
-  addedTokens: number;
-}
-
-interface PreparedModel extends PreparedTokenizer {
-  model: CausalLM;
-  isLora: boolean;
-}
-
-function prepareTokenizer(args: TrainArgs, stage: "pt" | "sft"): PreparedTokenizer {
-  const { model: modelArgs, data } = args;
-  const modelFolder = resolveModelPath(modelArgs.model_name_or_path!, { cacheDir: modelArgs.cache_dir, revision: modelArgs.model_revision });
-  const tokenizer = loadTokenizer(modelFolder, {
-    splitSpecialTokens: modelArgs.split_special_tokens,
-    addTokens: modelArgs.add_tokens ?? undefined,
-    addSpecialTokens: modelArgs.add_special_tokens ?? undefined,
-  });
-  const { template, addedTokens } = getTemplateAndFixTokenizer(stage === "pt" && !data.template ? "empty" : data.template, tokenizer, {
-    defaultSystem: data.default_system,
-    enableThinking: data.enable_thinking,
-    toolFormat: data.tool_format,
-    trainOnPrompt: data.train_on_prompt,
-  });
-  return { tokenizer, template, modelFolder, addedTokens };
-}
-
-function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: string, print: (line: string) => void): PreparedModel {
-  const { model: modelArgs, data, finetuning, training } = args;
-  const { tokenizer, modelFolder } = prepared;
-  const config = loadConfig(modelFolder);
-  for (const notice of patchConfig(config, {
-    flashAttn: modelArgs.flash_attn,
-    ropeScaling: modelArgs.rope_scaling,
-    modelMaxLength: data.cutoff_len,
-    shiftAttn: modelArgs.shift_attn,
-    training: training.do_train,
-  })) {
-    print(notice);
-  }
-  const dtype = computeDtype(args, device);
-  const architecture = architectureFor(config, join(modelFolder, "config.json"));
-  const model = architecture.build(config, { dtype, device, init: modelArgs.train_from_scratch ? "hf" : "empty" });
-  if (!modelArgs.train_from_scratch) loadWeights(model, modelFolder, dtype);
-  model.upcastLogits = modelArgs.upcast_lmhead_output;
-  if (modelArgs.upcast_layernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);
-  if (modelArgs.resize_vocab || prepared.addedTokens > 0 || tokenizer.length > config.vocab_size) {
-    const size = resizeTokenEmbeddings(model, tokenizer.length);
-    print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);
-  }
-  const result = applyFinetuning(model, {
-    finetuningType: finetuning.finetuning_type as "lora" | "freeze" | "full",
-    isTrainable: training.do_train,
-    freezeTrainableLayers: finetuning.freeze_trainable_layers,
-    freezeTrainableModules: finetuning.freeze_trainable_modules,
-    freezeExtraModules: finetuning.freeze_extra_modules,
-    useLlamaPro: finetuning.use_llama_pro,
-    loraRank: finetuning.lora_rank,
-    loraAlpha: finetuning.lora_alpha,
-    loraDropout: finetuning.lora_dropout,
-    loraTarget: finetuning.lora_target,
-    additionalTarget: finetuning.additional_target,
-    useRslora: finetuning.use_rslora,
-    useDora: finetuning.use_dora,
-    pissaInit: finetuning.pissa_init,
-    pissaIter: finetuning.pissa_iter,
-    adapterNameOrPath: modelArgs.adapter_name_or_path,
-    createNewAdapter: finetuning.create_new_adapter,
-    loraDtype: finetuning.finetuning_type === "lora" && dtype !== "float32" && !finetuning.pure_bf16 ? "float32" : undefined,
-  });
-  print(paramSummary(model));
-  if (modelArgs.print_param_status) printParamStatus(model, print);
-  return { ...prepared, model, isLora: result.loraConfig !== null };
 }
 
 function copyTokenizerFiles(from: string, to: string): void {
@@ -212,16 +119,15 @@ async function streamAligned(args: TrainArgs, options: Omit<LoadDatasetsOptions,
   return { train, eval: evaluation };
 }
 
-function stageProcessorOptions(args: TrainArgs, stage: "pt" | "sft", modelFolder: string): StageProcessorOptions {
+function processorOptions(args: TrainArgs, stage: Stage, modelFolder: string): ProcessorOptions {
   const { model: modelArgs, data } = args;
   return {
-    stage,
     modelFolder,
     tokenizer: { splitSpecialTokens: modelArgs.split_special_tokens, addTokens: modelArgs.add_tokens ?? undefined, addSpecialTokens: modelArgs.add_special_tokens ?? undefined },
     template: data.template,
     templateOptions: { defaultSystem: data.default_system, enableThinking: data.enable_thinking, toolFormat: data.tool_format, trainOnPrompt: data.train_on_prompt },
     cutoffLen: data.cutoff_len,
-    packing: data.packing ?? stage === "pt",
+    packing: data.packing ?? stage.packsByDefault ?? false,
     neatPacking: data.neat_packing,
     trainOnPrompt: data.train_on_prompt,
     maskHistory: data.mask_history,
@@ -236,16 +142,17 @@ function stageProcessorOptions(args: TrainArgs, stage: "pt" | "sft", modelFolder
 async function processRows(
   split: "train" | "eval",
   examples: AlignedExample[],
-  stage: "pt" | "sft",
-  prepared: PreparedTokenizer,
+  stage: Stage,
+  prepared: LoadedTokenizer,
   args: TrainArgs,
   print: (line: string) => void,
-): Promise<{ rows: SupervisedRow[]; dropped: number }> {
+): Promise<{ rows: TrainingExample[]; dropped: number }> {
   const { data } = args;
   if (examples.length === 0) return { rows: [], dropped: 0 };
-  const processorOptions = stageProcessorOptions(args, stage, prepared.modelFolder);
+  const spec = stage.processor(processorOptions(args, stage, prepared.modelFolder));
   const cacheKey = {
-    processor: processorOptions,
+    stage: stage.name,
+    processor: spec.args,
     tokenizer: tokenizerFingerprint(prepared.modelFolder),
     datasets: split === "train" ? data.dataset : data.eval_dataset,
     files: dataFilesFingerprint([...(data.dataset ?? []), ...(data.eval_dataset ?? [])], data.dataset_dir),
@@ -256,9 +163,9 @@ async function processRows(
   };
   const started = performance.now();
   let lastReport = started;
-  const result = await processDataset<SupervisedRow>(
+  const result = await processDataset<TrainingExample>(
     examples,
-    { module: new URL("./preprocess.ts", import.meta.url).href, exportName: "makeStageProcessor", args: processorOptions },
+    spec,
     {
       numWorkers: data.preprocessing_num_workers,
       batchSize: data.preprocessing_batch_size,
@@ -281,7 +188,8 @@ async function processRows(
   return { rows: result.rows, dropped: result.dropped.length };
 }
 
-export interface PreparedData extends PreparedTokenizer {
+export interface PreparedData extends LoadedTokenizer {
+  stage: Stage;
   train: TrainingExample[];
   eval: TrainingExample[];
   aligned: { train: AlignedExample[]; eval: AlignedExample[] };
@@ -290,21 +198,19 @@ export interface PreparedData extends PreparedTokenizer {
 
 /** Tokenizer, template and the processed rows exactly as the trainer receives them. */
 export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void): Promise<PreparedData> {
-  const stage = args.finetuning.stage as "pt" | "sft";
-  if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
-  const prepared = prepareTokenizer(args, stage);
+  const stage = stageFor(args.finetuning.stage);
+  const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
   const aligned = await loadAligned(args, print);
   const train = await processRows("train", aligned.train, stage, prepared, args, print);
   const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print);
-  return { ...prepared, train: train.rows as TrainingExample[], eval: evaluation.rows as TrainingExample[], aligned, dropped: train.dropped + evaluation.dropped };
+  return { ...prepared, stage, train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
 }
 
-/** Runs `lmf train` for stage pt or sft. */
+/** Runs `lmf train` for the stage the arguments name. */
 export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
-  const stage = finetuning.stage as "pt" | "sft";
-  if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
+  stageFor(finetuning.stage);
   const resumeFrom = resolveResume(args, print);
   if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
     for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
@@ -314,17 +220,19 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
   const preparedData = await prepareTrainingData(args, print);
-  const { aligned, train: trainRows, eval: evalRows } = preparedData;
+  const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
 
-  const prepared = prepareModel(args, preparedData, device, print);
+  const dtype = computeDtype(args, device);
+  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print }));
   const { model, tokenizer } = prepared;
+  const isLora = prepared.finetuning.loraConfig !== null;
   try {
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-    const collate = (rows: TrainingExample[]) =>
-      collateSupervised(rows, { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId });
+    const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
+    const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
     const saveTrained = (folder: string) => {
-      if (prepared.isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });
+      if (isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });
       else saveModel(model, folder);
       copyTokenizerFiles(prepared.modelFolder, folder);
     };
@@ -332,7 +240,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     // pissa_convert, as LLaMA-Factory's PissaConvertCallback: the initial adapter in pissa_init/
     // at the start; at the end a backup in pissa_backup/ and, in pissa_converted/, an ordinary LoRA
     // adapter over the original base model.
-    const pissaConvert = training.do_train && finetuning.pissa_convert && prepared.isLora && finetuning.pissa_init;
+    const pissaConvert = training.do_train && finetuning.pissa_convert && isLora && finetuning.pissa_init;
     if (finetuning.pissa_convert && !pissaConvert && training.do_train) print("pissa_convert: nothing to convert without pissa_init; ignored.");
     const pissaFolder = (name: string) => join(training.output_dir, name);
     const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
@@ -351,9 +259,10 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           train: trainRows,
           eval: training.eval_strategy !== "no" ? evalRows : null,
           collate,
+          stage,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
-          loadModel: (checkpoint) => (prepared.isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.model.embed_tokens.weight.dtype)),
+          loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
         },
         {
           outputDir: training.output_dir,
@@ -399,56 +308,15 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
       }
     }
     if (training.do_eval && evalRows.length) {
-      const evalLoss = evaluateLoss(model, evalRows, collate, training.per_device_eval_batch_size, device);
-      const metrics: Record<string, number> = { eval_loss: evalLoss };
-      if (stage === "sft" || stage === "pt") metrics.perplexity = Math.exp(evalLoss);
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device);
+      const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
-      print(`eval_loss ${evalLoss.toFixed(4)}  perplexity ${Math.exp(evalLoss).toFixed(4)}`);
+      print(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
-    if (training.do_predict && stage === "sft") {
-      predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, device, print);
+    if (training.do_predict && stage.predict) {
+      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, print);
     }
   } finally {
     model.dispose();
   }
 }
-
-/** do_predict with predict_with_generate: generated_predictions.jsonl and BLEU/ROUGE. */
-function predict(prepared: PreparedModel, examples: AlignedExample[], args: TrainArgs, device: string, print: (line: string) => void): void {
-  const { training, generating, data } = args;
-  const { model, tokenizer, template } = prepared;
-  model.eval();
-  const stopIds = template.getStopTokenIds(tokenizer);
-  const batchSize = training.per_device_eval_batch_size;
-  const rows: { prompt: string; predict: string; label: string }[] = [];
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const batch = examples.slice(start, start + batchSize);
-    const prompts = batch.map((example) => template.encodeOneturn(tokenizer, [...example._prompt, { role: "assistant", content: "" }], example._system, example._tools)[0]);
-    const options: GenerateOptions = {
-      doSample: generating.do_sample,
-      temperature: generating.temperature,
-      topP: generating.top_p,
-      topK: generating.top_k,
-      numBeams: training.generation_num_beams ?? generating.num_beams,
-      repetitionPenalty: generating.repetition_penalty,
-      lengthPenalty: generating.length_penalty,
-      maxNewTokens: generating.max_new_tokens,
-      eosTokenId: stopIds,
-      padTokenId: tokenizer.padTokenId ?? stopIds[0],
-    };
-    const { sequences } = generate(model, prompts.map((p) => p.slice(-(data.cutoff_len))), options);
-    batch.forEach((example, i) => {
-      rows.push({
-        prompt: tokenizer.decode(prompts[i]!, { skipSpecialTokens: false }),
-        predict: tokenizer.decode(sequences[i]!, { skipSpecialTokens: true }),
-        label: example._response[0]?.content ?? "",
-      });
-    });
-    print(`predicted ${rows.length}/${examples.length}`);
-  }
-  writeGeneratedPredictions(training.output_dir, rows);
-  const metrics = computeSimilarity(rows.map((r) => r.predict), rows.map((r) => r.label));
-  saveMetrics(training.output_dir, "predict", { ...metrics });
-  print(`wrote ${join(training.output_dir, "generated_predictions.jsonl")}: ${JSON.stringify(metrics)}`);
-}
-

@@ -28,6 +28,7 @@ import { expandCheckpoint, expandLayers } from "../../src/model/adapters/llama_p
 import { Linear, type Tensor, linear, liveTensors, manualSeed, noGrad, openSafetensors, randn, saveSafetensors, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 import { assertClose, torchReference } from "../torch/torch-reference.ts";
+import type { LlamaForCausalLM } from "../../src/model/models/llama.ts";
 
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 
@@ -110,8 +111,8 @@ test("applyLora: B = 0 leaves the model output unchanged; merge equals the unmer
   assert.ok(maxAbsDiff(unmerged, before) > 1e-3, "the adapter changes the output");
   mergeLora(model);
   assert.equal(loraLayers(model).length, 0);
-  assert.ok(model.model.layers[0]!.self_attn.q_proj instanceof Linear);
-  assert.ok(!(model.model.layers[0]!.self_attn.q_proj instanceof LoraLinear));
+  assert.ok((model as LlamaForCausalLM).model.layers[0]!.self_attn.q_proj instanceof Linear);
+  assert.ok(!((model as LlamaForCausalLM).model.layers[0]!.self_attn.q_proj instanceof LoraLinear));
   assert.ok(maxAbsDiff(logits(model), unmerged) <= 1e-5, `merge diff ${maxAbsDiff(logits(model), unmerged)}`);
   model.dispose();
 });
@@ -156,7 +157,7 @@ test("saveLoraAdapter writes PEFT keys and config; loading into a fresh model gi
   const model = loadModel(baseFolder);
   applyLora(model, { targets: ["q_proj", "v_proj", "down_proj"], rank: 4, alpha: 16, dropout: 0.1, additionalTarget: ["lm_head"] });
   randomizeLora(model);
-  noGrad(() => model.lm_head.weight.mul_(1.5));
+  noGrad(() => (model as LlamaForCausalLM).lm_head.weight.mul_(1.5));
   const expected = logits(model);
   const adapterFolder = tempFolder();
   saveLoraAdapter(model, adapterFolder, null, { baseModelNameOrPath: baseFolder });
@@ -398,13 +399,13 @@ test("LLaMA Pro: expansion adds identity blocks (same outputs), names them, and 
   const before = logits(model);
   const expanded = expandLayers(model, { numExpandedLayers: 2 });
   assert.equal(expanded.config.num_hidden_layers, 6);
-  assert.equal(expanded.model.layers.length, 6);
+  assert.equal((expanded as LlamaForCausalLM).model.layers.length, 6);
   assert.ok(maxAbsDiff(logits(expanded), before) <= 1e-6, `diff ${maxAbsDiff(logits(expanded), before)}`);
   // Layers 0 1 [1'] 2 3 [3']: the copies sit at 2 and 5, with o_proj/down_proj zero.
-  assert.ok(tidy(() => expanded.model.layers[2]!.self_attn.o_proj.weight.abs().sum().item()) === 0);
-  assert.ok(tidy(() => expanded.model.layers[5]!.mlp.down_proj.weight.abs().sum().item()) === 0);
-  assert.ok(tidy(() => expanded.model.layers[5]!.self_attn.q_proj.weight.equal(model.model.layers[3]!.self_attn.q_proj.weight)));
-  assert.ok(tidy(() => expanded.model.layers[4]!.mlp.up_proj.weight.equal(model.model.layers[3]!.mlp.up_proj.weight)));
+  assert.ok(tidy(() => (expanded as LlamaForCausalLM).model.layers[2]!.self_attn.o_proj.weight.abs().sum().item()) === 0);
+  assert.ok(tidy(() => (expanded as LlamaForCausalLM).model.layers[5]!.mlp.down_proj.weight.abs().sum().item()) === 0);
+  assert.ok(tidy(() => (expanded as LlamaForCausalLM).model.layers[5]!.self_attn.q_proj.weight.equal((model as LlamaForCausalLM).model.layers[3]!.self_attn.q_proj.weight)));
+  assert.ok(tidy(() => (expanded as LlamaForCausalLM).model.layers[4]!.mlp.up_proj.weight.equal((model as LlamaForCausalLM).model.layers[3]!.mlp.up_proj.weight)));
   assert.throws(() => expandLayers(model, { numExpandedLayers: 3 }), /divisible/);
 
   applyFinetuning(expanded, { finetuningType: "freeze", freezeTrainableLayers: 2, useLlamaPro: true });
@@ -492,7 +493,7 @@ test("LoRA leaks no tensors across training steps and merging frees the adapter 
   // Each layer frees A, B and the magnitude; its base weight (and bias) are replaced one for one,
   // except the tied head, whose old weight is still the embedding table.
   assert.equal(liveTensors(), live - loraTensors + 1);
-  assert.ok(!model.model.embed_tokens.weight.isDisposed);
+  assert.ok(!(model as LlamaForCausalLM).model.embed_tokens.weight.isDisposed);
   assert.ok(maxAbsDiff(logits(model), unmerged) <= 1e-5);
   ids.dispose();
   model.dispose();
@@ -532,7 +533,7 @@ function checkpointingMatchesPlainBackward(additionalTarget: string[] | null): v
   const plain = model.parameters({ trainableOnly: true }).map((weight) => weight.grad!.toFlatArray());
   model.zeroGrad();
   manualSeed(21);
-  checkpointedBackward(model, ids, lossOf);
+  checkpointedBackward(model, ids, (hidden) => lossOf(model.logits(hidden)));
   const recomputed = model.parameters({ trainableOnly: true }).map((weight) => weight.grad!.toFlatArray());
   plain.forEach((grad, index) => assert.ok(maxAbsDiff(grad, recomputed[index]!) <= 1e-5, `parameter ${index}`));
   ids.dispose();

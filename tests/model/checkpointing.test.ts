@@ -36,7 +36,7 @@ test("checkpointed backward matches the plain backward, leaves no tensors behind
   const before = liveTensors();
   manualSeed(7);
   const nextDraw = tidy(() => {
-    const loss = checkpointedBackward(model, ids, lossOf(ids), { attentionMask: mask });
+    const loss = checkpointedBackward(model, ids, (hidden) => lossOf(ids)(model.logits(hidden)), { attentionMask: mask });
     assert.ok(Math.abs(loss - plainLoss) < 1e-6, `loss ${loss} vs ${plainLoss}`);
     return rand([1]).item();
   });

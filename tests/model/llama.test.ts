@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { loadModel } from "../../src/model/loader.ts";
-import { KVCache } from "../../src/model/models/llama.ts";
+import { KVCache } from "../../src/model/cache.ts";
 import { cat, liveTensors, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 import { near } from "../torch/op-helpers.ts";

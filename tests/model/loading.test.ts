@@ -12,6 +12,7 @@ import { upcastLayernorm } from "../../src/model/patches/upcast.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
+import type { LlamaForCausalLM } from "../../src/model/models/llama.ts";
 
 const userError = (pattern: RegExp) => (error: unknown) => isUserError(error) && pattern.test(error.message);
 
@@ -30,10 +31,10 @@ test("weights load straight into bfloat16; upcast_layernorm keeps norms in float
   const folder = makeTinyModel();
   const full = loadModel(folder);
   const half = loadModel(folder, { dtype: "bfloat16" });
-  assert.equal(half.model.layers[0]!.self_attn.q_proj.weight.dtype, "bfloat16");
+  assert.equal((half as LlamaForCausalLM).model.layers[0]!.self_attn.q_proj.weight.dtype, "bfloat16");
   const changed = upcastLayernorm(half);
   assert.ok(changed.includes("model.norm.weight") && changed.includes("model.layers.1.post_attention_layernorm.weight"), changed.join(","));
-  assert.equal(half.model.norm.weight.dtype, "float32");
+  assert.equal((half as LlamaForCausalLM).model.norm.weight.dtype, "float32");
   const ids = tensor([[3, 14, 15, 92, 65]]);
   tidy(() =>
     noGrad(() => {

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { loadConfig, normalizeConfig } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { patchConfig } from "../../src/model/patches/config.ts";
-import { shiftedSparseAttention } from "../../src/model/patches/longlora.ts";
+import { applyShiftedSparseAttention, shiftedSparseAttention } from "../../src/model/patches/longlora.ts";
 import { architectureFor } from "../../src/model/registry.ts";
 import { manualSeed, noGrad, randn, tensor, tidy } from "../../src/torch/index.ts";
 import { TINY_LLAMA, makeTinyModel } from "../fixtures/tiny_model.ts";
@@ -35,6 +35,7 @@ test("shift_attn changes training attention only, and only for llama", () => {
   const config = loadConfig(folder);
   assert.match(patchConfig(config, { shiftAttn: true, training: true }).join("\n"), /group size ratio 0.25/);
   const model = architectureFor(config).build(config, { init: "empty" });
+  assert.equal(applyShiftedSparseAttention(model, config.group_size_ratio!), config.num_hidden_layers);
   model.loadStateDict(loadModel(folder).stateDict());
   const plain = loadModel(folder);
   const ids = tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]]);

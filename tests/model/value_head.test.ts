@@ -9,6 +9,7 @@ import { resizeTokenEmbeddings } from "../../src/model/patches/embedding.ts";
 import { CausalLMWithValueHead, loadValueHead, saveValueHead } from "../../src/model/value_head.ts";
 import { linear, manualSeed, noGrad, openSafetensors, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
+import type { LlamaForCausalLM } from "../../src/model/models/llama.ts";
 
 test("value head: v = summary(hidden) per position, saved and loaded under TRL's names", () => {
   const folder = makeTinyModel();
@@ -20,7 +21,7 @@ test("value head: v = summary(hidden) per position, saved and loaded under TRL's
       const { logits, values } = model.forward(ids);
       assert.deepEqual(values.shape, [1, 6]);
       assert.ok(logits.allclose(model.pretrained_model.forward(ids)));
-      const hidden = model.pretrained_model.model.forward(ids);
+      const hidden = model.pretrained_model.hiddenStates(ids);
       const expected = linear(hidden, model.v_head.summary.weight, model.v_head.summary.bias).squeeze(-1);
       assert.ok(values.allclose(expected, 1e-6, 1e-7));
     }),
@@ -40,17 +41,17 @@ test("value head: v = summary(hidden) per position, saved and loaded under TRL's
 test("resize_vocab pads to a multiple of 64 with noisy-mean rows and keeps old rows and outputs", () => {
   for (const tied of [false, true]) {
     const model = loadModel(makeTinyModel({ tie_word_embeddings: tied }));
-    const before = tidy(() => model.model.embed_tokens.weight.clone());
+    const before = tidy(() => (model as LlamaForCausalLM).model.embed_tokens.weight.clone());
     const ids = tensor([[1, 2, 3, 95]]);
     const logitsBefore = tidy(() => noGrad(() => model.forward(ids).clone()));
     manualSeed(3);
     assert.equal(resizeTokenEmbeddings(model, 100), 128);
     assert.equal(resizeTokenEmbeddings(model, 100), 128, "a vocabulary that fits is left alone");
     assert.equal(model.config.vocab_size, 128);
-    const weight = model.model.embed_tokens.weight;
+    const weight = (model as LlamaForCausalLM).model.embed_tokens.weight;
     assert.deepEqual(weight.shape, [128, 32]);
-    assert.deepEqual(model.lm_head.weight.shape, [128, 32]);
-    assert.equal(model.lm_head.weight === weight, tied);
+    assert.deepEqual((model as LlamaForCausalLM).lm_head.weight.shape, [128, 32]);
+    assert.equal((model as LlamaForCausalLM).lm_head.weight === weight, tied);
     tidy(() => {
       assert.ok(weight.slice(0, 0, 96).equal(before));
       // New rows scatter around the old mean with std 1/sqrt(32) ≈ 0.18.

@@ -9,8 +9,10 @@ import { join } from "node:path";
 import { loadModel, loadWeights, saveModel } from "../../src/model/loader.ts";
 import type { CausalLM } from "../../src/model/registry.ts";
 import { listCheckpoints } from "../../src/train/checkpoint.ts";
-import { type CollatedBatch, type TrainerOptions, type TrainingExample, shuffledOrder, train } from "../../src/train/trainer.ts";
-import { liveTensors, manualSeed } from "../../src/torch/index.ts";
+import { type CollatedBatch, type TrainerOptions, type TrainingExample, batchLoss, evaluate, shuffledOrder, train } from "../../src/train/trainer.ts";
+import { collateSupervised } from "../../src/data/processors/collator.ts";
+import { languageModeling } from "../../src/train/stages/language_modeling.ts";
+import { liveTensors, manualSeed, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
@@ -74,6 +76,7 @@ function parts(model: CausalLM, data: TrainingExample[]) {
     model,
     train: data,
     collate,
+    stage: languageModeling,
     saveModel: (folder: string) => saveModel(model, folder),
     loadModel: (folder: string) => loadWeights(model, folder, "float32"),
   };
@@ -201,4 +204,42 @@ test("a checkpoint write killed half way leaves the previous checkpoint complete
   assert.equal(resumed.globalStep, 6);
   assert.equal(resumed.stepLosses.length, 4);
   fresh.dispose();
+});
+
+test("a neat-packed row trains and evaluates as its examples alone: the training path passes position_ids", () => {
+  const folder = makeTinyModel();
+  const model = loadModel(folder);
+  // Two examples, their first token a masked prompt, packed into one row (neat packing numbers them 1, 2).
+  const a = [5, 9, 14, 22];
+  const b = [7, 31, 8, 40, 12];
+  const masked = (ids: number[]) => ids.map((id, t) => (t === 0 ? -100 : id));
+  const packed = {
+    input_ids: [[...a, ...b]],
+    attention_mask: [[...a.map(() => 1), ...b.map(() => 2)]],
+    position_ids: [[...a.keys(), ...b.keys()]],
+    labels: [[...masked(a), ...masked(b)]],
+  };
+  // Independently: each example alone through the model, token log-probabilities summed by hand.
+  const alone = (ids: number[]) =>
+    noGrad(() =>
+      tidy(() => {
+        const logProbs = model.forward(tensor([ids])).logSoftmax(-1).toArray() as number[][][];
+        let sum = 0;
+        for (let t = 1; t < ids.length; t++) sum -= logProbs[0]![t - 1]![ids[t]!]!;
+        return sum;
+      }),
+    );
+  const expected = (alone(a) + alone(b)) / (a.length - 1 + b.length - 1);
+  const stage = languageModeling;
+  const denominator = stage.lossDenominator([packed]);
+  assert.equal(denominator, a.length - 1 + b.length - 1);
+  model.eval(); // no dropout in the tiny model either way; eval keeps the comparison exact
+  for (const gradientCheckpointing of [false, true]) {
+    const trained = batchLoss(model, packed, stage, { device: "cpu", denominator, backward: true, gradientCheckpointing });
+    assert.ok(Math.abs(trained - expected) < 1e-5, `training path (checkpointing ${gradientCheckpointing}): ${trained} vs ${expected}`);
+    model.zeroGrad();
+  }
+  const evaluated = evaluate(model, [{ input_ids: packed.input_ids[0]!, attention_mask: packed.attention_mask[0]!, position_ids: packed.position_ids[0]!, labels: packed.labels[0]! }], { collate: (rows) => collateSupervised(rows, { padTokenId: 0 }), stage }, 1);
+  assert.ok(Math.abs(evaluated.loss - expected) < 1e-5, `evaluation path: ${evaluated.loss} vs ${expected}`);
+  model.dispose();
 });

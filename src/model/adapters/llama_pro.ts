@@ -38,7 +38,7 @@ export function expandLayers(model: CausalLM, options: ExpandOptions): CausalLM 
     if ((layer + 1) % split === 0) sources.push([layer, true]);
   }
   const config = { ...model.config, num_hidden_layers: numLayers + numExpand };
-  const reference = model.model.embed_tokens.weight;
+  const reference = model.inputEmbeddings().weight;
   const expanded = architectureFor(config).build(config, { dtype: reference.dtype, device: reference.device, init: "empty" });
   const oldState = model.stateDict();
   noGrad(() => {

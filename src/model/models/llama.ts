@@ -2,7 +2,6 @@
 // variants, switched by config flags): RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU.
 // Property names are the HF checkpoint names, so weights load without key maps.
 import {
-  type DType,
   type Tensor,
   Embedding,
   Linear,
@@ -10,15 +9,13 @@ import {
   RMSNorm,
   arange,
   attentionComposed,
-  empty,
   full,
-  keep,
   scaledDotProductAttention,
-  tensor,
   tidy,
 } from "../../torch/index.ts";
+import type { KVCache } from "../cache.ts";
+import type { AttentionKernel, BuildOptions, CausalLM, DecoderLayer, ForwardOptions, LayerContext } from "../causal_lm.ts";
 import type { ModelConfig } from "../config.ts";
-import { shiftedSparseAttention } from "../patches/longlora.ts";
 import { RotaryEmbedding, applyRotary } from "../rope.ts";
 
 /** What differs between the families that share this file (from the registry's alias table). */
@@ -29,85 +26,19 @@ export interface LlamaVariant {
   qkNorm?: boolean;
 }
 
-export interface BuildOptions {
-  dtype?: DType;
-  device?: string;
-  /** "empty" skips initialisation for weights about to be loaded. */
-  init?: "hf" | "empty";
+export type { BuildOptions, ForwardOptions } from "../causal_lm.ts";
+
+/** RoPE tables and the mask every layer of one pass shares. */
+interface LlamaContext extends LayerContext {
+  cos: Tensor;
+  sin: Tensor;
+  mask: Tensor | null;
 }
 
-// --- KV cache ------------------------------------------------------------------------------------
-
-/**
- * Keys and values of past positions, per layer one buffer [B, Hkv, capacity, D] filled up to
- * `length`, kept outside `tidy`. Each step writes its new positions in place and attention reads a
- * view of the filled part, so a step costs no copy of the history (growing by `cat` copied it all).
- */
-export class KVCache {
-  keys: (Tensor | null)[];
-  values: (Tensor | null)[];
-  private readonly _lengths: number[];
-  /** Positions to reserve at the first write (prompt + new tokens, when the caller knows them). */
-  private readonly _reserve: number;
-
-  constructor(numLayers: number, options: { capacity?: number } = {}) {
-    this.keys = new Array(numLayers).fill(null);
-    this.values = new Array(numLayers).fill(null);
-    this._lengths = new Array(numLayers).fill(0);
-    this._reserve = options.capacity ?? 0;
-  }
-
-  /** Positions already cached. */
-  get length(): number {
-    return this._lengths[0] ?? 0;
-  }
-
-  /** Writes this step's k/v [B, Hkv, T, D] after the cached ones; returns the history [B, Hkv, S, D]. */
-  update(layer: number, key: Tensor, value: Tensor): [Tensor, Tensor] {
-    const past = this._lengths[layer]!;
-    const T = key.shape[2]!;
-    const needed = past + T;
-    if (needed > (this.keys[layer]?.shape[2] ?? 0)) this.grow(layer, key, Math.max(needed, this._reserve, 2 * past));
-    this.keys[layer]!.narrow(2, past, T).copy_(key);
-    this.values[layer]!.narrow(2, past, T).copy_(value);
-    this._lengths[layer] = needed;
-    return [this.keys[layer]!.narrow(2, 0, needed), this.values[layer]!.narrow(2, 0, needed)];
-  }
-
-  /** Keeps batch rows `sources` (beam search: each surviving beam's parent), in that order. */
-  reorder(sources: number[]): void {
-    tidy(() => {
-      const index = tensor(sources, { dtype: "int64", device: this.keys[0]?.device ?? "cpu" });
-      for (const list of [this.keys, this.values]) {
-        list.forEach((old, layer) => {
-          if (!old) return;
-          list[layer] = keep(old.indexSelect(0, index));
-          old.dispose();
-        });
-      }
-    });
-  }
-
-  dispose(): void {
-    for (const t of [...this.keys, ...this.values]) t?.dispose();
-    this.keys.fill(null);
-    this.values.fill(null);
-    this._lengths.fill(0);
-  }
-
-  /** Moves the layer to buffers of `capacity` positions, carrying over what is cached. */
-  private grow(layer: number, like: Tensor, capacity: number): void {
-    const [B, heads, , D] = like.shape as number[];
-    const past = this._lengths[layer]!;
-    const options = { dtype: like.dtype, device: like.device };
-    for (const list of [this.keys, this.values]) {
-      const buffer = keep(empty([B!, heads!, capacity, D!], options));
-      const old = list[layer];
-      if (old && past > 0) tidy(() => buffer.narrow(2, 0, past).copy_(old.narrow(2, 0, past)));
-      old?.dispose();
-      list[layer] = buffer;
-    }
-  }
+/** `eager` composes attention from matmul and softmax; `sdpa` uses the engine's fused kernel. */
+function defaultKernel(eager: boolean): AttentionKernel {
+  const attend = eager ? attentionComposed : scaledDotProductAttention;
+  return (q, k, v, mask) => (mask ? attend(q, k, v, { mask }) : attend(q, k, v, { isCausal: true }));
 }
 
 // --- Attention -----------------------------------------------------------------------------------
@@ -119,10 +50,7 @@ export class LlamaAttention extends Module {
   o_proj: Linear;
   q_norm: RMSNorm | null = null;
   k_norm: RMSNorm | null = null;
-  /** `eager` composes attention from matmul and softmax; `sdpa` uses the engine's fused kernel. */
-  private readonly _eager: boolean;
-  /** LongLoRA S²-Attn group size ratio while training (shift_attn), else null. */
-  private readonly _shiftRatio: number | null;
+  attentionKernel: AttentionKernel;
   private readonly _heads: number;
   private readonly _kvHeads: number;
   private readonly _headDim: number;
@@ -140,8 +68,7 @@ export class LlamaAttention extends Module {
       this.q_norm = new RMSNorm(headDim, { eps: config.rms_norm_eps, dtype: options.dtype, device: options.device });
       this.k_norm = new RMSNorm(headDim, { eps: config.rms_norm_eps, dtype: options.dtype, device: options.device });
     }
-    this._eager = config._attn_implementation === "eager";
-    this._shiftRatio = typeof config.group_size_ratio === "number" ? config.group_size_ratio : null;
+    this.attentionKernel = defaultKernel(config._attn_implementation === "eager");
     this._heads = heads;
     this._kvHeads = kvHeads;
     this._headDim = headDim;
@@ -162,13 +89,7 @@ export class LlamaAttention extends Module {
     k = applyRotary(k.transpose(1, 2), cos, sin); // [B, Hkv, T, D]
     let [keys, values] = [k, v];
     if (cache) [keys, values] = cache.update(layerIndex, k, v); // [B, Hkv, S, D]
-    const attend = this._eager ? attentionComposed : scaledDotProductAttention;
-    const attended =
-      this._shiftRatio !== null && this.training && !cache
-        ? shiftedSparseAttention(q, keys, values, mask, this._shiftRatio)
-        : mask
-          ? attend(q, keys, values, { mask })
-          : attend(q, keys, values, { isCausal: true });
+    const attended = this.attentionKernel(q, keys, values, mask, { training: this.training, cached: cache !== null });
     return this.o_proj.forward(attended.transpose(1, 2).reshape(B, T, this._heads * D));
   }
 }
@@ -196,7 +117,7 @@ export class LlamaMLP extends Module {
 
 // --- Decoder layer -------------------------------------------------------------------------------
 
-export class LlamaDecoderLayer extends Module {
+export class LlamaDecoderLayer extends Module implements DecoderLayer {
   self_attn: LlamaAttention;
   mlp: LlamaMLP;
   input_layernorm: RMSNorm;
@@ -216,7 +137,8 @@ export class LlamaDecoderLayer extends Module {
    * layer's temporaries are freed as soon as it is done (autograd keeps what backward needs), as
    * Python frees them when they go out of scope; a frozen layer then leaves nothing behind.
    */
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layerIndex: number): Tensor {
+  forward(x: Tensor, context: LayerContext, cache: KVCache | null, layerIndex: number): Tensor {
+    const { cos, sin, mask } = context as LlamaContext;
     return tidy(() => {
       const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, mask, cache, layerIndex));
       return h.add(this.mlp.forward(this.post_attention_layernorm.forward(h)));
@@ -225,19 +147,6 @@ export class LlamaDecoderLayer extends Module {
 }
 
 // --- Model ---------------------------------------------------------------------------------------
-
-export interface ForwardOptions {
-  /**
-   * [B, S] 1 for real tokens, 0 for padding, over cached + new positions; or, without a cache,
-   * neat packing's example numbers (1, 1, 2, 2, 2, 0...), which also blocks attention across examples.
-   */
-  attentionMask?: Tensor | null;
-  /** [B, T] positions; by default counted from the cache length (or from the mask's cumsum). */
-  positionIds?: Tensor | null;
-  cache?: KVCache | null;
-  /** Logits of the last this many positions only (HF's logits_to_keep); 0 keeps all. */
-  logitsToKeep?: number;
-}
 
 export class LlamaModel extends Module {
   embed_tokens: Embedding;
@@ -267,16 +176,16 @@ export class LlamaModel extends Module {
   /** ids [B, T] -> final hidden states [B, T, C]. */
   forward(inputIds: Tensor, options: ForwardOptions = {}): Tensor {
     const cache = options.cache ?? null;
-    const { cos, sin, mask } = this.prepare(inputIds, options);
+    const context = this.prepare(inputIds, options);
     let hidden = this.embed_tokens.forward(inputIds);
     this.layers.forEach((layer, index) => {
-      hidden = layer.forward(hidden, cos, sin, mask, cache, index);
+      hidden = layer.forward(hidden, context, cache, index);
     });
     return this.norm.forward(hidden);
   }
 
   /** What every layer shares for this batch: RoPE cos/sin [B, T, D] and the attention mask. */
-  prepare(inputIds: Tensor, options: ForwardOptions = {}): { cos: Tensor; sin: Tensor; mask: Tensor | null } {
+  prepare(inputIds: Tensor, options: ForwardOptions = {}): LlamaContext {
     const [B, T] = [inputIds.shape[0]!, inputIds.shape[1]!];
     const past = options.cache?.length ?? 0;
     const positions = options.positionIds ?? defaultPositions(B, T, past, options.attentionMask ?? null);
@@ -284,7 +193,8 @@ export class LlamaModel extends Module {
     // Computed in float32, then cast to the activations' dtype as HF does.
     const dtype = this.embed_tokens.weight.dtype;
     const mask = this.buildMask(B, T, past, options.attentionMask ?? null);
-    return { cos: cos.to(dtype), sin: sin.to(dtype), mask: mask && mask.to(dtype) };
+    const context = { cos: cos.to(dtype), sin: sin.to(dtype), mask: mask && mask.to(dtype) };
+    return { ...context, tensors: [context.cos, context.sin, ...(context.mask ? [context.mask] : [])] };
   }
 
   /**
@@ -333,10 +243,9 @@ function defaultPositions(B: number, T: number, past: number, attentionMask: Ten
   return arange(past, past + T).view(1, T).expand(B, T);
 }
 
-export class LlamaForCausalLM extends Module {
+export class LlamaForCausalLM extends Module implements CausalLM {
   model: LlamaModel;
   lm_head: Linear;
-  /** upcast_lmhead_output: logits in float32 whatever the weights' dtype. */
   upcastLogits = false;
 
   constructor(
@@ -367,7 +276,10 @@ export class LlamaForCausalLM extends Module {
     }
   }
 
-  /** ids [B, T] -> logits [B, T, V] (or [B, logitsToKeep, V]). */
+  get decoderLayers(): readonly DecoderLayer[] {
+    return this.model.layers;
+  }
+
   forward(inputIds: Tensor, options: ForwardOptions = {}): Tensor {
     return tidy(() => {
       let hidden = this.model.forward(inputIds, options);
@@ -375,8 +287,36 @@ export class LlamaForCausalLM extends Module {
       // Generation needs the last position only; the vocabulary projection of a whole prompt is
       // often the largest matmul of the prefill.
       if (keepLast > 0 && keepLast < hidden.shape[1]!) hidden = hidden.narrow(1, hidden.shape[1]! - keepLast, keepLast);
-      const logits = this.lm_head.forward(hidden);
-      return this.upcastLogits ? logits.to("float32") : logits;
+      return this.logits(hidden);
     });
+  }
+
+  hiddenStates(inputIds: Tensor, options: ForwardOptions = {}): Tensor {
+    return this.model.forward(inputIds, options);
+  }
+
+  embed(inputIds: Tensor): Tensor {
+    return this.model.embed_tokens.forward(inputIds);
+  }
+
+  layerContext(inputIds: Tensor, options: ForwardOptions = {}): LayerContext {
+    return this.model.prepare(inputIds, options);
+  }
+
+  finalNorm(hidden: Tensor): Tensor {
+    return this.model.norm.forward(hidden);
+  }
+
+  logits(hidden: Tensor): Tensor {
+    const logits = this.lm_head.forward(hidden);
+    return this.upcastLogits ? logits.to("float32") : logits;
+  }
+
+  inputEmbeddings(): Embedding {
+    return this.model.embed_tokens;
+  }
+
+  outputEmbeddings(): Linear {
+    return this.lm_head;
   }
 }

@@ -3,35 +3,37 @@
 // gradients on and backpropagating through it (what torch.utils.checkpoint does with
 // use_reentrant=True). Each layer's RNG state is replayed so dropout masks match.
 import { type Tensor, getRngState, keep, noGrad, setRngState, tidy } from "../../torch/index.ts";
-import type { ForwardOptions, LlamaForCausalLM } from "../models/llama.ts";
+import type { CausalLM, ForwardOptions } from "../causal_lm.ts";
 
 /**
- * Forward and backward of `lossOf(logits)` with per-layer recomputation; gradients accumulate in
- * the parameters' `.grad` exactly as `lossOf(model.forward(ids)).backward()` would. Returns the
- * loss value. Peak activation memory is one layer's worth plus L hidden states [B, T, C].
+ * Forward and backward of `lossOf(hiddenStates)` with per-layer recomputation, where the hidden
+ * states are the model's last, normed ones [B, T, C]; gradients accumulate in the parameters'
+ * `.grad` exactly as `lossOf(model.hiddenStates(ids)).backward()` would. Returns the loss value.
+ * Peak activation memory is one layer's worth plus L hidden states [B, T, C].
  */
 export function checkpointedBackward(
-  model: LlamaForCausalLM,
+  model: CausalLM,
   inputIds: Tensor,
-  lossOf: (logits: Tensor) => Tensor,
-  options: Omit<ForwardOptions, "cache"> = {},
+  lossOf: (hidden: Tensor) => Tensor,
+  options: Omit<ForwardOptions, "cache" | "logitsToKeep"> = {},
 ): number {
-  const layers = model.model.layers;
+  const layers = model.decoderLayers;
   const saved: { input: Tensor; rng: Tensor }[] = [];
   try {
     const shared = tidy(() => {
-      const { cos, sin, mask } = model.model.prepare(inputIds, options);
-      return { cos: keep(cos), sin: keep(sin), mask: mask ? keep(mask) : null };
+      const context = model.layerContext(inputIds, options);
+      for (const tensor of context.tensors) keep(tensor);
+      return context;
     });
     try {
       // Forward without a graph, keeping each layer's input: h_0 .. h_L.
-      let hidden = noGrad(() => keep(model.model.embed_tokens.forward(inputIds)));
+      let hidden = noGrad(() => keep(model.embed(inputIds)));
       const embedded = hidden;
       for (let i = 0; i < layers.length; i++) {
         const rng = keep(getRngState());
         saved.push({ input: hidden, rng });
         const input = hidden;
-        hidden = noGrad(() => tidy(() => keep(layers[i]!.forward(input, shared.cos, shared.sin, shared.mask, null, i))));
+        hidden = noGrad(() => tidy(() => keep(layers[i]!.forward(input, shared, null, i))));
       }
 
       // The head: final norm, lm_head and the loss, with a graph from h_L.
@@ -40,7 +42,7 @@ export function checkpointedBackward(
       const lossValue = tidy(() => {
         const top = last.detach().requiresGrad_(true);
         // Logits are not needed by backward: free them before it.
-        const loss = tidy(() => lossOf(model.lm_head.forward(model.model.norm.forward(top))));
+        const loss = tidy(() => lossOf(model.finalNorm(top)));
         loss.backward();
         upstream = keep(top.grad!);
         return loss.item();
@@ -56,7 +58,7 @@ export function checkpointedBackward(
         upstream = tidy(() => {
           setRngState(rng);
           const leaf = input.detach().requiresGrad_(true);
-          const out = layers[i]!.forward(leaf, shared.cos, shared.sin, shared.mask, null, i);
+          const out = layers[i]!.forward(leaf, shared, null, i);
           out.backward(gradOut);
           return keep(leaf.grad!);
         });
@@ -70,16 +72,14 @@ export function checkpointedBackward(
       // The embedding, whose output gradient is the last upstream (nothing to do when frozen,
       // as with LoRA and freeze tuning).
       const gradEmbedded = upstream!;
-      if (model.model.embed_tokens.weight.requiresGrad) {
-        tidy(() => model.model.embed_tokens.forward(inputIds).backward(gradEmbedded));
+      if (model.inputEmbeddings().weight.requiresGrad) {
+        tidy(() => model.embed(inputIds).backward(gradEmbedded));
       }
       gradEmbedded.dispose();
       embedded.dispose();
       return lossValue;
     } finally {
-      shared.cos.dispose();
-      shared.sin.dispose();
-      shared.mask?.dispose();
+      for (const tensor of shared.tensors) tensor.dispose();
     }
   } finally {
     for (const { input, rng } of saved) {

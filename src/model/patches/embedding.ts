@@ -2,7 +2,7 @@
 // multiple of 64, with each new row the mean of the old rows plus noise of std 1/sqrt(C), as
 // LLaMA-Factory's resize_embedding_layer / _noisy_mean_initialization.
 import { type Tensor, cat, keep, noGrad, randn, tidy } from "../../torch/index.ts";
-import type { CausalLM } from "../registry.ts";
+import type { CausalLM } from "../causal_lm.ts";
 
 function grown(weight: Tensor, newRows: number): Tensor {
   return noGrad(() =>
@@ -17,22 +17,23 @@ function grown(weight: Tensor, newRows: number): Tensor {
 
 /** Resizes to `tokenizerSize` rounded up to `padToMultipleOf`; returns the new size (unchanged if it fits). */
 export function resizeTokenEmbeddings(model: CausalLM, tokenizerSize: number, padToMultipleOf = 64): number {
-  const embedding = model.model.embed_tokens;
+  const embedding = model.inputEmbeddings();
+  const head = model.outputEmbeddings();
   const current = embedding.weight.shape[0]!;
   if (tokenizerSize <= current) return current;
   const size = Math.ceil(tokenizerSize / padToMultipleOf) * padToMultipleOf;
-  const tied = model.lm_head.weight === embedding.weight;
+  const tied = head.weight === embedding.weight;
   const trainable = embedding.weight.requiresGrad;
   const newEmbedding = grown(embedding.weight, size - current).requiresGrad_(trainable);
   embedding.weight.dispose();
   embedding.weight = newEmbedding;
   if (tied) {
-    model.lm_head.weight = newEmbedding;
+    head.weight = newEmbedding;
   } else {
-    const head = model.lm_head.weight;
-    const newHead = grown(head, size - current).requiresGrad_(head.requiresGrad);
-    head.dispose();
-    model.lm_head.weight = newHead;
+    const old = head.weight;
+    const newHead = grown(old, size - current).requiresGrad_(old.requiresGrad);
+    old.dispose();
+    head.weight = newHead;
   }
   model.config.vocab_size = size;
   return size;

@@ -1,7 +1,8 @@
 // LongLoRA's shifted sparse attention (S²-Attn) for training, as LLaMA-Factory patches Llama
 // attention (model_utils/longlora.py): attention runs inside groups of `ratio * T` tokens, and half
 // of the heads see groups shifted by half a group, so information still flows between groups.
-import { type Tensor, cat, scaledDotProductAttention, tidy } from "../../torch/index.ts";
+import { type Module, type Tensor, cat, scaledDotProductAttention, tidy } from "../../torch/index.ts";
+import type { AttentionKernel } from "../causal_lm.ts";
 
 /** LLaMA-Factory's group size ratio (`config.group_size_ratio`). */
 export const GROUP_SIZE_RATIO = 0.25;
@@ -35,4 +36,21 @@ export function shiftedSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: Te
     const restored = cat([byToken.slice(2, 0, half), byToken.slice(2, half).roll(Math.floor(groupSize / 2), 1)], 2);
     return restored.transpose(1, 2); // [B, H, T, D]
   });
+}
+
+/**
+ * Surgery, as LLaMA-Factory patches the attention forward: every attention module's kernel becomes
+ * S²-Attn while training without a cache, and stays full attention otherwise. Returns the count.
+ */
+export function applyShiftedSparseAttention(model: Module, ratio: number): number {
+  let patched = 0;
+  for (const module of model.modules()) {
+    const host = module as Module & { attentionKernel?: AttentionKernel };
+    if (typeof host.attentionKernel !== "function") continue;
+    const fullAttention = host.attentionKernel;
+    host.attentionKernel = (q, k, v, mask, state) =>
+      state.training && !state.cached ? shiftedSparseAttention(q, k, v, mask, ratio) : fullAttention(q, k, v, mask, state);
+    patched++;
+  }
+  return patched;
 }

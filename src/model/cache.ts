@@ -1,0 +1,75 @@
+// The KV cache of generation: keys and values of past positions per decoder layer, in
+// preallocated buffers written in place (transformers' DynamicCache, without copying per step).
+import { type Tensor, empty, keep, tensor, tidy } from "../torch/index.ts";
+
+/**
+ * Keys and values of past positions, per layer one buffer [B, Hkv, capacity, D] filled up to
+ * `length`, kept outside `tidy`. Each step writes its new positions in place and attention reads a
+ * view of the filled part, so a step costs no copy of the history (growing by `cat` copied it all).
+ */
+export class KVCache {
+  keys: (Tensor | null)[];
+  values: (Tensor | null)[];
+  private readonly _lengths: number[];
+  /** Positions to reserve at the first write (prompt + new tokens, when the caller knows them). */
+  private readonly _reserve: number;
+
+  constructor(numLayers: number, options: { capacity?: number } = {}) {
+    this.keys = new Array(numLayers).fill(null);
+    this.values = new Array(numLayers).fill(null);
+    this._lengths = new Array(numLayers).fill(0);
+    this._reserve = options.capacity ?? 0;
+  }
+
+  /** Positions already cached. */
+  get length(): number {
+    return this._lengths[0] ?? 0;
+  }
+
+  /** Writes this step's k/v [B, Hkv, T, D] after the cached ones; returns the history [B, Hkv, S, D]. */
+  update(layer: number, key: Tensor, value: Tensor): [Tensor, Tensor] {
+    const past = this._lengths[layer]!;
+    const T = key.shape[2]!;
+    const needed = past + T;
+    if (needed > (this.keys[layer]?.shape[2] ?? 0)) this.grow(layer, key, Math.max(needed, this._reserve, 2 * past));
+    this.keys[layer]!.narrow(2, past, T).copy_(key);
+    this.values[layer]!.narrow(2, past, T).copy_(value);
+    this._lengths[layer] = needed;
+    return [this.keys[layer]!.narrow(2, 0, needed), this.values[layer]!.narrow(2, 0, needed)];
+  }
+
+  /** Keeps batch rows `sources` (beam search: each surviving beam's parent), in that order. */
+  reorder(sources: number[]): void {
+    tidy(() => {
+      const index = tensor(sources, { dtype: "int64", device: this.keys[0]?.device ?? "cpu" });
+      for (const list of [this.keys, this.values]) {
+        list.forEach((old, layer) => {
+          if (!old) return;
+          list[layer] = keep(old.indexSelect(0, index));
+          old.dispose();
+        });
+      }
+    });
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t?.dispose();
+    this.keys.fill(null);
+    this.values.fill(null);
+    this._lengths.fill(0);
+  }
+
+  /** Moves the layer to buffers of `capacity` positions, carrying over what is cached. */
+  private grow(layer: number, like: Tensor, capacity: number): void {
+    const [B, heads, , D] = like.shape as number[];
+    const past = this._lengths[layer]!;
+    const options = { dtype: like.dtype, device: like.device };
+    for (const list of [this.keys, this.values]) {
+      const buffer = keep(empty([B!, heads!, capacity, D!], options));
+      const old = list[layer];
+      if (old && past > 0) tidy(() => buffer.narrow(2, 0, past).copy_(old.narrow(2, 0, past)));
+      old?.dispose();
+      list[layer] = buffer;
+    }
+  }
+}

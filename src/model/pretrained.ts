@@ -1,0 +1,116 @@
+// The one loading sequence of every command (LLaMA-Factory's load_tokenizer + load_model): the
+// folder (local or the HF cache at a revision), the tokenizer with its added tokens, the chat
+// template, config patches, the architecture, weights, upcasts, vocabulary resize, attention
+// patches and the fine-tuning setup (adapters merged or trained). `lmf train`, `chat`, `api`,
+// `eval` and `export` all load through here.
+import { join } from "node:path";
+import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
+import type { ChatTemplate, TemplateOptions } from "../data/templates/index.ts";
+import type { DType } from "../torch/index.ts";
+import { type FinetuningOptions, type FinetuningResult, applyFinetuning, paramSummary, printParamStatus } from "./adapters/index.ts";
+import type { CausalLM } from "./causal_lm.ts";
+import { loadConfig } from "./config.ts";
+import { resolveModelPath } from "./hub.ts";
+import { loadWeights } from "./loader.ts";
+import { type FlashAttn, patchConfig } from "./patches/config.ts";
+import { resizeTokenEmbeddings } from "./patches/embedding.ts";
+import { applyShiftedSparseAttention } from "./patches/longlora.ts";
+import { upcastLayernorm } from "./patches/upcast.ts";
+import { architectureFor } from "./registry.ts";
+import { type LoadTokenizerOptions, type Tokenizer, loadTokenizer } from "./tokenizer.ts";
+
+export interface TokenizerOptions {
+  modelNameOrPath: string;
+  cacheDir?: string | null;
+  revision?: string;
+  tokenizer?: LoadTokenizerOptions;
+  /** A built-in template name, "auto"/null for the tokenizer's own chat template. */
+  template: string | null;
+  templateOptions?: TemplateOptions;
+}
+
+export interface LoadedTokenizer {
+  /** The resolved local folder of the model. */
+  modelFolder: string;
+  tokenizer: Tokenizer;
+  template: ChatTemplate;
+  /** Tokens the template added to the tokenizer (its stop words), which may grow the vocabulary. */
+  addedTokens: number;
+}
+
+export interface ModelOptions {
+  dtype: DType;
+  device: string;
+  /** Training (patches and adapters for training) or inference (frozen, adapters merged). */
+  training: boolean;
+  trainFromScratch?: boolean;
+  flashAttn?: FlashAttn;
+  ropeScaling?: "linear" | "dynamic" | "yarn" | "llama3" | null;
+  /** The context the run needs (cutoff_len in training), for RoPE scaling. */
+  modelMaxLength?: number | null;
+  shiftAttn?: boolean;
+  upcastLayernorm?: boolean;
+  upcastLmheadOutput?: boolean;
+  resizeVocab?: boolean;
+  finetuning: FinetuningOptions;
+  printParamStatus?: boolean;
+  print?: (line: string) => void;
+}
+
+export interface LoadedModel extends LoadedTokenizer {
+  model: CausalLM;
+  finetuning: FinetuningResult;
+}
+
+/** The tokenizer and chat template, before any model is loaded (so bad data fails early). */
+export function loadTokenizerAndTemplate(options: TokenizerOptions): LoadedTokenizer {
+  const modelFolder = resolveModelPath(options.modelNameOrPath, { cacheDir: options.cacheDir, revision: options.revision });
+  const tokenizer = loadTokenizer(modelFolder, options.tokenizer);
+  const { template, addedTokens } = getTemplateAndFixTokenizer(options.template, tokenizer, options.templateOptions);
+  return { modelFolder, tokenizer, template, addedTokens };
+}
+
+/** Builds the model of `loaded.modelFolder` for training or inference, as LLaMA-Factory's load_model. */
+export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): LoadedModel {
+  const print = options.print ?? (() => {});
+  const { modelFolder, tokenizer } = loaded;
+  const config = loadConfig(modelFolder);
+  for (const notice of patchConfig(config, {
+    flashAttn: options.flashAttn,
+    ropeScaling: options.ropeScaling,
+    modelMaxLength: options.modelMaxLength,
+    shiftAttn: options.shiftAttn,
+    training: options.training,
+  })) {
+    print(notice);
+  }
+  const model = architectureFor(config, join(modelFolder, "config.json")).build(config, {
+    dtype: options.dtype,
+    device: options.device,
+    init: options.trainFromScratch ? "hf" : "empty",
+  });
+  try {
+    if (!options.trainFromScratch) loadWeights(model, modelFolder, options.dtype);
+    if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
+    model.upcastLogits = options.upcastLmheadOutput ?? false;
+    if (options.upcastLayernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);
+    if (options.resizeVocab || loaded.addedTokens > 0 || tokenizer.length > config.vocab_size) {
+      const before = config.vocab_size;
+      const size = resizeTokenEmbeddings(model, tokenizer.length);
+      if (size !== before) print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);
+    }
+    const finetuning = applyFinetuning(model, { ...options.finetuning, isTrainable: options.training });
+    if (options.training) print(paramSummary(model));
+    if (options.printParamStatus) printParamStatus(model, print);
+    if (!options.training) model.eval();
+    return { ...loaded, model, finetuning };
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}
+
+/** Tokenizer, template and model in one call. */
+export function loadPretrained(tokenizerOptions: TokenizerOptions, modelOptions: ModelOptions): LoadedModel {
+  return loadModelFor(loadTokenizerAndTemplate(tokenizerOptions), modelOptions);
+}
