@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadDatasets, processDataset } from "../src/data/dataset.ts";
-import { loadTokenizer } from "../src/model/tokenizer.ts";
+import { loadTokenizer } from "../src/data/tokenizer.ts";
 import { type ProcessorOptions, processorSpec } from "../src/data/processors/factories.ts";
 import type { SupervisedRow } from "../src/data/types.ts";
 import { QWEN3_TOKENIZER_DIR } from "../tests/fixtures/tokenizers.ts";

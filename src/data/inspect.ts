@@ -1,7 +1,7 @@
 // `lmf data inspect`: the first examples exactly as the trainer will receive them, token by token
 // with its id and whether its label is trained (green) or masked (dim), or as JSON for machines,
 // plus summary counts. What LLaMA-Factory prints as "training example" at start-up, made browsable.
-import type { Tokenizer } from "../model/tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 import { IGNORE_INDEX, type SupervisedRow } from "./types.ts";
 
 export interface InspectOptions {

@@ -9,7 +9,7 @@ import { UserError } from "../errors.ts";
 import type { EvalArgs } from "../hparams/index.ts";
 import type { ChatModel } from "../infer/chat_model.ts";
 import { loadChatModelFromArgs } from "../infer/from_args.ts";
-import type { Tokenizer } from "../model/tokenizer.ts";
+import type { Tokenizer } from "../data/tokenizer.ts";
 import { type Tensor, noGrad, seededRandom, shuffled, tensor, tidy } from "../torch/index.ts";
 
 export const CHOICES = ["A", "B", "C", "D"] as const;

@@ -6,7 +6,7 @@ import type { Message } from "../data/types.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
 import { type GenerateOptions, generate, generateStream, loadGenerationConfig } from "../model/generation.ts";
 import { type LoadedModel, loadPretrained } from "../model/pretrained.ts";
-import type { Tokenizer } from "../model/tokenizer.ts";
+import type { Tokenizer } from "../data/tokenizer.ts";
 
 export interface ChatModelOptions {
   modelNameOrPath: string;

@@ -17,7 +17,7 @@ import { resizeTokenEmbeddings } from "./patches/embedding.ts";
 import { applyShiftedSparseAttention } from "./patches/longlora.ts";
 import { upcastLayernorm } from "./patches/upcast.ts";
 import { architectureFor } from "./registry.ts";
-import { type LoadTokenizerOptions, type Tokenizer, loadTokenizer } from "./tokenizer.ts";
+import { type LoadTokenizerOptions, type Tokenizer, loadTokenizer } from "../data/tokenizer.ts";
 
 export interface TokenizerOptions {
   modelNameOrPath: string;

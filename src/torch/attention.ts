@@ -2,7 +2,9 @@
 // libtorch's fused kernel where it has one, and the composed formula otherwise. Grouped-query
 // attention repeats each key/value head for its group of query heads (HF's repeat_kv).
 import { native } from "./native.ts";
-import { Tensor, full, tidy } from "./tensor.ts";
+import { full } from "./creation.ts";
+import { tidy } from "./scope.ts";
+import { Tensor } from "./tensor.ts";
 
 export interface AttentionOptions {
   /** Additive float mask broadcastable to [B, H, T, S] (0 keeps, -inf drops), or a bool mask (true keeps). */

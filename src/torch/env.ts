@@ -3,7 +3,8 @@
 // is ~15x slower at matmul than on OpenBLAS.
 import { readFileSync, realpathSync } from "node:fs";
 import { native, threadPoolNote } from "./native.ts";
-import { ones, tidy } from "./tensor.ts";
+import { ones } from "./creation.ts";
+import { tidy } from "./scope.ts";
 
 export interface EngineInfo {
   torchVersion: string;

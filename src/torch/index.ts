@@ -1,6 +1,9 @@
 // The tensor layer's public surface: import from here, not from the files behind it.
 export * from "./dtype.ts";
+export * from "./scope.ts";
 export * from "./tensor.ts";
+export * from "./creation.ts";
+export * from "./functional.ts";
 export * from "./autograd.ts";
 export * from "./attention.ts";
 export * from "./linalg.ts";

@@ -2,7 +2,9 @@
 // and torch.svd_lowrank's randomized SVD (Halko et al. 2009, as torch/_lowrank.py computes it,
 // drawing from the same generator), which PiSSA's fast initialisation uses.
 import { native } from "./native.ts";
-import { Tensor, randn, tidy } from "./tensor.ts";
+import { randn } from "./creation.ts";
+import { tidy } from "./scope.ts";
+import { Tensor } from "./tensor.ts";
 
 export interface Svd {
   /** [m, k] */

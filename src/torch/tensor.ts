@@ -1,105 +1,17 @@
 // The Tensor: a handle on a libtorch tensor living in the addon's handle table, with PyTorch's
-// op names (camelCase) and semantics. Lifetimes are explicit: `tidy(fn)` frees what `fn` made
-// except what it returns or `keep()`s, `dispose()` frees one; a FinalizationRegistry only
-// counts handles that were garbage-collected without being disposed (leaks), it never frees.
+// op names (camelCase) and semantics. Lifetimes are explicit (src/torch/scope.ts): a new tensor
+// joins the innermost `tidy` scope, `dispose()` frees it.
 import { native } from "./native.ts";
-import { type DType, type Device, SCALAR_TYPE, dtypeFromCode, dtypeOfTypedArray, isFloating } from "./dtype.ts";
+import { type DType, type Device, SCALAR_TYPE, dtypeFromCode } from "./dtype.ts";
+import { tidy, track, untrack } from "./scope.ts";
 
 export type Shape = number[];
 export type Scalar = number;
 export type TensorLike = Tensor | number;
 export type NestedArray = number | boolean | NestedArray[];
 
-// ---------------------------------------------------------------------------------------------
-// Scopes
 
-const scopes: Set<Tensor>[] = [];
-let leakedHandles = 0;
-const leakRegistry = new FinalizationRegistry<number>(() => {
-  leakedHandles += 1;
-});
-
-/** Runs `fn`, then frees every tensor created inside it except those in its result or kept. */
-export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
-  scopes.push(scope);
-  let result: T;
-  try {
-    result = fn();
-  } catch (error) {
-    // A failed block still frees what it made: an error is never a leak.
-    for (const tensor of scope) tensor.dispose();
-    throw error;
-  } finally {
-    scopes.pop();
-  }
-  if (result instanceof Promise) throw new Error("tidy: fn must be synchronous (use tidyAsync)");
-  const survivors = new Set<Tensor>();
-  collectTensors(result, survivors);
-  const parent = scopes[scopes.length - 1];
-  for (const tensor of scope) {
-    if (survivors.has(tensor)) parent?.add(tensor);
-    else tensor.dispose();
-  }
-  return result;
-}
-
-/** `tidy` for async work: tensors made while `fn` runs (including across awaits) are tracked. */
-export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
-  const scope = new Set<Tensor>();
-  scopes.push(scope);
-  let result: T;
-  try {
-    result = await fn();
-  } catch (error) {
-    for (const tensor of scope) tensor.dispose();
-    throw error;
-  } finally {
-    scopes.splice(scopes.lastIndexOf(scope), 1);
-  }
-  const survivors = new Set<Tensor>();
-  collectTensors(result, survivors);
-  const parent = scopes[scopes.length - 1];
-  for (const tensor of scope) {
-    if (survivors.has(tensor)) parent?.add(tensor);
-    else tensor.dispose();
-  }
-  return result;
-}
-
-/** Takes a tensor out of every enclosing `tidy`: it lives until `dispose()`. */
-export function keep<T extends Tensor>(tensor: T): T {
-  for (const scope of scopes) scope.delete(tensor);
-  return tensor;
-}
-
-function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
-  if (depth > 6 || value === null || typeof value !== "object") return;
-  if (value instanceof Tensor) {
-    out.add(value);
-  } else if (Array.isArray(value)) {
-    for (const item of value) collectTensors(item, out, depth + 1);
-  } else if (value instanceof Map) {
-    for (const item of value.values()) collectTensors(item, out, depth + 1);
-  } else if (Object.getPrototypeOf(value) === Object.prototype) {
-    for (const item of Object.values(value)) collectTensors(item, out, depth + 1);
-  }
-}
-
-/** Tensors alive in the engine right now (disposed ones excluded). */
-export function liveTensors(): number {
-  return native.live_count();
-}
-
-/** Tensors that were garbage-collected by JavaScript without `dispose()`: each is a leak. */
-export function leakedTensors(): number {
-  return leakedHandles;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The handle
-
-const REDUCTION = { none: 0, mean: 1, sum: 2 } as const;
+export const REDUCTION = { none: 0, mean: 1, sum: 2 } as const;
 export type Reduction = keyof typeof REDUCTION;
 
 export class Tensor {
@@ -110,8 +22,7 @@ export class Tensor {
   /** Wraps an id the addon returned; the new tensor joins the innermost `tidy` scope. */
   constructor(id: number) {
     this.#id = id;
-    scopes[scopes.length - 1]?.add(this);
-    leakRegistry.register(this, id, this);
+    track(this, id);
   }
 
   /** The handle-table id; throws once disposed. */
@@ -127,8 +38,7 @@ export class Tensor {
   dispose(): void {
     if (this.#id < 0) return;
     native.dispose(this.#id);
-    leakRegistry.unregister(this);
-    for (let i = scopes.length - 1; i >= 0; i--) if (scopes[i]!.delete(this)) break;
+    untrack(this);
     this.#id = -1;
   }
 
@@ -705,228 +615,4 @@ function dims(dim: number | number[]): number[] {
 
 function normDim(dim: number, ndim: number): number {
   return dim < 0 ? dim + ndim : dim;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Creation
-
-export interface TensorOptions {
-  dtype?: DType;
-  device?: Device | string;
-  requiresGrad?: boolean;
-}
-
-function finish(tensor: Tensor, options: TensorOptions): Tensor {
-  let out = tensor;
-  if (options.device && options.device !== "cpu") {
-    out = tensor.to(options.device);
-    tensor.dispose();
-  }
-  if (options.requiresGrad) out.requiresGrad_(true);
-  return out;
-}
-
-function inferShape(data: NestedArray): Shape {
-  const shape: Shape = [];
-  let level: NestedArray = data;
-  while (Array.isArray(level)) {
-    shape.push(level.length);
-    level = level[0] as NestedArray;
-  }
-  return shape;
-}
-
-/**
- * A tensor from a number, nested arrays, or a typed array (with `shape`). Like `torch.tensor`,
- * whole numbers give int64, any fraction float32, booleans bool, unless `dtype` says otherwise.
- */
-export function tensor(data: NestedArray | ArrayBufferView, options: TensorOptions & { shape?: Shape } = {}): Tensor {
-  if (ArrayBuffer.isView(data)) {
-    const source = dtypeOfTypedArray(data);
-    const shape = options.shape ?? [data.byteLength / (data as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT];
-    let out = new Tensor(native.from_buffer(data, shape, SCALAR_TYPE[source]));
-    if (options.dtype && options.dtype !== source) {
-      const cast = out.to(options.dtype);
-      out.dispose();
-      out = cast;
-    }
-    return finish(out, options);
-  }
-  const shape = options.shape ?? inferShape(data);
-  const flat = (Array.isArray(data) ? (data as unknown[]).flat(Infinity) : [data]) as (number | boolean)[];
-  const expected = shape.reduce((a, b) => a * b, 1);
-  if (flat.length !== expected) {
-    throw new Error(`tensor(): ragged nested array: ${flat.length} values for shape [${shape.join(", ")}]`);
-  }
-  const inferred: DType =
-    typeof flat[0] === "boolean" ? "bool" : flat.length > 0 && flat.every((v) => Number.isInteger(v)) ? "int64" : "float32";
-  const dtype = options.dtype ?? inferred;
-  let out: Tensor;
-  if (dtype === "bool" || dtype === "uint8") {
-    out = new Tensor(native.from_buffer(Uint8Array.from(flat, Number), shape, SCALAR_TYPE.uint8));
-  } else if (dtype === "int32") {
-    out = new Tensor(native.from_buffer(Int32Array.from(flat, Number), shape, SCALAR_TYPE.int32));
-  } else if (isFloating(dtype) && dtype !== "float64") {
-    out = new Tensor(native.from_buffer(Float32Array.from(flat, Number), shape, SCALAR_TYPE.float32));
-  } else {
-    // float64 and the integer types go through float64, exact for integers up to 2^53.
-    out = new Tensor(native.from_buffer(Float64Array.from(flat, Number), shape, SCALAR_TYPE.float64));
-  }
-  if (out.dtype !== dtype) {
-    const cast = out.to(dtype);
-    out.dispose();
-    out = cast;
-  }
-  return finish(out, options);
-}
-
-/** A tensor holding a copy of raw little-endian bytes in `dtype` (file formats, bf16 included). */
-export function fromBytes(bytes: ArrayBufferView | ArrayBuffer, shape: Shape, dtype: DType): Tensor {
-  return new Tensor(native.from_buffer(bytes, shape, SCALAR_TYPE[dtype]));
-}
-
-function creationArgs(options: TensorOptions): [number, string] {
-  return [SCALAR_TYPE[options.dtype ?? "float32"], options.device ?? "cpu"];
-}
-
-function created(id: number, options: TensorOptions): Tensor {
-  const out = new Tensor(id);
-  if (options.requiresGrad) out.requiresGrad_(true);
-  return out;
-}
-
-export function zeros(shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.zeros(shape, ...creationArgs(options)), options);
-}
-export function ones(shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.ones(shape, ...creationArgs(options)), options);
-}
-export function empty(shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.empty(shape, ...creationArgs(options)), options);
-}
-export function full(shape: Shape, value: number, options: TensorOptions = {}): Tensor {
-  return created(native.full(shape, value, ...creationArgs(options)), options);
-}
-/** `[start, end)` by `step`; int64 unless a fraction appears or `dtype` says otherwise. */
-export function arange(start: number, end?: number, step = 1, options: TensorOptions = {}): Tensor {
-  if (end === undefined) [start, end] = [0, start];
-  const integral = [start, end, step].every(Number.isInteger);
-  const dtype = options.dtype ?? (integral ? "int64" : "float32");
-  return created(native.arange(start, end, step, SCALAR_TYPE[dtype], options.device ?? "cpu"), options);
-}
-export function linspace(start: number, end: number, steps: number, options: TensorOptions = {}): Tensor {
-  return created(native.linspace(start, end, steps, ...creationArgs(options)), options);
-}
-export function eye(n: number, m = n, options: TensorOptions = {}): Tensor {
-  return created(native.eye(n, m, ...creationArgs(options)), options);
-}
-export function zerosLike(t: Tensor): Tensor {
-  return new Tensor(native.zeros_like(t.id));
-}
-export function onesLike(t: Tensor): Tensor {
-  return new Tensor(native.ones_like(t.id));
-}
-export function fullLike(t: Tensor, value: number): Tensor {
-  return new Tensor(native.full_like(t.id, value));
-}
-export function emptyLike(t: Tensor): Tensor {
-  return new Tensor(native.empty_like(t.id));
-}
-
-// --- random (seeded by manualSeed) ------------------------------------------------------------
-
-export function manualSeed(seed: number): void {
-  native.manual_seed(seed);
-}
-export function randn(shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.randn(shape, ...creationArgs(options)), options);
-}
-export function rand(shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.rand(shape, ...creationArgs(options)), options);
-}
-export function randint(low: number, high: number, shape: Shape, options: TensorOptions = {}): Tensor {
-  return created(native.randint(low, high, shape, SCALAR_TYPE[options.dtype ?? "int64"], options.device ?? "cpu"), options);
-}
-export function randLike(t: Tensor): Tensor {
-  return new Tensor(native.rand_like(t.id));
-}
-export function randnLike(t: Tensor): Tensor {
-  return new Tensor(native.randn_like(t.id));
-}
-/** The CPU generator's state (a uint8 tensor), for exact resume. */
-export function getRngState(): Tensor {
-  return new Tensor(native.rng_state());
-}
-export function setRngState(state: Tensor): void {
-  native.set_rng_state(state.id);
-}
-
-// --- several tensors ---------------------------------------------------------------------------
-
-export function cat(tensors: Tensor[], dim = 0): Tensor {
-  return new Tensor(native.cat(tensors.map((t) => t.id), dim));
-}
-export function stack(tensors: Tensor[], dim = 0): Tensor {
-  return new Tensor(native.stack(tensors.map((t) => t.id), dim));
-}
-/** Elementwise `condition ? a : b`. */
-export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor {
-  return new Tensor(native.where(condition.id, a.id, b.id));
-}
-
-// --- functional nn ops ----------------------------------------------------------------------
-
-/** `input @ weight.T + bias`, input [..., in], weight [out, in]. */
-export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  const inFeatures = weight.shape[1];
-  if (weight.ndim === 2 && input.ndim >= 1 && input.numel === inFeatures) {
-    // A single row (decoding one token): libtorch's addmm hands M = 1 to sgemm, which packs the
-    // whole weight on every call; gemv reads it once, about twice as fast per token.
-    return tidy(() => {
-      const row = input.reshape([inFeatures]);
-      const out = bias ? new Tensor(native.addmv(bias.id, weight.id, row.id)) : weight.mv(row);
-      return out.view(...input.shape.slice(0, -1), weight.shape[0]!);
-    });
-  }
-  return new Tensor(native.linear(input.id, weight.id, bias ? bias.id : null));
-}
-
-/** Rows of `weight` [V, E] picked by `indices` (int64, any shape) -> [..., E]. */
-export function embedding(weight: Tensor, indices: Tensor, paddingIdx = -1): Tensor {
-  return new Tensor(native.embedding(weight.id, indices.id, paddingIdx));
-}
-
-export function dropout(input: Tensor, p: number, training: boolean): Tensor {
-  if (!training || p === 0) return input;
-  return new Tensor(native.dropout(input.id, p, training));
-}
-
-export interface CrossEntropyOptions {
-  ignoreIndex?: number;
-  reduction?: Reduction;
-  labelSmoothing?: number;
-  weight?: Tensor | null;
-}
-
-/** torch.nn.functional.cross_entropy: logits [N, C] (or [N, C, ...]), target int64 [N]. */
-export function crossEntropy(logits: Tensor, target: Tensor, options: CrossEntropyOptions = {}): Tensor {
-  return new Tensor(
-    native.cross_entropy(
-      logits.id,
-      target.id,
-      options.weight ? options.weight.id : null,
-      REDUCTION[options.reduction ?? "mean"],
-      options.ignoreIndex ?? -100,
-      options.labelSmoothing ?? 0,
-    ),
-  );
-}
-
-export function mseLoss(input: Tensor, target: Tensor, reduction: Reduction = "mean"): Tensor {
-  return new Tensor(native.mse_loss(input.id, target.id, REDUCTION[reduction]));
-}
-
-/** `base ** exponent` elementwise, for a number base (RoPE frequencies). */
-export function powScalarBase(base: number, exponent: Tensor): Tensor {
-  return new Tensor(native.pow_scalar_base(base, exponent.id));
 }

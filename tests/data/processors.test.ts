@@ -3,7 +3,7 @@
 // pairwise / KTO / unsupervised / pre-training layouts.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { loadTokenizer } from "../../src/model/tokenizer.ts";
+import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { getTemplate } from "../../src/data/templates/index.ts";
 import { collateFeedback, collatePairwise, collateSupervised, neatPackingAllowed } from "../../src/data/processors/collator.ts";
 import { processFeedback } from "../../src/data/processors/feedback.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Template as Jinja } from "@huggingface/jinja";
 import { UserError } from "../../src/errors.ts";
-import { type Tokenizer, loadTokenizer } from "../../src/model/tokenizer.ts";
+import { type Tokenizer, loadTokenizer } from "../../src/data/tokenizer.ts";
 import { builtinTemplateNames, getTemplate, getTemplateAndFixTokenizer } from "../../src/data/templates/index.ts";
 import { Template } from "../../src/data/templates/template.ts";
 import type { Message } from "../../src/data/types.ts";

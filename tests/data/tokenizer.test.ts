@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { UserError } from "../../src/errors.ts";
-import { loadTokenizer } from "../../src/model/tokenizer.ts";
+import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { LLAMA3_TOKENIZER_DIR, QWEN3_TOKENIZER_DIR } from "../fixtures/tokenizers.ts";
 
 const qwen = loadTokenizer(QWEN3_TOKENIZER_DIR);

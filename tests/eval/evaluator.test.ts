@@ -21,7 +21,7 @@ import {
   runEval,
 } from "../../src/eval/evaluator.ts";
 import { parseEvalArgs, parseTrainArgs } from "../../src/hparams/index.ts";
-import { loadTokenizer } from "../../src/model/tokenizer.ts";
+import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { tensor, tidy } from "../../src/torch/index.ts";
 import { runTrain } from "../../src/train/workflow.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";

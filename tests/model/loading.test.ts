@@ -9,7 +9,7 @@ import { isUserError } from "../../src/errors.ts";
 import { resolveModelPath } from "../../src/model/hub.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { upcastLayernorm } from "../../src/model/patches/upcast.ts";
-import { loadTokenizer } from "../../src/model/tokenizer.ts";
+import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 import type { LlamaForCausalLM } from "../../src/model/models/llama.ts";

@@ -2,7 +2,7 @@
 // factory loads the tokenizer and template once per thread, then turns aligned examples into rows
 // (LLaMA-Factory's preprocess functions behind `dataset.map(num_proc=...)`). A stage names its
 // factory by module URL and export name (src/train/stages/).
-import { loadTokenizer } from "../../model/tokenizer.ts";
+import { loadTokenizer } from "../tokenizer.ts";
 import { getTemplateAndFixTokenizer } from "../templates/index.ts";
 import type { TemplateOptions } from "../templates/index.ts";
 import type { AlignedExample, ProcessorResult, SupervisedRow } from "../types.ts";

@@ -2,7 +2,7 @@
 // its answer in `_response[0]`, an undesirable one in `_response[1]`; each example also gets a
 // mismatched "KL" completion, the answer of the previous example in the batch (the first takes the
 // last's), for the KL term.
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { ChatTemplate } from "../templates/template.ts";
 import type { AlignedExample, DroppedExample, FeedbackRow, Message, ProcessorResult } from "../types.ts";
 import { ignored, inferSeqlen, ones } from "./utils.ts";

@@ -1,7 +1,7 @@
 // The pairwise processor (rm, dpo/orpo/simpo), after LLaMA-Factory's `data/processor/pairwise.py`:
 // the prompt with the chosen and with the rejected answer, one shared prompt budget and one answer
 // budget from `inferSeqlen(prompt, max(chosen, rejected))`, prompt labels masked.
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { ChatTemplate } from "../templates/template.ts";
 import type { AlignedExample, DroppedExample, PairwiseRow, ProcessorResult } from "../types.ts";
 import { ignored, inferSeqlen, ones } from "./utils.ts";

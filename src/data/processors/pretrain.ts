@@ -2,7 +2,7 @@
 // with packing (pt's default) the batch is concatenated and cut into `cutoffLen` blocks (the
 // remainder dropped, a BOS written over each block's first token when the tokenizer adds one);
 // without packing each text is truncated to `cutoffLen`. Labels are the input ids.
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { AlignedExample, DroppedExample, ProcessorResult, SupervisedRow } from "../types.ts";
 import { ones } from "./utils.ts";
 

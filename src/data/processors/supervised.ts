@@ -2,7 +2,7 @@
 // become input_ids + labels with the prompt masked (IGNORE_INDEX), `train_on_prompt`,
 // `mask_history`, efficient EOS and `cutoff_len` truncation; and the packed variant
 // (`packing` / `neat_packing`) that fills rows of `cutoff_len + 1` tokens by greedy knapsack.
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { ChatTemplate } from "../templates/template.ts";
 import { type AlignedExample, type DroppedExample, IGNORE_INDEX, type PackedRow, type ProcessorResult, type SupervisedRow } from "../types.ts";
 import { greedyKnapsack, ignored, inferSeqlen, ones } from "./utils.ts";

@@ -1,7 +1,7 @@
 // The unsupervised processor (ppo, and sft predict with `predict_with_generate`), after
 // LLaMA-Factory's `data/processor/unsupervised.py`: input_ids are the prompt with the generation
 // prompt; labels are the reference answer's ids (unmasked), both cut by `inferSeqlen`.
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { ChatTemplate } from "../templates/template.ts";
 import type { AlignedExample, DroppedExample, Message, ProcessorResult, SupervisedRow } from "../types.ts";
 import { inferSeqlen, ones } from "./utils.ts";

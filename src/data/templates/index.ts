@@ -3,7 +3,7 @@
 // DataArguments overrides (default_system, tool_format, enable_thinking) and the EOS/pad fix-up.
 import { UserError } from "../../errors.ts";
 import { closestName } from "../../hparams/parser.ts";
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import { BUILTIN_TEMPLATES } from "./builtin.ts";
 import { JinjaTemplate } from "./jinja.ts";
 import { type ChatTemplate, Template } from "./template.ts";

@@ -4,7 +4,7 @@
 // the differences become the prompt and answer segments, so only answers are trained.
 import { Template as JinjaRenderer } from "@huggingface/jinja";
 import { UserError } from "../../errors.ts";
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { Message } from "../types.ts";
 import type { ChatTemplate, EncodeMultiturnOptions } from "./template.ts";
 import { type FunctionCall, TOOL_FORMATS, parseFunctionCalls } from "./tools.ts";

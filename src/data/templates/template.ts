@@ -3,7 +3,7 @@
 // Llama-2 style (system folded into the first user turn) and the reasoning style (empty
 // `<think>` blocks, thought stripping), EOS/pad fix-up and stop words.
 import { UserError } from "../../errors.ts";
-import type { Tokenizer } from "../../model/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer.ts";
 import type { Message } from "../types.ts";
 import { type FunctionCall, type ToolUtils, formatTools, getToolUtils, parseFunctionCalls } from "./tools.ts";
 

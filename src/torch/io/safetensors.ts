@@ -7,7 +7,8 @@ import { closeSync, fstatSync, openSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../../errors.ts";
 import { type DType, ITEM_SIZE } from "../dtype.ts";
-import { type Shape, Tensor, fromBytes } from "../tensor.ts";
+import { fromBytes } from "../creation.ts";
+import { type Shape, Tensor } from "../tensor.ts";
 import { readAt, requireFile, writeAll, writeAtomically } from "./files.ts";
 import {
   type ShardIndex,

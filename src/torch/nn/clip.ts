@@ -1,7 +1,10 @@
 // Gradient clipping as torch.nn.utils.clip_grad_norm_ (torch 1.13): the total norm is the norm of
 // the per-tensor norms, and every gradient is scaled in place by min(1, maxNorm / (total + 1e-6)).
 import { noGrad } from "../autograd.ts";
-import { Tensor, fullLike, stack, tidy } from "../tensor.ts";
+import { fullLike } from "../creation.ts";
+import { stack } from "../functional.ts";
+import { tidy } from "../scope.ts";
+import { Tensor } from "../tensor.ts";
 
 /** Clips the gradients of `parameters` in place; returns the total norm before clipping. */
 export function clipGradNorm(parameters: Iterable<Tensor>, maxNorm: number, normType = 2): number {

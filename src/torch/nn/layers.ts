@@ -3,7 +3,10 @@
 // generator in the same order as PyTorch, so `manualSeed(s)` gives PyTorch's weights.
 import { type DType, type Device } from "../dtype.ts";
 import { noGrad } from "../autograd.ts";
-import { Tensor, dropout, embedding, empty, linear, ones, tidy } from "../tensor.ts";
+import { empty, ones } from "../creation.ts";
+import { dropout, embedding, linear } from "../functional.ts";
+import { tidy } from "../scope.ts";
+import { Tensor } from "../tensor.ts";
 import { Module, type Parameter, parameter } from "./module.ts";
 
 export interface LayerOptions {

@@ -5,7 +5,8 @@
 // start with `_` are private state and never walked.
 import { type DType, type Device, SCALAR_TYPE, isFloating } from "../dtype.ts";
 import { noGrad } from "../autograd.ts";
-import { Tensor, keep, tidy } from "../tensor.ts";
+import { keep, tidy } from "../scope.ts";
+import { Tensor } from "../tensor.ts";
 
 /** A parameter is a kept tensor flagged trainable through `requiresGrad`. */
 export type Parameter = Tensor;

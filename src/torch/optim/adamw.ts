@@ -2,7 +2,8 @@
 // the parameter first, bias-corrected moments, eps added outside the sqrt of the corrected second
 // moment. `decayParameterGroups` splits parameters as the HF Trainer does (no decay for biases
 // and norm weights).
-import { Tensor, zerosLike } from "../tensor.ts";
+import { zerosLike } from "../creation.ts";
+import { Tensor } from "../tensor.ts";
 import { Optimizer, type ParamGroup, type ParamGroupInput, type ParamState, type ParamsInput } from "./optimizer.ts";
 
 export interface AdamWHyperParameters {

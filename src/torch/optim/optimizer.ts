@@ -3,7 +3,8 @@
 // inside `tidy` and `noGrad`, and a state dict laid out as torch's (state by parameter index,
 // param_groups with snake_case keys) split into tensors plus JSON-able metadata for safetensors.
 import { noGrad } from "../autograd.ts";
-import { Tensor, keep, tidy } from "../tensor.ts";
+import { keep, tidy } from "../scope.ts";
+import { Tensor } from "../tensor.ts";
 import { zeroGradients } from "../nn/module.ts";
 
 export interface BaseHyperParameters {
