@@ -45,6 +45,11 @@ export function tidy<T>(fn: () => T): T {
     scopes.pop();
   }
   if (result instanceof Promise) throw new Error("tidy: fn must be synchronous (use tidyAsync)");
+  return release(scope, result);
+}
+
+/** Frees what a finished scope made, except the tensors in `result`, which move to the parent scope. */
+function release<T>(scope: Set<Tracked>, result: T): T {
   const survivors = new Set<Tracked>();
   collectTensors(result, survivors);
   const parent = scopes[scopes.length - 1];
@@ -68,14 +73,7 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
   } finally {
     scopes.splice(scopes.lastIndexOf(scope), 1);
   }
-  const survivors = new Set<Tracked>();
-  collectTensors(result, survivors);
-  const parent = scopes[scopes.length - 1];
-  for (const tensor of scope) {
-    if (survivors.has(tensor)) parent?.add(tensor);
-    else tensor.dispose();
-  }
-  return result;
+  return release(scope, result);
 }
 
 /** Takes a tensor out of every enclosing `tidy`: it lives until `dispose()`. */
