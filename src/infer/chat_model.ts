@@ -12,16 +12,24 @@ import { loadWeights } from "../model/loader.ts";
 import { patchConfig } from "../model/patches/config.ts";
 import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
 import { architectureFor, type CausalLM } from "../model/registry.ts";
-import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
+import { type LoadTokenizerOptions, type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
 import type { DType } from "../torch/index.ts";
 
 export interface ChatModelOptions {
   modelNameOrPath: string;
   adapterNameOrPath?: string[] | null;
   cacheDir?: string | null;
+  /** Branch, tag or commit of a hub id in the cache (`model_revision`). */
+  revision?: string;
+  /** `split_special_tokens`, `add_tokens`, `add_special_tokens`. */
+  tokenizer?: LoadTokenizerOptions;
   template?: string | null;
   defaultSystem?: string | null;
   enableThinking?: boolean | null;
+  /** Overrides the template's tool format (`tool_format`). */
+  toolFormat?: string | null;
+  /** Drop special tokens from answers (`skip_special_tokens`, default true). */
+  skipSpecialTokens?: boolean;
   inferDtype?: "auto" | "float32" | "bfloat16" | "float16";
   flashAttn?: "auto" | "disabled" | "sdpa" | "fa2" | "fa3";
   ropeScaling?: "linear" | "dynamic" | "yarn" | "llama3" | null;
@@ -36,14 +44,16 @@ export class ChatModel {
     readonly tokenizer: Tokenizer,
     readonly template: ChatTemplate,
     readonly defaults: GenerationSettings,
+    readonly skipSpecialTokens: boolean,
   ) {}
 
   static load(options: ChatModelOptions, generation: GenerationSettings = {}): ChatModel {
-    const folder = resolveModelPath(options.modelNameOrPath, { cacheDir: options.cacheDir });
-    const tokenizer = loadTokenizer(folder);
+    const folder = resolveModelPath(options.modelNameOrPath, { cacheDir: options.cacheDir, revision: options.revision });
+    const tokenizer = loadTokenizer(folder, options.tokenizer);
     const { template, addedTokens } = getTemplateAndFixTokenizer(options.template, tokenizer, {
       defaultSystem: options.defaultSystem,
       enableThinking: options.enableThinking,
+      toolFormat: options.toolFormat,
     });
     const config = loadConfig(folder);
     patchConfig(config, { flashAttn: options.flashAttn, ropeScaling: options.ropeScaling, training: false });
@@ -55,7 +65,12 @@ export class ChatModel {
     applyFinetuning(model, { finetuningType: "lora", isTrainable: false, adapterNameOrPath: options.adapterNameOrPath ?? null });
     model.eval();
     const fromFolder = loadGenerationConfig(folder);
-    return new ChatModel(model, tokenizer, template, { ...fromFolder, ...generation });
+    return new ChatModel(model, tokenizer, template, { ...fromFolder, ...generation }, options.skipSpecialTokens ?? true);
+  }
+
+  /** An answer's text: generated ids decoded, special tokens dropped unless `skip_special_tokens: false`. */
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: this.skipSpecialTokens });
   }
 
   /** The prompt ids for a conversation that ends with a user (or observation) turn. */
@@ -68,12 +83,12 @@ export class ChatModel {
     return { ...this.defaults, ...overrides, eosTokenId: stopIds, padTokenId: this.tokenizer.padTokenId ?? stopIds[0] ?? 0 };
   }
 
-  /** One answer per conversation, decoded without special tokens. */
+  /** One answer per conversation, decoded as `decode` does. */
   chat(conversations: Message[][], settings: GenerationSettings = {}, system?: string): { text: string; finishReason: string; promptTokens: number; completionTokens: number }[] {
     const prompts = conversations.map((messages) => this.promptIds(messages, system));
     const { sequences, finishReasons } = generate(this.model, prompts, this.options(settings));
     return sequences.map((ids, i) => ({
-      text: this.tokenizer.decode(ids, { skipSpecialTokens: true }),
+      text: this.decode(ids),
       finishReason: finishReasons[i]!,
       promptTokens: prompts[i]!.length,
       completionTokens: ids.length,
@@ -88,7 +103,7 @@ export class ChatModel {
     for (const token of generateStream(this.model, this.promptIds(messages, system), this.options(settings))) {
       if (stops.has(token)) break;
       generated.push(token);
-      const text = this.tokenizer.decode(generated, { skipSpecialTokens: true });
+      const text = this.decode(generated);
       // Hold back a piece that ends inside a multi-byte character.
       if (text.endsWith("\uFFFD")) continue;
       yield text.slice(emitted.length);

@@ -26,13 +26,21 @@ export function loadChatModelFromArgs(args: InferArgs): ChatModel {
       modelNameOrPath: model.model_name_or_path!,
       adapterNameOrPath: model.adapter_name_or_path,
       cacheDir: model.cache_dir,
+      revision: model.model_revision,
+      tokenizer: {
+        splitSpecialTokens: model.split_special_tokens,
+        addTokens: model.add_tokens ?? undefined,
+        addSpecialTokens: model.add_special_tokens ?? undefined,
+      },
       template: data.template,
       defaultSystem: data.default_system,
       enableThinking: data.enable_thinking,
+      toolFormat: data.tool_format,
+      skipSpecialTokens: generating.skip_special_tokens,
       inferDtype: model.infer_dtype as "auto" | "float32" | "bfloat16" | "float16",
       flashAttn: model.flash_attn as "auto" | "disabled" | "sdpa" | "fa2" | "fa3",
       ropeScaling: model.rope_scaling as "linear" | "dynamic" | "yarn" | "llama3" | null,
     },
-    generationSettingsFromArgs(generating),
+    { ...generationSettingsFromArgs(generating), useKvCache: model.use_kv_cache },
   );
 }
