@@ -276,6 +276,8 @@ export async function runEval(args: EvalArgs, options: RunEvalOptions = {}): Pro
     modelNameOrPath: model.model_name_or_path,
     adapterNameOrPath: model.adapter_name_or_path ?? null,
     cacheDir: model.cache_dir ?? null,
+    revision: model.model_revision,
+    tokenizer: { splitSpecialTokens: model.split_special_tokens, addTokens: model.add_tokens ?? undefined, addSpecialTokens: model.add_special_tokens ?? undefined },
     template: data.template ?? null,
     defaultSystem: data.default_system ?? null,
     enableThinking: data.enable_thinking,
