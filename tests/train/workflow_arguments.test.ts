@@ -129,7 +129,7 @@ const losses = (run: Run) => run.log.filter((record) => record.loss !== undefine
 const rates = (run: Run) => run.log.filter((record) => record.lr !== undefined).map((record) => record.lr!);
 const trainable = (run: Run) => run.lines.filter((line) => line.startsWith("name: ") && line.endsWith("trainable: True")).map((line) => line.slice(6, line.indexOf(",")));
 
-test("dataset arguments pick the examples the trainer receives: dataset, eval_dataset, dataset_dir, split, max_samples, val_size, mix_strategy, interleave_probs", async () => {
+test("dataset arguments pick the examples the trainer receives: dataset, eval_dataset, dataset_dir, split, max_samples, val_size, mix_strategy, interleave_probs, streaming, buffer_size", async () => {
   const base = await rowsWith({});
   assert.deepEqual([base.train.length, base.eval.length], [12, 0]);
   assert.equal((await rowsWith({ dataset: "alpaca,chats" })).train.length, 20, "dataset");
@@ -145,10 +145,19 @@ test("dataset arguments pick the examples the trainer receives: dataset, eval_da
   const mostlyAlpaca = await rowsWith({ dataset: "alpaca,chats", mix_strategy: "interleave_over", interleave_probs: "0.9,0.1" });
   const mostlyChats = await rowsWith({ dataset: "alpaca,chats", mix_strategy: "interleave_over", interleave_probs: "0.1,0.9" });
   assert.notDeepEqual(mostlyAlpaca.train, mostlyChats.train, "interleave_probs");
+  // Streamed, only what max_steps x batch needs is read, in shuffle-buffer order.
+  const streamed = await rowsWith({ streaming: true, buffer_size: 12 });
+  assert.equal(streamed.train.length, 3 * 2, "streaming");
+  assert.notDeepEqual((await rowsWith({ streaming: true, buffer_size: 1 })).train, streamed.train, "buffer_size");
+  assert.deepEqual((await rowsWith({ streaming: true, buffer_size: 1 })).train, base.train.slice(0, 6), "a buffer of one keeps the file order");
 });
 
-test("tokenization arguments change the rows: stage, cutoff_len, reserved_label_len, train_on_prompt, mask_history, packing, neat_packing", async () => {
+test("tokenization arguments change the rows: template, default_system, stage, cutoff_len, reserved_label_len, train_on_prompt, mask_history, packing, neat_packing", async () => {
   const base = await rowsWith({});
+  const { tokenizer } = await prepareTrainingData(parseTrainArgs({ ...BASE, output_dir: join(tmp(), "out") }, quiet), () => {});
+  assert.match(tokenizer.decode(base.train[0]!.input_ids), /^<\|im_start\|>user\nCount to 1\.<\|im_end\|>\n<\|im_start\|>assistant\none<\|im_end\|>/);
+  assert.equal(tokenizer.decode((await rowsWith({ template: "empty" })).train[0]!.input_ids), "Count to 1.one", "template");
+  assert.match(tokenizer.decode((await rowsWith({ default_system: "You are Mira." })).train[0]!.input_ids), /^<\|im_start\|>system\nYou are Mira\.<\|im_end\|>/, "default_system");
   assert.ok(base.train.every((row) => row.labels.some((label) => label !== -100) && row.labels[0] === -100), "sft masks the prompt");
   const pretrain = await rowsWith({ stage: "pt", dataset: "text" });
   assert.ok(pretrain.train.every((row) => row.labels.every((label, i) => label === row.input_ids[i])), "stage: pt trains on every token");
@@ -167,6 +176,20 @@ test("tokenization arguments change the rows: stage, cutoff_len, reserved_label_
   // Neat packing numbers each example's tokens 1, 2, ... in the attention mask; plain packing marks all 1.
   assert.ok(neat.train.some((row) => row.attention_mask.includes(2)), "neat_packing");
   assert.ok(packed.train.every((row) => row.attention_mask.every((value) => value <= 1)));
+});
+
+test("overwrite_cache rebuilds the tokenized_path cache instead of loading it", async () => {
+  const cache = join(tmp(), "tokenized");
+  const lines = async (overrides: Record<string, unknown>) => {
+    const printed: string[] = [];
+    await prepareTrainingData(parseTrainArgs({ ...BASE, output_dir: join(tmp(), "out"), tokenized_path: cache, ...overrides }, quiet), (line) => printed.push(line));
+    return printed.join("\n");
+  };
+  assert.match(await lines({}), /saved 12 tokenized rows/);
+  assert.match(await lines({}), /loaded 12 tokenized rows/);
+  const rebuilt = await lines({ overwrite_cache: true });
+  assert.match(rebuilt, /saved 12 tokenized rows/);
+  assert.doesNotMatch(rebuilt, /loaded/);
 });
 
 test("a training run repeated unchanged is identical, so the differences below are the arguments' doing", async () => {
