@@ -68,7 +68,7 @@ const baseModel = {
   infer_backend: choice(
     ["huggingface", "native", "llamacpp", "vllm", "sglang"],
     "huggingface",
-    "Inference engine; huggingface and native both mean lmfactory's own engine.",
+    "Inference engine.",
     {
       noEffect: "lmfactory has one engine, its own; huggingface and native both name it",
       choiceTiers: { llamacpp: "later", vllm: "out", sglang: "out" },
