@@ -297,5 +297,7 @@ describe("help and schema", () => {
     assert.ok(schema.properties.dpo_beta);
     assert.equal(schema.properties.compute_dtype, undefined);
     assert.ok((schema.properties.stage!.enum as string[]).includes("dpo"));
+    assert.equal(schema.properties.dataloader_num_workers!["x-tier"], "noop");
+    assert.match(String(schema.properties.dataloader_num_workers!["x-no-effect"]), /collated in-process/);
   });
 });
