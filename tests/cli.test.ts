@@ -18,6 +18,15 @@ function lmf(...args: string[]) {
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+/** The notice lines of stderr, and the rest. */
+function splitNotices(stderr: string): { notices: string[]; rest: string } {
+  const lines = stderr.trim().split("\n");
+  return { notices: lines.filter((line) => line.startsWith("notice:")), rest: lines.filter((line) => !line.startsWith("notice:")).join("\n") };
+}
+
+/** LLaMA-Factory's example configs set keys that change nothing here; each gets one notice saying so. */
+const exampleNoEffectNotices = [/`trust_remote_code: true` has no effect/, /`dataloader_num_workers: 4` has no effect/, /`ddp_timeout: 180000000` has no effect/];
+
 function assertOneCleanError(stderr: string, fragment: string) {
   const lines = stderr.trim().split("\n");
   assert.equal(lines.length, 1, stderr);
@@ -50,16 +59,21 @@ describe("lmf", () => {
   test("a valid config whose model is not on this machine fails with one clear message before any work", () => {
     const result = lmf("train", "examples/train_lora/llama3_lora_sft.yaml", "lora_rank=16", "cache_dir=/nonexistent");
     assert.equal(result.status, 1, result.stderr);
-    assertOneCleanError(result.stderr, "model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct' is neither a local folder nor in a Hugging Face cache");
+    const { notices, rest } = splitNotices(result.stderr);
+    assert.equal(notices.length, exampleNoEffectNotices.length, result.stderr);
+    exampleNoEffectNotices.forEach((notice, i) => assert.match(notices[i]!, notice));
+    assertOneCleanError(rest, "model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct' is neither a local folder nor in a Hugging Face cache");
   });
 
   test("chat takes a training config and ignores its training keys with one notice", () => {
     const result = lmf("chat", "examples/train_lora/llama3_lora_sft.yaml", "cache_dir=/nonexistent");
     assert.equal(result.status, 1, result.stderr);
     assert.match(result.stderr, /^error: model_name_or_path: 'meta-llama\/Meta-Llama-3-8B-Instruct' is neither a local folder/m);
-    const notices = result.stderr.split("\n").filter((line) => line.startsWith("notice:"));
-    assert.equal(notices.length, 1);
-    assert.match(notices[0]!, /ignores keys it does not use: .*learning_rate/);
+    const { notices } = splitNotices(result.stderr);
+    // dataloader_num_workers and ddp_timeout are training keys: among the ignored, not noticed twice.
+    assert.equal(notices.length, 2, result.stderr);
+    assert.match(notices[0]!, /ignores keys it does not use: .*dataloader_num_workers.*learning_rate.*ddp_timeout/);
+    assert.match(notices[1]!, /`trust_remote_code: true` has no effect/);
   });
 
   test("an unsupported feature is refused before anything runs", () => {

@@ -114,7 +114,7 @@ export function buildChoice(
 export function completeChat(chat: ChatModel, request: ChatRequest, modelName: string): ChatCompletion {
   const prompt = promptFor(chat, request);
   const { sequences, finishReasons } = generate(chat.model, new Array<number[]>(request.n).fill(prompt), generateOptions(chat, request.settings));
-  const decode = (ids: number[]) => chat.tokenizer.decode(ids, { skipSpecialTokens: true });
+  const decode = (ids: number[]) => chat.decode(ids);
   let completionTokens = 0;
   const choices = sequences.map((ids, index) => {
     let text = decode(ids);
@@ -187,7 +187,7 @@ export function* streamChat(chat: ChatModel, request: ChatRequest): Generator<st
         break;
       }
       generated.push(next.value);
-      text = chat.tokenizer.decode(generated, { skipSpecialTokens: true });
+      text = chat.decode(generated);
       const stopAt = firstStopIndex(text, request.stop);
       if (stopAt !== -1) {
         text = text.slice(0, stopAt);

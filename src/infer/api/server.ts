@@ -228,7 +228,7 @@ function envPort(value: string | undefined): number {
 /** `lmf api`: loads the model from the parsed arguments and serves until SIGINT or SIGTERM. */
 export async function runApi(args: InferArgs, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const port = envPort(env.API_PORT);
-  const chat = loadChatModelFromArgs(args, args.generating);
+  const chat = loadChatModelFromArgs(args);
   const server = await createApiServer(chat, {
     host: env.API_HOST || "127.0.0.1",
     port,
