@@ -3,7 +3,8 @@
 import { UserError } from "../errors.ts";
 import { type Command, allGroups, commandGroups, groupByKey } from "./index.ts";
 import { foreignKeys } from "./foreign_keys.ts";
-import { closestName, foreignKeyError } from "./parser.ts";
+import { closestName } from "../names.ts";
+import { foreignKeyError } from "./parser.ts";
 import { type Field, type Group, formatValue, typeLabel } from "./schema.ts";
 
 const TIER_NOTES = { now: "", later: " [not yet supported]", out: " [out of scope]" } as const;

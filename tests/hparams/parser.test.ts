@@ -9,7 +9,8 @@ import { UserError } from "../../src/errors.ts";
 import { foreignKeys } from "../../src/hparams/foreign_keys.ts";
 import { fieldHelp } from "../../src/hparams/help.ts";
 import { allGroups } from "../../src/hparams/index.ts";
-import { closestName, editDistance, readArgv } from "../../src/hparams/parser.ts";
+import { readArgv } from "../../src/hparams/parser.ts";
+import { closestName } from "../../src/names.ts";
 import { baseConfigs, parseWith } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lmf-parser-"));
@@ -284,14 +285,6 @@ describe("aliases, derived fields and other commands' keys", () => {
 });
 
 describe("suggestions", () => {
-  test("edit distance and closest names", () => {
-    assert.equal(editDistance("kitten", "sitting"), 3);
-    assert.equal(editDistance("", "abc"), 3);
-    assert.equal(closestName("lora_rnak", ["lora_rank", "lora_alpha"]), "lora_rank");
-    assert.equal(closestName("rank", ["lora_rank", "galore_rank", "cutoff_len"]), "lora_rank");
-    assert.equal(closestName("zzzzzzzz", ["lora_rank"]), null);
-  });
-
   test("real typos still get a suggestion; distant names do not", () => {
     const names = allGroups.flatMap((group) => Object.keys(group.fields));
     const typos: [string, string][] = [
