@@ -100,6 +100,16 @@ export function progressDisabled(args: TrainArgs): boolean {
   return args.training.disable_tqdm ?? false;
 }
 
+/**
+ * HF's TrainingArguments.to_json_string for TensorBoard's `args` text: every training argument,
+ * run_name defaulting to output_dir (HF's rule), keys ending in `_token` masked as HF masks them.
+ */
+export function trainingArgsJson(args: TrainArgs): string {
+  const values: Record<string, unknown> = { ...args.training, run_name: args.training.run_name ?? args.training.output_dir };
+  for (const name of Object.keys(values)) if (name.endsWith("_token") && values[name] !== null) values[name] = `<${name.toUpperCase()}>`;
+  return JSON.stringify(values, null, 2);
+}
+
 export interface RunParts {
   device: string;
   resumeFrom: string | null;

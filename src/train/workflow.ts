@@ -19,7 +19,7 @@ import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndT
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
-import { checkTrainingArgs, logChannels, trainerOptionsFromArgs } from "./options.ts";
+import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
@@ -296,7 +296,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           warn,
           // `all` means every tracker lmfactory has, which is TensorBoard alone.
           reporters: training.report_to.some((name) => name === "tensorboard" || name === "all")
-            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir))]
+            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
             : [],
           effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
           computesAccuracy: !!stage.computesAccuracy,
