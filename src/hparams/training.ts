@@ -121,7 +121,7 @@ const core = {
     noEffect: singleProcess,
   }),
   include_num_input_tokens_seen: bool(false, "Count and log the input tokens seen."),
-  neftune_noise_alpha: optFloat("Add NEFTune noise of this scale to embeddings.", { tier: "later", min: 0 }),
+  neftune_noise_alpha: optFloat("Add NEFTune noise of this scale to the input embeddings while training.", { min: 0 }),
   torch_compile: bool(false, "Compile the model.", { tier: "later" }),
   auto_find_batch_size: bool(false, "Halve the batch size on out-of-memory until it fits.", { tier: "later" }),
   full_determinism: bool(false, "Make every kernel deterministic.", { tier: "later" }),

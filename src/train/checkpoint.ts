@@ -34,12 +34,17 @@ export interface TrainerStateJson {
   save_steps: number;
   eval_steps: number | null;
   train_batch_size: number;
+  /** Input tokens seen (include_num_input_tokens_seen); absent in checkpoints of older runs. */
+  num_input_tokens_seen?: number;
   total_flos: number;
   log_history: Record<string, number>[];
   best_metric: number | null;
+  best_global_step?: number | null;
   best_model_checkpoint: string | null;
   is_local_process_zero: boolean;
   is_world_process_zero: boolean;
+  /** HF's ExportableState callbacks: EarlyStoppingCallback's patience counter survives a resume. */
+  stateful_callbacks?: { EarlyStoppingCallback?: { args: Record<string, number>; attributes: { early_stopping_patience_counter: number } } };
   /** lmfactory's exact-resume data: the data position and the tokens seen so far. */
   lmf_data_position: DataPosition;
   lmf_total_tokens: number;
@@ -88,11 +93,19 @@ export function lastCheckpoint(outputDir: string): string | null {
   return listCheckpoints(outputDir).at(-1) ?? null;
 }
 
-/** Deletes the oldest checkpoints beyond `limit`, as HF's `save_total_limit` (null: keep all). */
-export function rotateCheckpoints(outputDir: string, limit: number | null): void {
+/**
+ * Deletes the oldest checkpoints beyond `limit`, as HF's `save_total_limit` (null: keep all). The
+ * best checkpoint is never deleted: HF moves it next to the newest before rotating, and keeps two
+ * when the limit is 1 and the newest is not the best, so training can still resume.
+ */
+export function rotateCheckpoints(outputDir: string, limit: number | null, best: string | null = null): void {
   if (limit === null || limit <= 0) return;
   const checkpoints = listCheckpoints(outputDir);
-  for (const old of checkpoints.slice(0, Math.max(0, checkpoints.length - limit))) rmSync(old, { recursive: true, force: true });
+  const keep = best !== null && limit === 1 && checkpoints.at(-1) !== best ? 2 : limit;
+  if (checkpoints.length <= keep) return;
+  const bestIndex = best === null ? -1 : checkpoints.indexOf(best);
+  for (let i = bestIndex; i >= 0 && i < checkpoints.length - 2; i++) [checkpoints[i], checkpoints[i + 1]] = [checkpoints[i + 1]!, checkpoints[i]!];
+  for (const old of checkpoints.slice(0, checkpoints.length - keep)) rmSync(old, { recursive: true, force: true });
 }
 
 export function readTrainerState(checkpoint: string): TrainerStateJson {

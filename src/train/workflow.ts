@@ -19,6 +19,7 @@ import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndT
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
+import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
@@ -206,11 +207,31 @@ export async function prepareTrainingData(args: TrainArgs, print: (line: string)
   return { ...prepared, stage, train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
 }
 
+/**
+ * A row holding a token id beyond the model's embedding rows (a template token added without
+ * resize_vocab) gets one clear error instead of libtorch's index error.
+ */
+function checkTokenIds(splits: Record<string, TrainingExample[]>, rows: number, prepared: LoadedTokenizer): void {
+  for (const [split, examples] of Object.entries(splits)) {
+    examples.forEach((example, index) => {
+      const id = example.input_ids.find((token) => token >= rows);
+      if (id === undefined) return;
+      throw new UserError(
+        `${split} example #${index} holds the token ${prepared.tokenizer.convertIdsToTokens(id) ?? id} (id ${id}), beyond the model's ${rows} embedding rows`,
+        "resize_vocab",
+        "set resize_vocab: true to grow the embeddings for the tokens the template added",
+      );
+    });
+  }
+}
+
 /** Runs `lmf train` for the stage the arguments name. */
 export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
+  checkTrainingArgs(args);
+  const { info, warn } = logChannels(args, print);
   const resumeFrom = resolveResume(args, print);
   if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
     for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
@@ -219,15 +240,19 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedData = await prepareTrainingData(args, print);
+  const preparedData = await prepareTrainingData(args, info);
   const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
 
   const dtype = computeDtype(args, device);
-  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print }));
+  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
   try {
+    checkTokenIds({ train: trainRows, eval: evalRows }, model.inputEmbeddings().weight.shape[0]!, prepared);
+    if (finetuning.compute_accuracy && !stage.computesAccuracy) warn(`compute_accuracy: stage ${stage.name} reports no accuracy (LLaMA-Factory computes it in run_sft only).`);
+    if (finetuning.include_effective_tokens_per_second && !stage.effectiveTokens) warn(`include_effective_tokens_per_second: stage ${stage.name} does not count effective tokens yet.`);
+    const predictionMetrics = finetuning.compute_accuracy && !!stage.computesAccuracy && !training.prediction_loss_only;
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
     const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
@@ -241,7 +266,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     // at the start; at the end a backup in pissa_backup/ and, in pissa_converted/, an ordinary LoRA
     // adapter over the original base model.
     const pissaConvert = training.do_train && finetuning.pissa_convert && isLora && finetuning.pissa_init;
-    if (finetuning.pissa_convert && !pissaConvert && training.do_train) print("pissa_convert: nothing to convert without pissa_init; ignored.");
+    if (finetuning.pissa_convert && !pissaConvert && training.do_train) warn("pissa_convert: nothing to convert without pissa_init; ignored.");
     const pissaFolder = (name: string) => join(training.output_dir, name);
     const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
 
@@ -251,7 +276,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
       // A resumed run keeps the initial adapter its first run saved.
       if (pissaConvert && !existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors"))) {
         saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
-        print(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
+        info(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
       }
       train(
         {
@@ -264,57 +289,34 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           inStreamOrder: data.streaming,
           loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
         },
-        {
-          outputDir: training.output_dir,
-          batchSize: training.per_device_train_batch_size,
-          evalBatchSize: training.per_device_eval_batch_size,
-          gradientAccumulationSteps: training.gradient_accumulation_steps,
-          learningRate: training.learning_rate,
-          weightDecay: training.weight_decay,
-          optim: training.optim,
-          adamBeta1: training.adam_beta1,
-          adamBeta2: training.adam_beta2,
-          adamEpsilon: training.adam_epsilon,
-          maxGradNorm: training.max_grad_norm,
-          numTrainEpochs: training.num_train_epochs,
-          maxSteps: training.max_steps,
-          lrSchedulerType: training.lr_scheduler_type,
-          lrSchedulerKwargs: (training.lr_scheduler_kwargs ?? undefined) as Record<string, number> | undefined,
-          warmupSteps: training.warmup_steps,
-          warmupRatio: training.warmup_ratio,
-          loggingSteps: training.logging_steps,
-          saveStrategy: training.save_strategy as "no" | "steps" | "epoch",
-          saveSteps: training.save_steps,
-          saveTotalLimit: training.save_total_limit,
-          saveOnlyModel: training.save_only_model,
-          evalStrategy: training.eval_strategy as "no" | "steps" | "epoch",
-          evalSteps: training.eval_steps ?? training.logging_steps,
-          dataSeed: training.data_seed ?? training.seed,
-          gradientCheckpointing: !args.model.disable_gradient_checkpointing,
-          plotLoss: finetuning.plot_loss,
+        trainerOptionsFromArgs(args, {
           device,
           resumeFrom,
-          print,
+          print: info,
+          warn,
           // `all` means every tracker lmfactory has, which is TensorBoard alone.
           reporters: training.report_to.some((name) => name === "tensorboard" || name === "all")
-            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir))]
+            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
             : [],
-        },
+          effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
+          computesAccuracy: !!stage.computesAccuracy,
+        }),
       );
       if (pissaConvert) {
         saveLoraAdapter(model, pissaFolder("pissa_backup"), asPlainLora());
         savePissaConverted(model, pissaFolder("pissa_converted"), pissaFolder("pissa_init"), { baseModelNameOrPath: args.model.model_name_or_path });
-        print(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
+        info(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
       }
     }
     if (training.do_eval && evalRows.length) {
-      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device);
+      const options = { dropLast: training.dataloader_drop_last, predictionMetrics };
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
-      print(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
+      info(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
     if (training.do_predict && stage.predict) {
-      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, print);
+      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, info);
     }
   } finally {
     model.dispose();
