@@ -41,7 +41,10 @@ export const dataFields = {
   preprocessing_batch_size: int(1000, "Examples per preprocessing batch.", { min: 1 }),
   preprocessing_num_workers: optInt("Worker processes for preprocessing.", { min: 1 }),
   max_samples: optInt("Keep at most this many examples of each dataset (for debugging).", { min: 1 }),
-  eval_num_beams: optInt("Beams used when generating predictions.", { min: 1 }),
+  eval_num_beams: optInt("Beams used when generating predictions.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, it only fills generation_num_beams, which prediction never reads: num_beams from the generating arguments applies",
+  }),
   ignore_pad_token_for_loss: bool(true, "Give padding positions the ignore label so they add no loss."),
   val_size: float(0, "Validation split taken from the training data: a fraction in [0, 1) or a count of examples.", {
     min: 0,

@@ -29,9 +29,7 @@ const baseModel = {
   adapter_folder: optStr("Folder that holds the adapter weights to load."),
   cache_dir: optStr("Where downloaded models are stored (Hugging Face cache layout)."),
   use_fast_tokenizer: bool(true, "Use the fast (tokenizers-library) tokenizer."),
-  resize_vocab: bool(false, "Resize the embedding and output layers to the tokenizer's vocabulary size.", {
-    noEffect: "the embeddings are resized (to a multiple of 64) whenever the tokenizer outgrows them, added tokens included",
-  }),
+  resize_vocab: bool(false, "Resize the embedding and output layers to the tokenizer's vocabulary size (a multiple of 64); tokens from add_tokens / add_special_tokens always resize."),
   split_special_tokens: bool(false, "Tokenize special-token strings as plain text instead of as single special tokens."),
   add_tokens: optList("Ordinary tokens to add to the tokenizer, comma-separated."),
   add_special_tokens: optList("Special tokens to add to the tokenizer, comma-separated.", {
@@ -59,7 +57,9 @@ const baseModel = {
   enable_liger_kernel: bool(false, "Use fused Liger-style kernels in training.", { tier: "later" }),
   moe_aux_loss_coef: optFloat("Weight of the mixture-of-experts router auxiliary loss.", { tier: "out" }),
   disable_gradient_checkpointing: bool(false, "Turn activation recomputation off (faster, more memory)."),
-  use_reentrant_gc: bool(true, "Recomputation style; accepted for compatibility."),
+  use_reentrant_gc: bool(true, "Recomputation style; accepted for compatibility.", {
+    noEffect: "lmfactory recomputes each layer its own way; reentrant or not, the gradients are the same",
+  }),
   upcast_layernorm: bool(false, "Keep norm-layer weights in fp32."),
   upcast_lmhead_output: bool(false, "Compute the output logits in fp32.", {
     noEffect: "training computes the loss on float32 logits in any case, as Hugging Face's loss does (same gradients, checked)",

@@ -19,6 +19,7 @@ import {
   type ValueTier,
 } from "./schema.ts";
 // Names only: schedulers.ts imports nothing but types, so the engine does not load here.
+import { OPTIMIZER_FOR_NAME } from "../torch/optim/names.ts";
 import { SCHEDULER_NAMES } from "../torch/optim/schedulers.ts";
 
 const schedulers = [
@@ -52,7 +53,7 @@ const optimizers = [
   "paged_lion_32bit",
 ] as const;
 
-const builtOptimizers: readonly string[] = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "sgd"];
+const builtOptimizers: readonly string[] = Object.keys(OPTIMIZER_FOR_NAME);
 const laterOptimizers: Record<string, ValueTier> = Object.fromEntries(
   optimizers.filter((name) => !builtOptimizers.includes(name)).map((name) => [name, "later"]),
 );
@@ -73,7 +74,10 @@ const core = {
   }),
   eval_delay: float(0, "Steps or epochs to wait before the first evaluation.", { min: 0 }),
   eval_on_start: bool(false, "Evaluate once before training starts."),
-  eval_accumulation_steps: optInt("Move predictions to the CPU every this many evaluation steps.", { min: 1 }),
+  eval_accumulation_steps: optInt("Move predictions to the CPU every this many evaluation steps.", {
+    min: 1,
+    noEffect: "each evaluation batch is reduced to numbers at once (the HF Trainer's behaviour with 1); no prediction tensors are held",
+  }),
   prediction_loss_only: bool(false, "During evaluation, compute only the loss."),
   per_device_train_batch_size: int(8, "Examples per device in each training step.", { min: 1 }),
   per_device_eval_batch_size: int(8, "Examples per device in each evaluation step.", { min: 1 }),
@@ -105,7 +109,9 @@ const core = {
   gradient_checkpointing: bool(false, "Recompute activations in the backward pass to save memory.", {
     noEffect: "lmfactory recomputes activations unless disable_gradient_checkpointing is set, as LLaMA-Factory does",
   }),
-  gradient_checkpointing_kwargs: optJson("Options for gradient checkpointing, as a dict or JSON string."),
+  gradient_checkpointing_kwargs: optJson("Options for gradient checkpointing, as a dict or JSON string.", {
+    noEffect: "lmfactory recomputes each layer its own way (RNG state replayed); the gradients are those of every torch.utils.checkpoint setting",
+  }),
   resume_from_checkpoint: optStr("Checkpoint folder to resume training from."),
   remove_unused_columns: bool(true, "Drop dataset columns the model does not take.", {
     noEffect: "batches hold exactly what the stage needs; LLaMA-Factory forces this to false too",
@@ -162,8 +168,14 @@ const saving = {
 
 const generation = {
   predict_with_generate: bool(false, "Generate text during prediction (for BLEU/ROUGE and saved predictions)."),
-  generation_max_length: optInt("Longest generated sequence in prediction; defaults to cutoff_len.", { min: 1 }),
-  generation_num_beams: optInt("Beams used in prediction.", { min: 1 }),
+  generation_max_length: optInt("Longest generated sequence in prediction; defaults to cutoff_len.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, prediction is bounded by max_new_tokens (or max_length) from the generating arguments, which Seq2SeqTrainer prefers",
+  }),
+  generation_num_beams: optInt("Beams used in prediction.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, prediction uses num_beams from the generating arguments, which Seq2SeqTrainer prefers; set num_beams",
+  }),
 };
 
 const outOfScope = {

@@ -5,6 +5,8 @@ import { UserError } from "../errors.ts";
 import {
   AdamW,
   type BaseHyperParameters,
+  type BuiltOptimizerName,
+  OPTIMIZER_FOR_NAME,
   type Optimizer,
   SGD,
   type Tensor,
@@ -67,10 +69,9 @@ export function createOptimizer(trainable: [string, Tensor][], options: Optimize
     ? loraplusParamGroups(trainable, { ...options, loraplus: options.loraplus })
     : decayParameterGroups(trainable, options.weightDecay).map((group) => ({ ...group, lr: options.learningRate }));
   if (options.loraplus) print(`Using LoRA+ optimizer with loraplus lr ratio ${options.loraplus.ratio.toFixed(2)}.`);
-  switch (options.optim ?? "adamw_torch") {
-    case "adamw_torch":
-    case "adamw_torch_fused":
-    case "adamw_hf":
+  const name = options.optim ?? "adamw_torch";
+  switch (OPTIMIZER_FOR_NAME[name as BuiltOptimizerName]) {
+    case "adamw":
       return new AdamW(groups, {
         lr: options.learningRate,
         betas: [options.adamBeta1, options.adamBeta2],
@@ -81,6 +82,6 @@ export function createOptimizer(trainable: [string, Tensor][], options: Optimize
       // HF passes SGD the lr only; each group's weight_decay still applies (torch SGD's L2 form).
       return new SGD(groups, { lr: options.learningRate });
     default:
-      throw new UserError(`optim ${options.optim} is not built yet`, "optim", "use adamw_torch or sgd");
+      throw new UserError(`optim ${name} is not built yet`, "optim", `use one of: ${Object.keys(OPTIMIZER_FOR_NAME).join(", ")}`);
   }
 }

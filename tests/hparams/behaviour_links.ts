@@ -14,7 +14,7 @@ const optimisation: Link = [workflowArgs, "optimisation arguments change the tra
 const schedule: Link = [workflowArgs, "schedule and length arguments change the steps: lr_scheduler_type, lr_scheduler_kwargs, warmup_steps, warmup_ratio, max_steps, num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps"];
 const precision: Link = [workflowArgs, "precision arguments set the dtype weights train and save in: bf16, pure_bf16; fp16 needs CUDA"];
 const outputs: Link = [workflowArgs, "output arguments: output_dir, overwrite_output_dir, do_train, save_strategy, save_steps, save_total_limit, save_only_model, resume_from_checkpoint, plot_loss"];
-const evaluation: Link = [workflowArgs, "evaluation and prediction arguments: do_eval, per_device_eval_batch_size, do_predict, generation_num_beams"];
+const evaluation: Link = [workflowArgs, "evaluation and prediction arguments: do_eval, per_device_eval_batch_size, do_predict, predict_with_generate, num_beams in prediction"];
 const modelArgs: Link = [workflowArgs, "model arguments change the run: model_name_or_path, adapter_name_or_path, rope_scaling, flash_attn, shift_attn, upcast_layernorm, train_from_scratch, print_param_status"];
 const finetuning: Link = [workflowArgs, "finetuning arguments change what trains: finetuning_type, freeze_trainable_layers, freeze_trainable_modules, freeze_extra_modules, use_llama_pro, additional_target, lora_rank, lora_target, use_dora, lora_alpha, lora_dropout, use_rslora, create_new_adapter"];
 
@@ -31,8 +31,48 @@ const hub: Link = [chat, "cache_dir and model_revision pick the snapshot of a hu
 
 const evalArgs: Link = ["tests/eval/arguments.test.ts", "evaluation arguments change the run: task, task_dir, lang, n_shot, seed, batch_size, save_dir"];
 
+const optimizer = "tests/train/optimizer.test.ts";
+const flow = "tests/train/trainer_flow.test.ts";
+const trainerArgs = "tests/train/workflow_args.test.ts";
+const loraplus: Link = [optimizer, "LoRA+ changes the run: AdamW's first step moves the zero-initialised B matrices by lr x ratio"];
+const loraplusGroups: Link = [optimizer, "loraplus_lr_ratio and loraplus_lr_embedding build LLaMA-Factory's four LoRA+ groups"];
+const logging: Link = [flow, "logging_strategy steps / epoch / no and logging_first_step decide which steps log, as DefaultFlowCallback"];
+const fractions: Link = [flow, "logging_steps, save_steps and eval_steps below 1 are ceil(total x fraction) steps, and the last step is saved"];
+const evalTiming: Link = [flow, "eval_on_start evaluates before the first step; eval_delay holds evaluations back (steps, then epochs)"];
+const bestModel: Link = [flow, "load_best_model_at_end with metric_for_best_model and greater_is_better: best_metric, best_model_checkpoint, and output_dir holds the best weights"];
+const accuracy: Link = [trainerArgs, "compute_accuracy reports eval_accuracy as LLaMA-Factory's ComputeAccuracy (the mean of per-example token accuracies); prediction_loss_only turns it off"];
+const verbosity: Link = [trainerArgs, "log_level warning keeps notices and drops information; error prints nothing; disable_tqdm prints each log as a dict, the log file still written"];
+
+/** The trainer's HF / LLaMA-Factory fields (issue 13), each shown by a run that differs. */
+const TRAINER_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  loraplus_lr_ratio: [loraplus, loraplusGroups],
+  loraplus_lr_embedding: loraplusGroups,
+  neftune_noise_alpha: [optimizer, "neftune_noise_alpha: uniform noise within alpha / sqrt(T * C) on the embedding output in training only, removed afterwards"],
+  disable_shuffling: [flow, "shuffle false (disable_shuffling) trains the rows in their order: the first step's loss is that of rows 0 and 1"],
+  dataloader_drop_last: [flow, "dataloader_drop_last drops each epoch's last incomplete batch, and the last incomplete evaluation batch"],
+  logging_strategy: logging,
+  logging_first_step: logging,
+  eval_on_start: evalTiming,
+  eval_delay: evalTiming,
+  include_num_input_tokens_seen: [flow, "include_num_input_tokens_seen: the padded input tokens of every batch, in each log, trainer_state.json and the train results"],
+  load_best_model_at_end: bestModel,
+  metric_for_best_model: bestModel,
+  greater_is_better: bestModel,
+  early_stopping_steps: [flow, "early_stopping_steps stops after that many evaluations without a better metric (EarlyStoppingCallback)"],
+  compute_accuracy: accuracy,
+  prediction_loss_only: accuracy,
+  include_effective_tokens_per_second: [trainerArgs, "include_effective_tokens_per_second: effective_tokens_per_sec = the training rows' tokens x epochs / train_runtime"],
+  log_level: verbosity,
+  disable_tqdm: verbosity,
+  run_name: ["tests/train/tensorboard.test.ts", "run_name: TensorBoard's `args` text holds it (output_dir by default), as HF's TensorBoardCallback writes the training arguments; the folder stays logging_dir"],
+  adapter_folder: [trainerArgs, "adapter_folder: adapters are read from that subfolder of each adapter_name_or_path"],
+  resize_vocab: [trainerArgs, "template stop words the tokenizer lacks: one notice naming them and the size resize_vocab would give; the model keeps its vocabulary"],
+  use_fast_tokenizer: tokenizer,
+};
+
 /** Field name -> the test(s) showing its effect. A name in two groups (seed) links one test per group. */
 export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  ...TRAINER_LINKS,
   // ModelArguments
   model_name_or_path: modelArgs,
   adapter_name_or_path: modelArgs,
@@ -86,7 +126,7 @@ export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> =
   do_eval: evaluation,
   do_predict: evaluation,
   eval_strategy: scalars,
-  eval_steps: scalars,
+  eval_steps: [scalars, fractions],
   per_device_train_batch_size: schedule,
   per_device_eval_batch_size: evaluation,
   gradient_accumulation_steps: schedule,
@@ -110,14 +150,13 @@ export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> =
   use_cpu: [workflowArgs, "use_cpu trains on the CPU when CUDA is there"],
   resume_from_checkpoint: outputs,
   logging_dir: scalars,
-  logging_steps: scalars,
+  logging_steps: [scalars, fractions],
   report_to: [tensorboard, "report_to: all writes to HF's default logging_dir; none writes no event file"],
   save_strategy: outputs,
-  save_steps: outputs,
+  save_steps: [outputs, fractions],
   save_total_limit: outputs,
   save_only_model: outputs,
   predict_with_generate: [workflow, "sft on an alpaca and a sharegpt dataset together, with LoRA, then predict with generation metrics"],
-  generation_num_beams: evaluation,
 
   // FinetuningArguments
   stage: tokenization,
@@ -160,46 +199,6 @@ export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> =
   n_shot: evalArgs,
   save_dir: evalArgs,
 };
-
-/**
- * Fields the trainer work in progress makes the trainer honour (issue 13). Tolerated without a
- * link until that work lands with its tests; each then moves to BEHAVIOUR_LINKS. The ones still
- * tier later (neftune_noise_alpha, new_special_tokens_config, init_special_tokens) are refused
- * until then. (logging_steps, save_steps and eval_steps are linked for whole steps; their
- * fractions of all steps are part of this work too.)
- */
-export const HONOURED_BY_TRAINER_WORK: readonly string[] = [
-  "loraplus_lr_ratio",
-  "loraplus_lr_embedding",
-  "disable_shuffling",
-  "dataloader_drop_last",
-  "eval_accumulation_steps",
-  "prediction_loss_only",
-  "logging_strategy",
-  "logging_first_step",
-  "eval_on_start",
-  "eval_delay",
-  "include_num_input_tokens_seen",
-  "include_effective_tokens_per_second",
-  "load_best_model_at_end",
-  "metric_for_best_model",
-  "greater_is_better",
-  "early_stopping_steps",
-  "compute_accuracy",
-  "generation_max_length",
-  "eval_num_beams",
-  "log_level",
-  "disable_tqdm",
-  "run_name",
-  "neftune_noise_alpha",
-  "use_fast_tokenizer",
-  "new_special_tokens_config",
-  "init_special_tokens",
-  "adapter_folder",
-  "lora_bf16_mode",
-  "use_reentrant_gc",
-  "gradient_checkpointing_kwargs",
-];
 
 /** Fields that do their work but whose behaviour test is not written yet; the suite fails while any is listed. */
 export const AWAITING_BEHAVIOUR_TEST: readonly string[] = [];

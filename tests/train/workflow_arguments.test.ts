@@ -292,7 +292,7 @@ test("output arguments: output_dir, overwrite_output_dir, do_train, save_strateg
   assert.ok(!existsSync(join(evalDir, "adapter_model.safetensors")) && existsSync(join(evalDir, "eval_results.json")));
 });
 
-test("evaluation and prediction arguments: do_eval, per_device_eval_batch_size, do_predict, generation_num_beams", async () => {
+test("evaluation and prediction arguments: do_eval, per_device_eval_batch_size, do_predict, predict_with_generate, num_beams in prediction", async () => {
   assert.ok(!existsSync(join((await runWith({ val_size: 4 })).outputDir, "eval_results.json")));
   const evaluated = await runWith({ val_size: 4, do_eval: true });
   assert.ok(JSON.parse(readFileSync(join(evaluated.outputDir, "eval_results.json"), "utf8")).eval_loss > 0, "do_eval");
@@ -305,7 +305,7 @@ test("evaluation and prediction arguments: do_eval, per_device_eval_batch_size, 
   assert.deepEqual(progress(greedy), ["predicted 3/3"]);
   assert.deepEqual(progress(await predict({ per_device_eval_batch_size: 2 })), ["predicted 2/3", "predicted 3/3"], "per_device_eval_batch_size");
   const texts = (run: Run) => readFileSync(join(run.outputDir, "generated_predictions.jsonl"), "utf8");
-  assert.notEqual(texts(await predict({ generation_num_beams: 4 })), texts(greedy), "generation_num_beams");
+  assert.notEqual(texts(await predict({ num_beams: 4 })), texts(greedy), "num_beams in prediction");
 });
 
 test("model arguments change the run: model_name_or_path, adapter_name_or_path, rope_scaling, flash_attn, shift_attn, upcast_layernorm, train_from_scratch, print_param_status", async () => {

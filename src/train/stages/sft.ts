@@ -24,22 +24,11 @@ export const sft: Stage = {
  * The generation settings of prediction, as LLaMA-Factory passes them: its gen_kwargs (the
  * generating arguments, always holding num_beams and max_new_tokens or max_length) go to
  * Seq2SeqTrainer.predict, which falls back to generation_num_beams (eval_num_beams) and
- * generation_max_length only where gen_kwargs leave those unset, so they never apply.
+ * generation_max_length only where gen_kwargs leave those unset, so they never apply (the parameter
+ * system declares them as having no effect).
  */
-export function predictionSettings(args: TrainArgs, print: (line: string) => void) {
-  const { training, generating, data } = args;
-  if (training.generation_num_beams !== null && training.generation_num_beams !== generating.num_beams) {
-    print(
-      `eval_num_beams / generation_num_beams ${training.generation_num_beams} has no effect: as in LLaMA-Factory, prediction ` +
-        `generates with num_beams ${generating.num_beams} from the generating arguments; set num_beams instead.`,
-    );
-  }
-  if (training.generation_max_length !== null && training.generation_max_length !== data.cutoff_len) {
-    print(
-      `generation_max_length ${training.generation_max_length} has no effect: as in LLaMA-Factory, prediction is bounded by ` +
-        `max_new_tokens (or max_length when max_new_tokens is 0) from the generating arguments.`,
-    );
-  }
+export function predictionSettings(args: TrainArgs) {
+  const { generating } = args;
   return generationSettingsFromArgs(generating);
 }
 
@@ -50,7 +39,7 @@ function predict(loaded: LoadedModel, examples: AlignedExample[], args: TrainArg
   model.eval();
   const stopIds = template.getStopTokenIds(tokenizer);
   const batchSize = training.per_device_eval_batch_size;
-  const settings = predictionSettings(args, print);
+  const settings = predictionSettings(args);
   const rows: { prompt: string; predict: string; label: string }[] = [];
   for (let start = 0; start < examples.length; start += batchSize) {
     const batch = examples.slice(start, start + batchSize);
