@@ -5,7 +5,7 @@ import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
 import type { ChatTemplate } from "../data/templates/template.ts";
 import type { Message } from "../data/types.ts";
 import { applyFinetuning } from "../model/adapters/index.ts";
-import { loadConfig } from "../model/config.ts";
+import { contextLength, loadConfig } from "../model/config.ts";
 import { type GenerateOptions, generate, generateStream, loadGenerationConfig } from "../model/generation.ts";
 import { resolveModelPath } from "../model/hub.ts";
 import { loadWeights } from "../model/loader.ts";
@@ -56,6 +56,11 @@ export class ChatModel {
     model.eval();
     const fromFolder = loadGenerationConfig(folder);
     return new ChatModel(model, tokenizer, template, { ...fromFolder, ...generation });
+  }
+
+  /** The longest prompt + answer the model serves (its config after the rope_scaling patch). */
+  get contextLength(): number {
+    return contextLength(this.model.config);
   }
 
   /** The prompt ids for a conversation that ends with a user (or observation) turn. */

@@ -2,6 +2,7 @@
 // greedy search, sampling, beam search with BeamSearchScorer/BeamHypotheses) and
 // configuration_utils.py (GenerationConfig defaults). Prompts are left-padded into one batch with an
 // attention mask; a KV cache gives one prefill then one token per step; each step is a `tidy` block.
+// `generateSteps` runs one step per `next()`, so a server can interleave requests between steps.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
@@ -31,6 +32,13 @@ export interface GenerateOptions {
   padTokenId?: number | null;
   /** false recomputes the whole sequence each step (same output, slower). */
   useKvCache?: boolean;
+  /**
+   * Seconds after which no further step starts (HF's max_time / MaxTimeCriteria): unfinished rows
+   * end with finish reason "length", and beam search finishes with its open beams, as at the token budget.
+   */
+  maxTime?: number | null;
+  /** When `maxTime` starts counting, in ms since the epoch (MaxTimeCriteria's initial_timestamp); default: now. */
+  timeOrigin?: number;
 }
 
 export type FinishReason = "stop" | "length";
@@ -56,6 +64,8 @@ interface Settings {
   stopTokens: Set<number>;
   padTokenId: number;
   useKvCache: boolean;
+  /** Date.now() past which no further step starts; Infinity without maxTime. */
+  deadline: number;
 }
 
 function resolveSettings(prompts: number[][], options: GenerateOptions): Settings {
@@ -92,6 +102,7 @@ function resolveSettings(prompts: number[][], options: GenerateOptions): Setting
     stopTokens,
     padTokenId: options.padTokenId ?? [...stopTokens][0] ?? 0,
     useKvCache: options.useKvCache ?? true,
+    deadline: options.maxTime != null ? (options.timeOrigin ?? Date.now()) + options.maxTime * 1000 : Infinity,
   };
 }
 
@@ -142,7 +153,7 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
         if (settings.stopTokens.has(tokens[b]!)) reasons[b] = "stop";
       }
       yield tokens;
-      if (reasons.every(Boolean)) break;
+      if (reasons.every(Boolean) || Date.now() > settings.deadline) break;
     }
   } finally {
     cache?.dispose();
@@ -152,10 +163,23 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
 
 /** Generates continuations of a batch of prompts (token ids); returns only the new tokens. */
 export function generate(model: CausalLM, inputIds: number[][], options: GenerateOptions = {}): GenerateOutput {
+  const steps = generateSteps(model, inputIds, options);
+  for (;;) {
+    const next = steps.next();
+    if (next.done) return next.value;
+  }
+}
+
+/**
+ * `generate` one model step per `next()` (the prefill first, then one token for every row, or one
+ * beam-search step); the return value is generate's output. Closing it early frees the KV cache.
+ */
+export function* generateSteps(model: CausalLM, inputIds: number[][], options: GenerateOptions = {}): Generator<void, GenerateOutput> {
   const settings = resolveSettings(inputIds, options);
   if (settings.numBeams > 1) {
     // Each prompt is searched alone: a left-padded batch gives the same beams, so nothing is lost.
-    const results = inputIds.map((prompt) => beamSearch(model, prompt, settings));
+    const results: BeamResult[] = [];
+    for (const prompt of inputIds) results.push(yield* beamSearch(model, prompt, settings));
     return {
       sequences: results.map((result) => result.tokens),
       finishReasons: results.map((result) => result.reason),
@@ -171,6 +195,7 @@ export function generate(model: CausalLM, inputIds: number[][], options: Generat
       sequences[b]!.push(token);
       finished[b] = settings.stopTokens.has(token);
     });
+    yield;
   }
   return { sequences, finishReasons: finished.map((stopped) => (stopped ? "stop" : "length")) };
 }
@@ -237,8 +262,14 @@ class BeamHypotheses {
   }
 }
 
-/** Beam search for one prompt (BeamSearchScorer with batch 1); returns the best hypothesis. */
-function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { tokens: number[]; reason: FinishReason; score: number } {
+interface BeamResult {
+  tokens: number[];
+  reason: FinishReason;
+  score: number;
+}
+
+/** Beam search for one prompt (BeamSearchScorer with batch 1), one step per `next()`; returns the best hypothesis. */
+function* beamSearch(model: CausalLM, prompt: number[], settings: Settings): Generator<void, BeamResult> {
   const numBeams = settings.numBeams;
   const device = modelDevice(model);
   const V = model.config.vocab_size;
@@ -281,6 +312,8 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
       cache?.reorder(next.map((beam) => beam.source));
       beams = next.map((beam) => [...beams[beam.source]!, beam.token]);
       beamScores = next.map((beam) => beam.score);
+      yield;
+      if (Date.now() > settings.deadline) break;
     }
   } finally {
     cache?.dispose();
