@@ -256,21 +256,22 @@ test("concurrency: 20 clients at once (half streaming) all get the sequential an
 });
 
 test("lmf api starts from the command line, answers /v1/models with the key, and stops on SIGINT", async () => {
-  const { spawn } = await import("node:child_process");
+  const { spawn, spawnSync } = await import("node:child_process");
   const folder = tinyChatModel();
   const child = spawn(process.execPath, ["bin/lmf.mjs", "api", "--model_name_or_path", folder, "--template", "chatml"], {
     env: { ...process.env, API_PORT: "0", API_KEY: "sk-cli", API_MODEL_NAME: "tiny" },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  let startup = "";
   const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
     child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const found = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
+      startup += chunk;
+      const found = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(startup);
       if (found) resolve(found[1]!);
     });
     child.once("exit", (code) => reject(new Error(`lmf api exited with ${code}`)));
   });
+  assert.match(startup, /context 1024 tokens; up to 4 sequences at once .*memory beyond the weights: at most \d+ MiB for one request/);
   const denied = await fetch(`${url}/v1/models`);
   assert.equal(denied.status, 401);
   const models = await (await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-cli" } })).json();
@@ -278,4 +279,8 @@ test("lmf api starts from the command line, answers /v1/models with the key, and
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   child.kill("SIGINT");
   assert.equal(await exited, 0);
+  // A bad limit is one clear error before the model loads.
+  const bad = spawnSync(process.execPath, ["bin/lmf.mjs", "api", "--model_name_or_path", folder, "--template", "chatml"], { env: { ...process.env, API_PORT: "0", API_MAX_CONCURRENT: "none" }, encoding: "utf8" });
+  assert.equal(bad.status, 1);
+  assert.equal(bad.stderr.trim(), 'error: environment: API_MAX_CONCURRENT must be an integer >= 1; got "none" (e.g. API_MAX_CONCURRENT=4)');
 });

@@ -8,9 +8,12 @@ import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import OpenAI from "openai";
+import { limitsFromEnv } from "../../src/infer/api/limits.ts";
+import { memoryBudget, requestBytes, serverBytes } from "../../src/infer/api/memory_budget.ts";
 import { type ApiServer, type ApiServerOptions, createApiServer } from "../../src/infer/api/server.ts";
 import { OverloadedError, Scheduler } from "../../src/infer/api/scheduler.ts";
 import { ChatModel } from "../../src/infer/chat_model.ts";
+import { normalizeConfig } from "../../src/model/config.ts";
 import { makeTinyChatModel } from "../fixtures/tiny_model.ts";
 
 const MODEL_NAME = "tiny-test";
@@ -307,4 +310,30 @@ test("scheduler: a full queue and a job past its start deadline are refused; aba
   assert.deepEqual(closed, ["endless"]);
   assert.ok(!log.includes("late") && !log.includes("full"));
   assert.deepEqual(scheduler.load, { running: 0, waiting: 0 });
+});
+
+// --- settings and the memory budget -------------------------------------------------------------
+
+test("limits come from API_MAX_CONCURRENT (else LLaMA-Factory's MAX_CONCURRENT), API_MAX_QUEUE, API_REQUEST_TIMEOUT", () => {
+  assert.deepEqual(limitsFromEnv({}), { maxSequences: 4, maxWaiting: 32, requestTimeoutSeconds: 600 });
+  assert.deepEqual(limitsFromEnv({ API_MAX_CONCURRENT: "2", MAX_CONCURRENT: "9", API_MAX_QUEUE: "0", API_REQUEST_TIMEOUT: "2.5" }), {
+    maxSequences: 2,
+    maxWaiting: 0,
+    requestTimeoutSeconds: 2.5,
+  });
+  assert.equal(limitsFromEnv({ MAX_CONCURRENT: "3" }).maxSequences, 3);
+  assert.throws(() => limitsFromEnv({ API_MAX_CONCURRENT: "0" }), /API_MAX_CONCURRENT must be an integer >= 1; got "0"/);
+  assert.throws(() => limitsFromEnv({ API_MAX_QUEUE: "lots" }), /API_MAX_QUEUE must be an integer >= 0/);
+  assert.throws(() => limitsFromEnv({ API_REQUEST_TIMEOUT: "0" }), /API_REQUEST_TIMEOUT must be a number of seconds > 0/);
+});
+
+test("memory budget: the README's Qwen2.5-0.5B example, float32 at its 32768-token context", () => {
+  const qwen = normalizeConfig({ model_type: "qwen2", vocab_size: 151936, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, max_position_embeddings: 32768 });
+  const budget = memoryBudget(qwen, "float32", 32768);
+  assert.equal(budget.kvCachePerSequence, 768 * 2 ** 20); // 2 · 24 layers · 2 kv heads · 64 · 32768 · 4 bytes
+  assert.equal(budget.prefillStep(1), 14 * 32768 * 4 * (4 * 128 + 2 * 64));
+  assert.equal(budget.logitsPerSequence, 151936 * 32);
+  assert.equal(requestBytes(budget, 1), 1_984_573_440); // 1.8 GiB
+  assert.equal(serverBytes(budget, 4), 5_119_721_472); // 4.8 GiB
+  assert.equal(memoryBudget(qwen, "bfloat16", 32768).kvCachePerSequence, 384 * 2 ** 20);
 });

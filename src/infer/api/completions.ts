@@ -6,8 +6,9 @@
 // context_length_exceeded). Both run one model step per `next()`, for the server's scheduler.
 import { randomUUID } from "node:crypto";
 import type { FunctionCall } from "../../data/templates/tools.ts";
-import { type FinishReason, type GenerateOptions, generateSteps, generateStream } from "../../model/generation.ts";
+import { type FinishReason, type GenerateOptions, generateSteps } from "../../model/generation.ts";
 import type { ChatModel } from "../chat_model.ts";
+import { PREFILL_TOKENS_PER_STEP } from "./memory_budget.ts";
 import { ApiError, type ChatRequest } from "./protocol.ts";
 
 export interface Usage {
@@ -56,6 +57,8 @@ export const unixSeconds = (): number => Math.floor(Date.now() / 1000);
 export interface PreparedChat {
   prompt: number[];
   options: GenerateOptions;
+  /** Sequences generated at once: the n choices, or the beams of beam search. */
+  rows: number;
 }
 
 /** Generation time limit of a request: `maxTime` seconds counted from `timeOrigin` (ms, its arrival). */
@@ -72,17 +75,19 @@ function contextExceeded(message: string): ApiError {
  * Renders the prompt and fixes the token budget within the model's context C, as OpenAI does: a
  * prompt of C tokens or more, or prompt + max_tokens over C, is a 400 context_length_exceeded;
  * without max_tokens the model's default budget (max_new_tokens, or max_length - prompt) is cut
- * to C - prompt.
+ * to C - prompt. The prompt is fed PREFILL_TOKENS_PER_STEP tokens per step over all rows.
  */
 export function prepareChat(chat: ChatModel, request: ChatRequest, timeLimit: TimeLimit | null = null): PreparedChat {
   const prompt = chat.promptIds(request.messages, request.system, request.tools || undefined);
   const context = chat.contextLength;
   const stopIds = chat.template.getStopTokenIds(chat.tokenizer);
+  const rows = request.n * Math.max(1, request.settings.numBeams ?? chat.defaults.numBeams ?? 1);
   const options: GenerateOptions = {
     ...chat.defaults,
     ...request.settings,
     eosTokenId: stopIds,
     padTokenId: chat.tokenizer.padTokenId ?? stopIds[0] ?? 0,
+    prefillChunk: Math.max(1, Math.floor(PREFILL_TOKENS_PER_STEP / rows)),
     ...(timeLimit ?? {}),
   };
   if (prompt.length >= context) {
@@ -97,11 +102,11 @@ export function prepareChat(chat: ChatModel, request: ChatRequest, timeLimit: Ti
         `This model's maximum context length is ${context} tokens. However, you requested ${prompt.length + requested} tokens (${prompt.length} in the messages, ${requested} in the completion). Please reduce the length of the messages or completion.`,
       );
     }
-    return { prompt, options };
+    return { prompt, options, rows };
   }
   const defaultBudget = options.maxNewTokens != null && options.maxNewTokens > 0 ? options.maxNewTokens : (options.maxLength ?? 20) - prompt.length;
   if (defaultBudget > 0) options.maxNewTokens = Math.min(defaultBudget, context - prompt.length);
-  return { prompt, options };
+  return { prompt, options, rows };
 }
 
 /** Where the first stop string starts in `text`, or -1. */
@@ -154,7 +159,7 @@ export function buildChoice(
 }
 
 /** All n choices in one batched generate (the same prompt n times), one model step per `next()`. */
-export function* completeChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string): Generator<void, ChatCompletion> {
+export function* completeChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string): Generator<unknown, ChatCompletion> {
   const { prompt, options } = prepared;
   const { sequences, finishReasons } = yield* generateSteps(chat.model, new Array<number[]>(request.n).fill(prompt), options);
   const decode = (ids: number[]) => chat.tokenizer.decode(ids, { skipSpecialTokens: true });
@@ -211,7 +216,7 @@ export interface StreamEnd {
 export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat): Generator<string, StreamEnd> {
   const { prompt, options } = prepared;
   const stopTokens = new Set(chat.template.getStopTokenIds(chat.tokenizer));
-  const tokens = generateStream(chat.model, prompt, options);
+  const steps = generateSteps(chat.model, [prompt], options);
   const generated: number[] = [];
   let completionTokens = 0;
   let emitted = 0;
@@ -219,17 +224,23 @@ export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: Pre
   let text = "";
   try {
     for (;;) {
-      const next = tokens.next();
+      const next = steps.next();
       if (next.done) {
-        finishReason = next.value;
+        finishReason = next.value.finishReasons[0]!;
         break;
       }
+      // A prefill chunk: no token yet.
+      if (next.value === null) {
+        yield "";
+        continue;
+      }
+      const token = next.value[0]!;
       completionTokens += 1;
-      if (stopTokens.has(next.value)) {
+      if (stopTokens.has(token)) {
         finishReason = "stop";
         break;
       }
-      generated.push(next.value);
+      generated.push(token);
       text = chat.tokenizer.decode(generated, { skipSpecialTokens: true });
       const stopAt = firstStopIndex(text, request.stop);
       if (stopAt !== -1) {
@@ -245,7 +256,7 @@ export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: Pre
     if (text.length > emitted) yield text.slice(emitted);
   } finally {
     // Stopping early (stop string, client gone) frees the generation's KV cache.
-    tokens.return("stop");
+    steps.return({ sequences: [], finishReasons: [] });
   }
   return { finishReason, usage: { prompt_tokens: prompt.length, completion_tokens: completionTokens, total_tokens: prompt.length + completionTokens } };
 }

@@ -13,6 +13,7 @@ import type { ChatModel } from "../chat_model.ts";
 import { loadChatModelFromArgs } from "../from_args.ts";
 import { type ChatCompletionChunk, type PreparedChat, completeChat, completionId, prepareChat, streamChat, unixSeconds } from "./completions.ts";
 import { DEFAULT_LIMITS, type ServerLimits, limitsFromEnv } from "./limits.ts";
+import { formatBytes, memoryBudget, requestBytes, serverBytes } from "./memory_budget.ts";
 import { ApiError, type ChatRequest, parseChatRequest } from "./protocol.ts";
 import { OverloadedError, Scheduler } from "./scheduler.ts";
 
@@ -177,11 +178,12 @@ export async function createApiServer(chat: ChatModel, options: ApiServerOptions
     if (request.model !== modelName) {
       throw new ApiError(404, `The model '${request.model}' does not exist; this server serves '${modelName}'.`, "model", "model_not_found");
     }
-    if (request.n > limits.maxSequences) {
-      throw new ApiError(400, `'n' is ${request.n}, but this server generates at most ${limits.maxSequences} sequences at once (API_MAX_CONCURRENT); ask for fewer choices.`, "n");
-    }
     const prepared = prepareChat(chat, request, { maxTime: limits.requestTimeoutSeconds, timeOrigin: arrivedAt });
-    const job = { seats: request.n, startBy: arrivedAt + limits.requestTimeoutSeconds * 1000, abandoned: () => clientGone };
+    if (prepared.rows > limits.maxSequences) {
+      const what = prepared.rows === request.n ? `'n' is ${request.n}` : `'n' ${request.n} with num_beams ${prepared.rows / request.n} makes ${prepared.rows} sequences`;
+      throw new ApiError(400, `${what}, but this server generates at most ${limits.maxSequences} sequences at once (API_MAX_CONCURRENT); ask for fewer choices.`, "n");
+    }
+    const job = { seats: prepared.rows, startBy: arrivedAt + limits.requestTimeoutSeconds * 1000, abandoned: () => clientGone };
     if (request.stream) {
       await scheduler.submit({ ...job, start: () => streamCompletion(res, chat, request, prepared, modelName) });
       return;
@@ -274,13 +276,20 @@ function envPort(value: string | undefined): number {
 /** `lmf api`: loads the model from the parsed arguments and serves until SIGINT or SIGTERM. */
 export async function runApi(args: InferArgs, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const port = envPort(env.API_PORT);
+  const limits = limitsFromEnv(env);
   const chat = loadChatModelFromArgs(args);
   const server = await createApiServer(chat, {
     host: env.API_HOST || "127.0.0.1",
     port,
     apiKey: env.API_KEY || null,
     modelName: env.API_MODEL_NAME || DEFAULT_MODEL_NAME,
+    limits,
   });
+  const budget = memoryBudget(chat.model.config, chat.model.lm_head.weight.dtype, chat.contextLength);
+  console.log(
+    `lmf api: context ${chat.contextLength} tokens; up to ${limits.maxSequences} sequences at once (API_MAX_CONCURRENT), ${limits.maxWaiting} requests waiting (API_MAX_QUEUE), ` +
+      `${limits.requestTimeoutSeconds} s per request (API_REQUEST_TIMEOUT); memory beyond the weights: at most ${formatBytes(requestBytes(budget, 1))} for one request, ${formatBytes(serverBytes(budget, limits.maxSequences))} in all.`,
+  );
   console.log(`lmf api: serving '${env.API_MODEL_NAME || DEFAULT_MODEL_NAME}' at ${server.url}/v1 (POST /chat/completions, GET /models); Ctrl-C stops.`);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
