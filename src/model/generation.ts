@@ -42,8 +42,9 @@ export interface GenerateOptions {
   /**
    * Feeds the prompt to the KV cache this many tokens per step (chunked prefill, as vLLM does), so
    * a step's attention scores span chunk × prompt positions instead of prompt², and each chunk is a
-   * step of `generateSteps`. Greedy and sampling on an unpadded batch (not beam search, not dynamic
-   * RoPE, whose frequencies follow the length of each forward); null feeds the whole prompt at once, as HF.
+   * step of `generateSteps`. For an unpadded batch with the KV cache (greedy, sampling, beam search),
+   * not with dynamic RoPE, whose frequencies follow the length of each forward; null feeds the whole
+   * prompt at once, as HF.
    */
   prefillChunk?: number | null;
 }

@@ -78,6 +78,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     let size = 0;
     let oversized = false;
     let settled = false;
+    let cut: NodeJS.Timeout | undefined;
     const settle = (outcome: () => void): void => {
       if (settled) return;
       settled = true;
@@ -85,7 +86,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       outcome();
     };
     const tooLarge = () => reject(new ApiError(413, `The request body is larger than ${limit} bytes.`, null, "request_too_large"));
-    let cut: NodeJS.Timeout | undefined;
     const refuse = (): void => {
       oversized = true;
       chunks.length = 0;
