@@ -4,6 +4,7 @@
 import type { ChatTemplate } from "../data/templates/template.ts";
 import type { Message } from "../data/types.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
+import { contextLength } from "../model/config.ts";
 import { type GenerateOptions, generate, generateStream, loadGenerationConfig } from "../model/generation.ts";
 import { type LoadedModel, loadPretrained } from "../model/pretrained.ts";
 import type { LoadTokenizerOptions, Tokenizer } from "../data/tokenizer.ts";
@@ -74,6 +75,11 @@ export class ChatModel {
   /** An answer's text: generated ids decoded, special tokens dropped unless `skip_special_tokens: false`. */
   decode(ids: readonly number[]): string {
     return this.tokenizer.decode(ids, { skipSpecialTokens: this.skipSpecialTokens });
+  }
+
+  /** The longest prompt + answer the model serves (its config after the rope_scaling patch). */
+  get contextLength(): number {
+    return contextLength(this.model.config);
   }
 
   /** The prompt ids for a conversation that ends with a user (or observation) turn. */
