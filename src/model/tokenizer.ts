@@ -2,7 +2,7 @@
 // pure-JS `@huggingface/tokenizers`) + tokenizer_config.json, special_tokens_map.json,
 // chat_template.jinja/json and generation_config.json, with transformers' `PreTrainedTokenizerFast`
 // semantics for special tokens, `add_special_tokens`, `split_special_tokens` and added tokens.
-import { existsSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
 import { UserError } from "../errors.ts";
@@ -347,6 +347,17 @@ export class Tokenizer {
     );
     return this.innerSplitting;
   }
+}
+
+/** The files of an HF folder that belong to its tokenizer (and its generation config), saved beside trained weights. */
+const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
+
+export function tokenizerFileNames(folder: string): string[] {
+  return readdirSync(folder).filter((name) => TOKENIZER_FILES.test(name));
+}
+
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const name of tokenizerFileNames(from)) copyFileSync(join(from, name), join(to, name));
 }
 
 /** Loads `tokenizer.json` and its companions from a local HF folder. */

@@ -1,7 +1,7 @@
 // `lmf train`: the stage workflows pt and sft, as LLaMA-Factory's run_pt / run_sft: tokenizer ->
 // template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save, evaluate,
 // predict. Only this file and src/cli.ts see whole argument groups; the layers get flat values.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
 import { tokenizerFingerprint } from "../data/cache.ts";
@@ -30,48 +30,17 @@ import { resizeTokenEmbeddings } from "../model/patches/embedding.ts";
 import { patchConfig } from "../model/patches/config.ts";
 import { upcastLayernorm } from "../model/patches/upcast.ts";
 import { architectureFor, type CausalLM } from "../model/registry.ts";
-import { type Tokenizer, loadTokenizer } from "../model/tokenizer.ts";
+import { type Tokenizer, copyTokenizerFiles, loadTokenizer } from "../model/tokenizer.ts";
 import { computeSimilarity, writeGeneratedPredictions } from "../eval/metrics.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
-import { lastCheckpoint } from "./checkpoint.ts";
 import type { StageProcessorOptions } from "./preprocess.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
+import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { type TrainingExample, evaluateLoss, train } from "./trainer.ts";
 
-const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
-
 export interface RunOptions {
   print?: (line: string) => void;
-}
-
-/** Where a run resumes: an explicit checkpoint, or the last one in output_dir (LLaMA-Factory's rule). */
-function resolveResume(args: TrainArgs, print: (line: string) => void): string | null {
-  const { training } = args;
-  const requested = training.resume_from_checkpoint;
-  if (requested && requested !== "false") {
-    if (requested === "true" || requested === "True") {
-      const last = lastCheckpoint(training.output_dir);
-      if (!last) throw new UserError(`no checkpoint found in ${training.output_dir}`, "resume_from_checkpoint", "train without resume_from_checkpoint first");
-      return last;
-    }
-    if (!existsSync(requested)) throw new UserError(`checkpoint ${requested} does not exist`, "resume_from_checkpoint");
-    return requested;
-  }
-  if (!training.do_train || !existsSync(training.output_dir) || training.overwrite_output_dir) return null;
-  const last = lastCheckpoint(training.output_dir);
-  if (last) {
-    print(`resuming training from ${last} (set overwrite_output_dir: true to start over)`);
-    return last;
-  }
-  if (readdirSync(training.output_dir).length > 0) {
-    throw new UserError(
-      `output directory ${training.output_dir} already exists and is not empty`,
-      "output_dir",
-      "set overwrite_output_dir: true to train into it anyway, or choose another output_dir",
-    );
-  }
-  return null;
 }
 
 /** The dtype weights are kept in: float32, or bfloat16 with bf16 (fp16 needs CUDA). */
@@ -157,10 +126,6 @@ function prepareModel(args: TrainArgs, prepared: PreparedTokenizer, device: stri
   print(paramSummary(model));
   if (modelArgs.print_param_status) printParamStatus(model, print);
   return { ...prepared, model, isLora: result.loraConfig !== null };
-}
-
-function copyTokenizerFiles(from: string, to: string): void {
-  for (const name of readdirSync(from)) if (TOKENIZER_FILES.test(name)) copyFileSync(join(from, name), join(to, name));
 }
 
 async function loadAligned(args: TrainArgs, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
@@ -305,10 +270,9 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const { training, finetuning, data } = args;
   const stage = finetuning.stage as "pt" | "sft";
   if (stage !== "pt" && stage !== "sft") throw new UserError(`stage ${stage} is not built yet`, "stage", "use stage: pt or sft");
-  const resumeFrom = resolveResume(args, print);
-  if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
-    for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
-  }
+  // Checked now, written to only once the data and the model are loaded.
+  const outputPlan = planOutputDir(args, print);
+  const resumeFrom = outputPlan.resumeFrom;
   manualSeed(training.seed);
   const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
@@ -320,6 +284,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const prepared = prepareModel(args, preparedData, device, print);
   const { model, tokenizer } = prepared;
   try {
+    claimOutputDir(outputPlan, args, prepared);
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const collate = (rows: TrainingExample[]) =>
       collateSupervised(rows, { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId });
@@ -338,7 +303,6 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
 
     if (training.do_train) {
-      mkdirSync(training.output_dir, { recursive: true });
       saveJson(join(training.output_dir, "lmf_args.json"), args);
       // A resumed run keeps the initial adapter its first run saved.
       if (pissaConvert && !existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors"))) {
@@ -408,6 +372,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     if (training.do_predict && stage === "sft") {
       predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, device, print);
     }
+    finishOutputDir(outputPlan);
   } finally {
     model.dispose();
   }
