@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
 import { tokenizerFingerprint } from "../data/cache.ts";
 import type { MixStrategy } from "../data/mix.ts";
+import { checkTrainedLabels } from "../data/label_check.ts";
 import { collateSupervised } from "../data/processors/collator.ts";
 import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
 import type { ChatTemplate } from "../data/templates/template.ts";
@@ -280,6 +281,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const preparedData = await prepareTrainingData(args, print);
   const { aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
+  if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, print);
 
   const prepared = prepareModel(args, preparedData, device, print);
   const { model, tokenizer } = prepared;
