@@ -306,8 +306,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
 
     if (training.do_train) {
       saveJson(join(training.output_dir, "lmf_args.json"), args);
-      // A resumed run keeps the initial adapter its first run saved.
-      if (pissaConvert && !existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors"))) {
+      // A resumed run keeps the initial adapter its first run saved; a run that starts (again) writes its own.
+      if (pissaConvert && !(resumeFrom && existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors")))) {
         saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
         print(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
       }

@@ -145,6 +145,14 @@ describe("a user's files", () => {
     await assertRefused({ output_dir: project, save_strategy: "steps", save_steps: 1, overwrite_output_dir: true }, /holds checkpoint-1, which lmfactory did not write/, [project]);
   });
 
+  test("a run that starts over writes its own pissa_init, not the earlier run's", async () => {
+    const dir = tmp();
+    const pissa = { output_dir: dir, finetuning_type: "lora", pissa_init: true, pissa_iter: -1, pissa_convert: true };
+    await train({ ...pissa, lora_rank: 4 });
+    await train({ ...pissa, lora_rank: 8, overwrite_output_dir: true });
+    assert.equal(JSON.parse(readFileSync(join(dir, "pissa_init", "adapter_config.json"), "utf8")).r, 8);
+  });
+
   test("save_total_limit removes only checkpoints lmfactory wrote", () => {
     const dir = tmp();
     for (const step of [1, 2, 3, 4]) {
