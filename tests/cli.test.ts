@@ -2,12 +2,13 @@
 // traces, generated help, version, and jobs that parse their arguments but are not built yet.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { loadConfig } from "../src/model/config.ts";
 import { makeTinyModel } from "./fixtures/tiny_model.ts";
+import { alpacaDataDir, tinyModelWithTokenizer } from "./fixtures/tiny_run.ts";
 
 const bin = new URL("../bin/lmf.mjs", import.meta.url).pathname;
 const repo = new URL("..", import.meta.url).pathname;
@@ -141,4 +142,32 @@ test("lmf llama-pro expand writes an expanded checkpoint and says how to train i
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /^error: .*--num_expand must be a positive integer/m);
   assert.doesNotMatch(bad.stderr, /\n\s+at /);
+});
+
+describe("lmf train refuses bad inputs with one line before writing anything", () => {
+  const data = alpacaDataDir();
+  const train = (model: string, outputDir: string, ...extra: string[]) =>
+    lmf("train", "--model_name_or_path", model, "--stage", "sft", "--do_train", "--dataset", "alpaca", "--dataset_dir", data, "--template", "chatml", "--output_dir", outputDir, "--max_steps", "1", ...extra);
+
+  test("a tokenizer.json that is valid JSON but not a tokenizer", () => {
+    const model = tinyModelWithTokenizer();
+    writeFileSync(join(model, "tokenizer.json"), "{}");
+    const outputDir = join(dir, "out-tokenizer");
+    const result = train(model, outputDir);
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, `${join(model, "tokenizer.json")}: not a tokenizer: it has no \`model\``);
+    assert.ok(!existsSync(outputDir));
+  });
+
+  test("a cutoff_len that leaves no label token to train on", () => {
+    const outputDir = join(dir, "out-cutoff");
+    const result = train(tinyModelWithTokenizer(), outputDir, "--cutoff_len", "1");
+    assert.equal(result.status, 1);
+    // Progress lines come first; the error is the last line.
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.filter((line) => line.startsWith("error: ")).length, 1, result.stderr);
+    assert.match(lines.at(-1)!, /^error: cutoff_len: none of the 12 training rows keeps a label token/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+    assert.ok(!existsSync(outputDir));
+  });
 });

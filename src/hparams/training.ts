@@ -62,7 +62,7 @@ const singleProcess = "lmfactory trains in a single process, without distributed
 
 const core = {
   output_dir: str("trainer_output", "Folder for checkpoints, logs and the final model."),
-  overwrite_output_dir: bool(false, "Train into output_dir even if it already holds a model, instead of resuming."),
+  overwrite_output_dir: bool(false, "Start over instead of resuming from the last checkpoint in output_dir, writing over lmfactory's own outputs there (never over files it did not write)."),
   do_train: bool(false, "Run training."),
   do_eval: bool(false, "Run evaluation on the validation set."),
   do_predict: bool(false, "Run prediction on the evaluation set and save the outputs."),

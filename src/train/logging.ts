@@ -133,6 +133,15 @@ export function saveMetrics(outputDir: string, split: "train" | "eval" | "predic
   mkdirSync(outputDir, { recursive: true });
   writeFileSync(join(outputDir, `${split}_results.json`), JSON.stringify(metrics, null, 4) + "\n");
   const allPath = join(outputDir, "all_results.json");
-  const all = existsSync(allPath) ? (JSON.parse(readFileSync(allPath, "utf8")) as Record<string, number>) : {};
+  const all = existsSync(allPath) ? readEarlierResults(allPath) : {};
   writeFileSync(allPath, JSON.stringify({ ...all, ...metrics }, null, 4) + "\n");
+}
+
+/** The metrics an earlier step of the run merged; a file cut short by a kill mid-write counts as none. */
+function readEarlierResults(path: string): Record<string, number> {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as Record<string, number>;
+  } catch {
+    return {};
+  }
 }
