@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, extname, join } from "node:path";
 import { UserError } from "../errors.ts";
+import { type CsvRecord, CsvParser } from "./csv.ts";
 import { Utf8File, badUtf8Problem } from "./utf8.ts";
 
 /** One raw row of a dataset file. `row` is 1-based; `line` is where it starts, when the format has lines. */
@@ -321,66 +322,11 @@ export async function* readCsv(file: string): AsyncGenerator<RawRow> {
   }
 }
 
-async function* csvRecords(source: Utf8File): AsyncGenerator<{ fields: string[]; line: number }> {
-  let fields: string[] = [];
-  let field = "";
-  let quoted = false;
-  let quoteJustClosed = false;
-  let skipLineFeed = false;
-  let line = 1;
-  let recordLine = 1;
-  for await (const chunk of source.chunks()) {
-    let start = 0;
-    for (let i = 0; i < chunk.length; i++) {
-      const char = chunk[i]!;
-      if (quoted) {
-        if (char === '"') {
-          field += chunk.slice(start, i);
-          start = i + 1;
-          quoted = false;
-          quoteJustClosed = true;
-        } else if (char === "\n") line++;
-        continue;
-      }
-      if (skipLineFeed) {
-        skipLineFeed = false;
-        if (char === "\n") {
-          start = i + 1;
-          continue;
-        }
-      }
-      if (char === '"') {
-        field += chunk.slice(start, i);
-        start = i + 1;
-        // A quote right after a closing quote is an escaped quote ("").
-        if (quoteJustClosed) field += '"';
-        quoted = true;
-        quoteJustClosed = false;
-        continue;
-      }
-      quoteJustClosed = false;
-      if (char === ",") {
-        fields.push(field + chunk.slice(start, i));
-        field = "";
-        start = i + 1;
-      } else if (char === "\n" || char === "\r") {
-        fields.push(field + chunk.slice(start, i));
-        field = "";
-        start = i + 1;
-        yield { fields, line: recordLine };
-        fields = [];
-        line++;
-        recordLine = line;
-        skipLineFeed = char === "\r";
-      }
-    }
-    field += chunk.slice(start);
-  }
-  if (quoted) throw new UserError(`${source.path} line ${recordLine}: a quoted field is never closed`, "dataset", 'close the quote; a quote inside a quoted field is written as ""');
-  if (field !== "" || fields.length > 0) {
-    fields.push(field);
-    yield { fields, line: recordLine };
-  }
+/** The CSV records of a file, streamed chunk by chunk through the one CSV parser. */
+async function* csvRecords(source: Utf8File): AsyncGenerator<CsvRecord> {
+  const parser = new CsvParser();
+  for await (const chunk of source.chunks()) yield* parser.push(chunk);
+  yield* parser.end(source.path);
 }
 
 /** A `.txt` file: one example per non-empty line, as a `text` column (blank lines are skipped). */

@@ -4,6 +4,7 @@
 // with the chat template, and the answer is the choice letter whose next-token logit is highest.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { csvRecords } from "../data/csv.ts";
 import type { Message } from "../data/types.ts";
 import { UserError } from "../errors.ts";
 import type { EvalArgs } from "../hparams/index.ts";
@@ -117,45 +118,13 @@ function splitFile(taskFolder: string, subject: string, split: string): string |
   return candidates.find((file) => existsSync(file)) ?? null;
 }
 
-/** RFC 4180 records: `,` separators, `"` quoting with `""` escapes, newlines inside quotes, CRLF or LF. */
-function csvRecords(text: string): { fields: string[]; line: number }[] {
-  const records: { fields: string[]; line: number }[] = [];
-  let fields: string[] = [];
-  let field = "";
-  let quoted = false;
-  let line = 1;
-  let recordLine = 1;
-  for (let i = 0; i < text.length; i++) {
-    const char = text[i]!;
-    if (quoted) {
-      if (char === '"' && text[i + 1] === '"') (field += '"'), i++;
-      else if (char === '"') quoted = false;
-      else {
-        if (char === "\n") line++;
-        field += char;
-      }
-    } else if (char === '"' && field === "") quoted = true;
-    else if (char === ",") fields.push(field), (field = "");
-    else if (char === "\n" || char === "\r") {
-      if (char === "\r" && text[i + 1] === "\n") i++;
-      fields.push(field);
-      records.push({ fields, line: recordLine });
-      fields = [];
-      field = "";
-      recordLine = ++line;
-    } else field += char;
-  }
-  if (field !== "" || fields.length) records.push({ fields: [...fields, field], line: recordLine });
-  return records.filter((record) => !(record.fields.length === 1 && record.fields[0] === ""));
-}
-
 /**
  * One subject's questions. A header row naming question/A/B/C/D/answer (any case, other columns such
  * as C-Eval's id and explanation ignored) maps columns by name; without one (MMLU) the six columns
  * are question, A, B, C, D, answer in that order.
  */
 export function readQuestions(file: string): Question[] {
-  const records = csvRecords(readFileSync(file, "utf8").replace(/^\uFEFF/, ""));
+  const records = csvRecords(readFileSync(file, "utf8").replace(/^\uFEFF/, ""), file, "task").filter((record) => !(record.fields.length === 1 && record.fields[0] === ""));
   const header = records[0]?.fields.map((cell) => cell.trim().toLowerCase()) ?? [];
   const named = ["question", "a", "b", "c", "d", "answer"].every((column) => header.includes(column));
   const columns = named ? ["question", "a", "b", "c", "d", "answer"].map((column) => header.indexOf(column)) : [0, 1, 2, 3, 4, 5];
