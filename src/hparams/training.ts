@@ -150,10 +150,7 @@ const logging = {
 };
 
 const saving = {
-  save_strategy: choice(["no", "steps", "epoch", "best"], "steps", "When to save checkpoints.", {
-    // `best` saves when metric_for_best_model improves, which needs the best-model tracking not built yet.
-    choiceTiers: { best: "later" },
-  }),
+  save_strategy: choice(["no", "steps", "epoch", "best"], "steps", "When to save checkpoints (`best`: whenever metric_for_best_model improves)."),
   save_steps: float(500, "Save a checkpoint every this many steps (a fraction < 1 means of all steps).", { min: 0 }),
   save_total_limit: optInt("Keep at most this many checkpoints.", { min: 1 }),
   save_safetensors: bool(true, "Save weights as safetensors (false: pytorch_model.bin).", { tier: "later" }),

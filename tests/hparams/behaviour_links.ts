@@ -152,7 +152,7 @@ export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> =
   logging_dir: scalars,
   logging_steps: [scalars, fractions],
   report_to: [tensorboard, "report_to: all writes to HF's default logging_dir; none writes no event file"],
-  save_strategy: outputs,
+  save_strategy: [outputs, [flow, "save_strategy best writes a checkpoint exactly at each new best evaluation; save_total_limit never deletes the best"]],
   save_steps: [outputs, fractions],
   save_total_limit: outputs,
   save_only_model: outputs,

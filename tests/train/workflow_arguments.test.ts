@@ -276,13 +276,17 @@ test("output arguments: output_dir, overwrite_output_dir, do_train, save_strateg
   const resumed = await runWith({ max_steps: 4, resume_from_checkpoint: join(steps.outputDir, "checkpoint-2") });
   assert.deepEqual(resumed.log.map((record) => record.current_steps), [3, 4], "resume_from_checkpoint");
   assert.ok(resumed.weights.equals(base.weights));
-  // An output_dir with other files is refused, unless overwrite_output_dir clears it.
+  // LLaMA-Factory's rule: a folder with no checkpoint and no finished model is trained into, and
+  // another tool's files stay; once it holds our finished model, a second run is refused unless
+  // overwrite_output_dir, which writes over lmfactory's own outputs and nothing else.
   const used = join(tmp(), "used");
   mkdirSync(used);
   writeFileSync(join(used, "notes.txt"), "old");
-  await assert.rejects(runWith({}, used), /already exists and is not empty/);
+  await runWith({}, used);
+  assert.ok(existsSync(join(used, "adapter_model.safetensors")) && readFileSync(join(used, "notes.txt"), "utf8") === "old");
+  await assert.rejects(runWith({}, used), /overwrite_output_dir/);
   await runWith({ overwrite_output_dir: true }, used);
-  assert.ok(!existsSync(join(used, "notes.txt")) && existsSync(join(used, "adapter_model.safetensors")), "overwrite_output_dir");
+  assert.equal(readFileSync(join(used, "notes.txt"), "utf8"), "old", "overwrite_output_dir keeps files lmfactory did not write");
   assert.ok(existsSync(join((await runWith({ plot_loss: true })).outputDir, "training_loss.png")), "plot_loss");
   // (An evaluation-only run writes into an output_dir that exists; see the report on do_eval without do_train.)
   const evalDir = join(tmp(), "eval-only");
