@@ -10,6 +10,8 @@ export interface LogRecord {
   total_steps: number;
   loss?: number;
   eval_loss?: number;
+  /** LLaMA-Factory's LogCallback copies `rewards/accuracies` (dpo) here. */
+  accuracy?: number;
   lr?: number;
   epoch?: number;
   percentage: number;
@@ -57,7 +59,21 @@ export class RunLog {
   }
 
   /** One logging step: the terminal line and one JSON line in trainer_log.jsonl. */
-  step(values: { step: number; totalSteps: number; epoch: number; loss?: number; evalLoss?: number; lr?: number; gradNorm?: number; tokensPerSecond: number; totalTokens: number; stepsThisRun: number }): LogRecord {
+  step(values: {
+    step: number;
+    totalSteps: number;
+    epoch: number;
+    loss?: number;
+    evalLoss?: number;
+    lr?: number;
+    gradNorm?: number;
+    /** The stage's metrics of this log (`rewards/chosen`, `eval_accuracy`, ...), reported to the trackers as HF logs them. */
+    metrics?: Record<string, number>;
+    tokensPerSecond: number;
+    totalTokens: number;
+    stepsThisRun: number;
+  }): LogRecord {
+    const accuracy = values.metrics?.["rewards/accuracies"];
     const elapsed = this.elapsed();
     const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
     const remaining = perStep * (values.totalSteps - values.step);
@@ -66,6 +82,7 @@ export class RunLog {
       total_steps: values.totalSteps,
       ...(values.loss !== undefined && { loss: round(values.loss, 4) }),
       ...(values.evalLoss !== undefined && { eval_loss: round(values.evalLoss, 4) }),
+      ...(accuracy !== undefined && { accuracy }),
       ...(values.lr !== undefined && { lr: values.lr }),
       epoch: round(values.epoch, 2),
       percentage: round((100 * values.step) / values.totalSteps, 2),
@@ -81,6 +98,7 @@ export class RunLog {
       ...(values.gradNorm !== undefined && { grad_norm: values.gradNorm }),
       ...(values.lr !== undefined && { learning_rate: values.lr }),
       ...(values.evalLoss !== undefined && { eval_loss: values.evalLoss }),
+      ...values.metrics,
       epoch: values.epoch,
     };
     for (const reporter of this.reporters) reporter.scalars(values.step, scalars);

@@ -34,9 +34,9 @@ import {
 } from "./checkpoint.ts";
 import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { plotLoss } from "./plot.ts";
-import type { CollatedBatch, Stage, TrainingExample } from "./stages/stage.ts";
+import type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
 
-export type { CollatedBatch, TrainingExample } from "./stages/stage.ts";
+export type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
 
 export interface TrainerOptions {
   outputDir: string;
@@ -80,15 +80,14 @@ export interface TrainerOptions {
   reporters?: readonly RunReporter[];
 }
 
-/** The stage's loss, as the trainer's one forward path uses it. */
-export type StageLoss<Batch extends CollatedBatch = CollatedBatch> = Pick<Stage<Batch>, "loss" | "lossDenominator">;
-
 export interface TrainerParts<Batch extends CollatedBatch = CollatedBatch> {
   model: CausalLM;
   train: TrainingExample[];
   eval?: TrainingExample[] | null;
   collate: (rows: TrainingExample[]) => Batch;
   stage: StageLoss<Batch>;
+  /** Trainable parameters outside the model (a stage's value head), optimized with the model's. */
+  extraParameters?: [string, Tensor][];
   /** Writes the trained weights (the full model or the adapter) into a folder. */
   saveModel: (folder: string) => void;
   /** Loads the weights a checkpoint holds back into the model (for resume). */
@@ -119,18 +118,20 @@ function maskOrNull(attentionMask: number[][], device: string): Tensor | null {
   return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask, { device });
 }
 
-/** Metrics a stage records per batch, averaged over the batches they came from. */
+/** Metrics a stage records per batch, averaged (by the weights given) over the batches they came from. */
 class MetricMeans {
   private readonly sums = new Map<string, [number, number]>();
-  readonly record = (name: string, value: number): void => {
+  constructor(private readonly derive?: (means: Record<string, number>) => Record<string, number>) {}
+  readonly record = (name: string, value: number, weight = 1): void => {
     const [sum, count] = this.sums.get(name) ?? [0, 0];
-    this.sums.set(name, [sum + value, count + 1]);
+    this.sums.set(name, [sum + value * weight, count + weight]);
   };
-  /** The means so far (names prefixed), and a fresh start. */
+  /** The means so far with what the stage derives from them (names prefixed), and a fresh start. */
   take(prefix = ""): Record<string, number> {
-    const means = Object.fromEntries([...this.sums].map(([name, [sum, count]]) => [prefix + name, sum / count]));
+    const means = Object.fromEntries([...this.sums].filter(([, [, count]]) => count > 0).map(([name, [sum, count]]) => [name, sum / count]));
     this.sums.clear();
-    return means;
+    const all = { ...means, ...this.derive?.(means) };
+    return Object.fromEntries(Object.entries(all).map(([name, value]) => [prefix + name, value]));
   }
 }
 
@@ -141,7 +142,7 @@ export interface BatchPassOptions {
   /** Training: backpropagate (gradients accumulate in `.grad`); otherwise no graph is built. */
   backward: boolean;
   gradientCheckpointing?: boolean;
-  record?: (name: string, value: number) => void;
+  record?: (name: string, value: number, weight?: number) => void;
 }
 
 /**
@@ -208,7 +209,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
   const totalSteps = options.maxSteps > 0 ? options.maxSteps : Math.ceil(options.numTrainEpochs * stepsPerEpoch);
   const numEpochs = Math.ceil(totalSteps / stepsPerEpoch);
 
-  const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options);
+  const optimizer = createOptimizer([...model.namedParameters({ trainableOnly: true }), ...(parts.extraParameters ?? [])], options);
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
     numTrainingSteps: totalSteps,
@@ -259,7 +260,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device);
       const record = { eval_loss: evalLoss, ...evalMetrics, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
       logHistory.push(record);
-      log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
+      log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, metrics: evalMetrics, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
       return evalLoss;
     };
 
@@ -271,7 +272,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     const stepLosses: number[] = [];
     let stepsThisRun = 0;
     let lossSinceLog = 0;
-    const metricsSinceLog = new MetricMeans();
+    const metricsSinceLog = new MetricMeans(parts.stage.deriveMetrics);
     let stepsSinceLog = 0;
     let tokensSinceLog = 0;
     let timeAtLastLog = log.elapsed();
@@ -312,15 +313,16 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
           const loss = lossSinceLog / stepsSinceLog;
           const lr = scheduler.getLastLr()[0]!;
           const epochNow = epochAt(epoch, microBatch);
+          const stageMetrics = metricsSinceLog.take();
           logHistory.push({
             loss: Math.round(loss * 1e4) / 1e4,
             ...(gradNorm !== undefined && { grad_norm: gradNorm }),
-            ...metricsSinceLog.take(),
+            ...stageMetrics,
             learning_rate: lr,
             epoch: Math.round(epochNow * 100) / 100,
             step: globalStep,
           });
-          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, gradNorm, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
+          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, gradNorm, metrics: stageMetrics, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
           lossSinceLog = 0;
           stepsSinceLog = 0;
           tokensSinceLog = 0;
@@ -354,7 +356,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       parts.saveModel(options.outputDir);
       writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
       saveMetrics(options.outputDir, "train", metrics);
-      if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory)) log.info(`wrote ${file}`);
+      if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory, parts.stage.plotKeys)) log.info(`wrote ${file}`);
     }
     return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
   } finally {
@@ -378,7 +380,7 @@ export function evaluate<Batch extends CollatedBatch>(
 ): { loss: number; metrics: Record<string, number> } {
   const wasTraining = model.training;
   model.eval();
-  const metrics = new MetricMeans();
+  const metrics = new MetricMeans(parts.stage.deriveMetrics);
   const batches: Batch[] = [];
   let lossSum = 0;
   try {

@@ -19,7 +19,7 @@ import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndT
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
-import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
+import { type Stage, type StageRun, type TrainingExample, attachStage, stageFor, unreadSettings } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
 
@@ -211,6 +211,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
+  const unread = unreadSettings(finetuning.stage, finetuning);
+  if (unread.length) print(`notice: stage ${finetuning.stage}${finetuning.stage === "dpo" ? ` with pref_loss ${finetuning.pref_loss}` : ""} does not use ${unread.join(", ")}; ignored.`);
   const resumeFrom = resolveResume(args, print);
   if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
     for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
@@ -227,13 +229,18 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print }));
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
+  let stageRun: StageRun | null = null;
   try {
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
     const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
+    // What the stage builds around the model (a value head, a reference model) and its loss over them.
+    const run = (stageRun = attachStage(stage, { loaded: prepared, args, device, dtype, print, collate }));
+    const trainerStage = { ...stage, loss: run.loss };
     const saveTrained = (folder: string) => {
       if (isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });
       else saveModel(model, folder);
+      run.save?.(folder);
       copyTokenizerFiles(prepared.modelFolder, folder);
     };
 
@@ -259,10 +266,15 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           train: trainRows,
           eval: training.eval_strategy !== "no" ? evalRows : null,
           collate,
-          stage,
+          stage: trainerStage,
+          extraParameters: run.parameters,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
-          loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
+          loadModel: (checkpoint) => {
+            if (isLora) restoreLoraWeights(model, checkpoint);
+            else loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype);
+            run.restore?.(checkpoint);
+          },
         },
         {
           outputDir: training.output_dir,
@@ -308,15 +320,16 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
       }
     }
     if (training.do_eval && evalRows.length) {
-      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device);
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage: trainerStage }, training.per_device_eval_batch_size, device);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
       print(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
-    if (training.do_predict && stage.predict) {
-      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, print);
+    if (training.do_predict && run.predict) {
+      run.predict(aligned.eval.length ? aligned.eval : aligned.train, evalRows.length ? evalRows : trainRows);
     }
   } finally {
+    stageRun?.dispose?.();
     model.dispose();
   }
 }

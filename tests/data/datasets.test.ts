@@ -268,11 +268,12 @@ describe("loadDatasets", () => {
 
 test("the built-in demo datasets in data/ all load; hub entries explain how to get the data", async () => {
   const dataDir = fileURLToPath(new URL("../../data", import.meta.url));
-  const info = JSON.parse(readFileSync(join(dataDir, "dataset_info.json"), "utf8")) as Record<string, { file_name?: string; ranking?: boolean }>;
+  const info = JSON.parse(readFileSync(join(dataDir, "dataset_info.json"), "utf8")) as Record<string, { file_name?: string; ranking?: boolean; columns?: { kto_tag?: string } }>;
   const local = Object.entries(info).filter(([, entry]) => entry.file_name);
   assert.ok(local.length >= 8);
   for (const [name, entry] of local) {
-    const { train } = await loadDatasets({ datasetNames: [name], datasetDir: dataDir, stage: entry.ranking ? "dpo" : "sft" });
+    const stage = entry.ranking ? "dpo" : entry.columns?.kto_tag ? "kto" : "sft";
+    const { train } = await loadDatasets({ datasetNames: [name], datasetDir: dataDir, stage });
     assert.ok(train!.length > 0, name);
   }
   const kto = (await loadDatasets({ datasetNames: ["kto_en_demo"], datasetDir: dataDir })).train!;
