@@ -2,7 +2,7 @@
 // line per logging step (step, epoch, loss, lr, tokens/s, ETA), `trainer_log.jsonl` (LogCallback's
 // fields), and the `*_results.json` files HF's Trainer writes; experiment trackers (`report_to`)
 // get each logged step's scalars through RunReporter, as HF's callbacks get `on_log`.
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface LogRecord {
@@ -128,6 +128,7 @@ export class RunLog {
 
 /** `<split>_results.json`, merged into `all_results.json`, as HF's `save_metrics`. */
 export function saveMetrics(outputDir: string, split: "train" | "eval" | "predict", metrics: Record<string, number>): void {
+  mkdirSync(outputDir, { recursive: true });
   writeFileSync(join(outputDir, `${split}_results.json`), JSON.stringify(metrics, null, 4) + "\n");
   const allPath = join(outputDir, "all_results.json");
   const all = existsSync(allPath) ? (JSON.parse(readFileSync(allPath, "utf8")) as Record<string, number>) : {};

@@ -3,7 +3,7 @@
 // −logσ(s_chosen − s_rejected), evaluation reports `accuracy` (s_chosen > s_rejected), the head is
 // saved as value_head.safetensors beside the model or adapter (and in every checkpoint), and
 // do_predict writes generated_predictions.jsonl with {"chosen", "rejected"} scores per pair.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { processorSpec } from "../../data/processors/factories.ts";
 import { collatePairwise } from "../../data/processors/collator.ts";
@@ -70,6 +70,7 @@ function attach(context: AttachContext): StageRun {
         }),
       );
     }
+    mkdirSync(args.training.output_dir, { recursive: true });
     const out = join(args.training.output_dir, "generated_predictions.jsonl");
     writeFileSync(out, lines.join("\n"), "utf8");
     const metrics = { predict_loss: lossSum / Math.max(lines.length, 1), predict_accuracy: correct / Math.max(lines.length, 1) };
