@@ -33,7 +33,7 @@ const needsLaterFeatures = new Set(["merge_lora/qwen3_lora_sft.yaml"]);
 const files = yamlFiles(root);
 
 test("examples/ holds the expected number of configs", () => {
-  assert.equal(files.length, 14);
+  assert.equal(files.length, 17);
 });
 
 for (const path of files) {
