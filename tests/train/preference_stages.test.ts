@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
+import { expandCheckpoint } from "../../src/model/adapters/llama_pro.ts";
 import { openSafetensors } from "../../src/torch/index.ts";
 import { unreadSettings } from "../../src/train/stages/index.ts";
 import { runTrain } from "../../src/train/workflow.ts";
@@ -73,6 +74,16 @@ test("dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for f
     for (const key of REWARD_KEYS) assert.equal(first[key], 0, `${what}: ${key}`);
     const kind = settings.finetuning_type === "lora" ? /LoRA adapters disabled/ : /a frozen copy of/;
     assert.ok(lines.some((line) => kind.test(line)), `${what}: ${lines.join("\n")}`);
+  }
+});
+
+test("dpo on a LLaMA Pro expansion (freeze and lora train the added blocks): ln 2 at initialisation, then it moves", async () => {
+  const expanded = join(mkdtempSync(join(tmpdir(), "lmf-pref-pro-")), "pro");
+  const { freezeTrainableLayers } = expandCheckpoint(MODEL, expanded, { numExpandedLayers: 2 });
+  for (const finetuning_type of ["freeze", "lora"]) {
+    const { history } = await train({ stage: "dpo", model_name_or_path: expanded, finetuning_type, use_llama_pro: true, freeze_trainable_layers: freezeTrainableLayers, max_steps: 3 });
+    assert.ok(Math.abs(history[0]!.loss! - Math.log(2)) < 1e-4, `${finetuning_type}: ${history[0]!.loss}`);
+    assert.notEqual(history[2]!["rewards/margins"], 0, finetuning_type);
   }
 });
 
