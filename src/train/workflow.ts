@@ -327,6 +327,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     }
     if (training.do_predict && run.predict) {
       run.predict(aligned.eval.length ? aligned.eval : aligned.train, evalRows.length ? evalRows : trainRows);
+    } else if (training.do_predict) {
+      print(`notice: stage ${stage.name} has no prediction step (as in LLaMA-Factory); do_predict ignored.`);
     }
   } finally {
     stageRun?.dispose?.();
