@@ -9,8 +9,12 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { expandCheckpoint } from "../../src/model/adapters/llama_pro.ts";
-import { openSafetensors } from "../../src/torch/index.ts";
-import { unreadSettings } from "../../src/train/stages/index.ts";
+import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../../src/model/from_args.ts";
+import { loadPretrained } from "../../src/model/pretrained.ts";
+import { liveTensors, openSafetensors } from "../../src/torch/index.ts";
+import { prepareTrainingData } from "../../src/train/workflow.ts";
+import { attachStage, stageFor, unreadSettings } from "../../src/train/stages/index.ts";
+import { batchLoss } from "../../src/train/trainer.ts";
 import { runTrain } from "../../src/train/workflow.ts";
 import { arithmeticPreferenceData, tinyModelWithDemoTokenizer } from "../fixtures/preference_data.ts";
 
@@ -55,7 +59,7 @@ async function train(overrides: Record<string, unknown>): Promise<Run> {
 const REWARD_KEYS = ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"];
 const DPO_KEYS = [...REWARD_KEYS, "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"];
 
-test("dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for full and freeze): sigmoid ln 2, hinge 1, ipo (1/(2β))²", async () => {
+test("dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for full and freeze): sigmoid ln 2, hinge 1, ipo (1/(2β))², kto_pair 1/2, BCO mixed", async () => {
   const beta = 0.25;
   const cases = [
     { pref_loss: "sigmoid", finetuning_type: "lora", expected: Math.log(2) },
@@ -64,6 +68,8 @@ test("dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for f
     { pref_loss: "hinge", finetuning_type: "lora", expected: 1 },
     { pref_loss: "ipo", finetuning_type: "lora", expected: (1 / (2 * beta)) ** 2 },
     { pref_loss: "kto_pair", finetuning_type: "lora", expected: 0.5 },
+    // BCO at init: rewards 0, so the baseline δ is 0 and bco = −2·logσ(0); mixed (ln 2 + w·2 ln 2)/(1 + w).
+    { pref_loss: "sigmoid", finetuning_type: "lora", pref_bco_weight: 0.5, expected: (Math.log(2) + 0.5 * 2 * Math.log(2)) / 1.5 },
   ];
   for (const { expected, ...settings } of cases) {
     const { history, lines } = await train({ stage: "dpo", pref_beta: beta, ...settings });
@@ -209,4 +215,29 @@ test("settings a stage does not read are named in one notice", () => {
   assert.deepEqual(unreadSettings("dpo", args.finetuning), ["kto_chosen_weight", "simpo_gamma", "ref_model"]);
   assert.deepEqual(unreadSettings("kto", args.finetuning), ["pref_loss", "simpo_gamma"]);
   assert.deepEqual(unreadSettings("sft", { ...args.finetuning, kto_chosen_weight: 1, ref_model: null }), ["pref_loss", "simpo_gamma"]);
+});
+
+test("rm, dpo and kto steps leave no tensors behind (training, checkpointed, evaluation)", async () => {
+  for (const [stageName, dataset] of [["rm", "arith_pairs"], ["dpo", "arith_pairs"], ["kto", "arith_kto"]] as const) {
+    const args = parseTrainArgs({ model_name_or_path: MODEL, stage: stageName, do_train: true, dataset_dir: DATA, dataset, template: "chatml", output_dir: "unused", finetuning_type: "lora" }, { onWarning: () => {} });
+    const data = await prepareTrainingData(args, () => {});
+    const loaded = loadPretrained(tokenizerOptionsFromArgs(args), modelOptionsFromArgs(args, { dtype: "float32", device: "cpu", training: true }));
+    const stage = stageFor(stageName);
+    const collate = (rows: typeof data.train) => stage.collate(rows, { padTokenId: 0, labelPadTokenId: -100, padToMultipleOf: 8 });
+    const run = attachStage(stage, { loaded, args, device: "cpu", dtype: "float32", print: () => {}, collate });
+    const trainer = { ...stage, loss: run.loss };
+    const batch = collate(data.train.slice(0, 4));
+    const step = (gradientCheckpointing: boolean, backward = true) => {
+      batchLoss(loaded.model, batch, trainer, { device: "cpu", denominator: 4, backward, gradientCheckpointing, record: () => {} });
+      loaded.model.zeroGrad();
+      for (const [, tensor] of run.parameters ?? []) tensor.grad = null;
+    };
+    step(false);
+    const before = liveTensors();
+    for (const checkpointed of [false, true, false]) step(checkpointed);
+    step(false, false);
+    assert.equal(liveTensors(), before, stageName);
+    run.dispose?.();
+    loaded.model.dispose();
+  }
 });
