@@ -19,7 +19,7 @@ import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndT
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { lastCheckpoint } from "./checkpoint.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
-import { type Stage, type StageRun, type TrainingExample, attachStage, stageFor, unreadSettings } from "./stages/index.ts";
+import { type Stage, type StageRun, type TrainingExample, attachStage, stageFor, unreadSettingsNotice } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
 
@@ -211,8 +211,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
-  const unread = unreadSettings(finetuning.stage, finetuning);
-  if (unread.length) print(`notice: stage ${finetuning.stage}${finetuning.stage === "dpo" ? ` with pref_loss ${finetuning.pref_loss}` : ""} does not use ${unread.join(", ")}; ignored.`);
+  const unread = unreadSettingsNotice(finetuning.stage, finetuning);
+  if (unread) print(unread);
   const resumeFrom = resolveResume(args, print);
   if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
     for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
@@ -235,7 +235,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
     const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
     // What the stage builds around the model (a value head, a reference model) and its loss over them.
-    const run = (stageRun = attachStage(stage, { loaded: prepared, args, device, dtype, print, collate }));
+    const run = attachStage(stage, { loaded: prepared, args, device, dtype, print, collate });
+    stageRun = run;
     const trainerStage = { ...stage, loss: run.loss };
     const saveTrained = (folder: string) => {
       if (isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });

@@ -14,7 +14,7 @@ import { type Tensor, noGrad, tensor, tidy } from "../../torch/index.ts";
 import { saveMetrics } from "../logging.ts";
 import { pairsIn } from "./dpo.ts";
 import { hiddenStatesOf } from "./logprobs.ts";
-import type { AttachContext, CollatedBatch, LossInputs, Stage, StageRun } from "./stage.ts";
+import type { AttachContext, CollatedBatch, LossInputs, Stage, StageRun, TrainingExample } from "./stage.ts";
 
 /** Python's repr of a float rounded to 2 places, as json.dumps writes LLaMA-Factory's scores. */
 function pythonFloat(value: number): string {
@@ -49,7 +49,7 @@ function attach(context: AttachContext): StageRun {
       return pairLosses(scores, pairs).sum().div(denominator);
     });
 
-  const predict = (_examples: unknown, rows: Parameters<typeof context.collate>[0]): void => {
+  const predict = (_examples: unknown, rows: TrainingExample[]): void => {
     const { model } = loaded;
     model.eval();
     holder.v_head.eval();
