@@ -93,6 +93,24 @@ test("dpo on a LLaMA Pro expansion (freeze and lora train the added blocks): ln 
   }
 });
 
+test("pref_ftx, dpo_label_smoothing, ld_alpha and the KTO weights each change the loss as LLaMA-Factory computes it", async () => {
+  // At init the DPO term is ln 2; pref_ftx adds ftx · mean(−chosen average log-prob), which ORPO logs as sft_loss on the same batch.
+  const sft = (await train({ stage: "dpo", pref_loss: "orpo" })).history[0]!.sft_loss!;
+  const ftx = (await train({ stage: "dpo", pref_ftx: 0.5 })).history[0]!.loss!;
+  assert.ok(Math.abs(ftx - (Math.log(2) + 0.5 * sft)) < 2e-4, `${ftx} vs ln 2 + 0.5 · ${sft}`);
+  // Label smoothing changes nothing at z = 0, and the second step once the policy has moved.
+  const smoothed = async (eps: number) => (await train({ stage: "dpo", max_steps: 2, dpo_label_smoothing: eps })).history.map((r) => r.loss!);
+  const [plain, robust] = [await smoothed(0), await smoothed(0.3)];
+  assert.equal(plain[0], robust[0]);
+  assert.notEqual(plain[1], robust[1]);
+  // ld_alpha weighs the policy's answer tails only: with answers of unequal length, rewards move off 0 at init.
+  const ld = (await train({ stage: "dpo", ld_alpha: 0.5, per_device_train_batch_size: 25 })).history[0]!;
+  assert.notEqual(ld["rewards/margins"], 0);
+  // KTO at init: every loss is w/2, so the batch of all 25 desirable and 25 undesirable answers gives (25·2 + 25·1) / (2·50).
+  const weighted = (await train({ stage: "kto", kto_chosen_weight: 2, kto_rejected_weight: 1, per_device_train_batch_size: 50 })).history[0]!;
+  assert.ok(Math.abs(weighted.loss! - 0.75) < 1e-4, `${weighted.loss}`);
+});
+
 test("orpo and simpo train without a reference and log their metrics; rewards are β · average log-probs", async () => {
   const orpo = await train({ stage: "dpo", pref_loss: "orpo", pref_beta: 0.1 });
   const first = orpo.history[0]!;
