@@ -89,6 +89,21 @@ function writeResultTables(): void {
     for (const r of ckpt.rows) out.push(`| ${r.mode} | ${f(r.peakMiB, 0)} | ${f(r.weightsMiB, 0)} | ${f(r.seconds)} |`);
     out.push("");
   }
+  const preference = read("preference_memory.json");
+  if (preference) {
+    const sft = preference.rows.find((r: { mode: string }) => r.mode === "sft");
+    out.push(
+      `### Memory of LoRA DPO against LoRA SFT, same model and tokens (bench/preference_memory.ts)`,
+      "",
+      `Llama ${preference.shape.layers}x${preference.shape.hidden}, vocab ${preference.shape.vocab} (${f(preference.weightsMiB, 0)} MiB of fp32 weights), LoRA r 8 on all linear layers, ${preference.pairs} pairs of ${preference.prompt} + ${preference.answer} tokens per step (SFT trains the same ${2 * preference.pairs} rows), gradient checkpointing, ${preference.steps} steps.`,
+      "",
+      "| side | reference model | RSS after loading MiB | peak RSS MiB | peak / SFT | step s |",
+      "| --- | --- | ---: | ---: | ---: | ---: |",
+    );
+    const reference = { sft: "none", dpo: "the policy, adapters disabled", dpo_ref_copy: "`ref_model`: a frozen copy" } as Record<string, string>;
+    for (const r of preference.rows) out.push(`| ${r.mode === "sft" ? "LoRA SFT" : "LoRA DPO"} | ${reference[r.mode]} | ${f(r.loadedMiB, 0)} | ${f(r.peakMiB, 0)} | **${f(r.peakMiB / sft.peakMiB)}** | ${f(r.stepSeconds)} |`);
+    out.push("");
+  }
   const data = read("data.json");
   const tokenize = read("tokenize.json");
   if (data || tokenize) {

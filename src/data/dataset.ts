@@ -60,7 +60,8 @@ export interface LoadedDatasets<Data> {
 export type StreamingDatasets = LoadedDatasets<Stream<AlignedExample>>;
 export type InMemoryDatasets = LoadedDatasets<AlignedExample[]>;
 
-const RANKING_STAGES = new Set(["rm", "dpo", "orpo", "simpo"]);
+/** LLaMA-Factory: rm and dpo read ranking (chosen/rejected) datasets, and only they do. */
+const RANKING_STAGES = new Set(["rm", "dpo"]);
 
 /** Checks LLaMA-Factory's DataArguments rules that concern loading. */
 export function checkLoadOptions(options: LoadDatasetsOptions): void {
@@ -147,6 +148,15 @@ async function resolveAttrs(names: readonly string[], datasetDir: string, split:
         `dataset "${attr.name}" is not applicable in the ${stage} stage: ${concrete.ranking ? "it is a ranking (chosen/rejected) dataset" : `${stage} needs a ranking (chosen/rejected) dataset`}`,
         "dataset",
         concrete.ranking ? 'use it with stage rm or dpo, or remove "ranking": true' : 'use a dataset with chosen/rejected answers and "ranking": true in dataset_info.json',
+      );
+    }
+    // KTO reads tagged answers; any other stage would drop every row of a tagged dataset.
+    const tagged = concrete.columns.kto_tag !== null;
+    if (stage !== null && (stage === "kto") !== tagged) {
+      throw new UserError(
+        `dataset "${attr.name}" is not applicable in the ${stage} stage: ${tagged ? "it is a KTO dataset (answers tagged desirable or not)" : "kto needs answers tagged desirable or not"}`,
+        "dataset",
+        tagged ? 'use it with stage kto, or remove "kto_tag" from its columns' : 'use a dataset with a boolean tag column mapped as "kto_tag" in dataset_info.json',
       );
     }
     resolved.push(concrete);

@@ -1,8 +1,9 @@
 // `lmf data inspect`: the first examples exactly as the trainer will receive them, token by token
 // with its id and whether its label is trained (green) or masked (dim), or as JSON for machines,
 // plus summary counts. What LLaMA-Factory prints as "training example" at start-up, made browsable.
+// Pairwise rows (rm, dpo) show their chosen and rejected sequences; KTO rows their tag, answer and KL row.
 import type { Tokenizer } from "./tokenizer.ts";
-import { IGNORE_INDEX, type SupervisedRow } from "./types.ts";
+import { type FeedbackRow, IGNORE_INDEX, type PairwiseRow, type SupervisedRow } from "./types.ts";
 
 export interface InspectOptions {
   n: number;
@@ -20,35 +21,79 @@ export interface InspectSummary {
   dropped: number;
 }
 
-export function summarize(rows: readonly SupervisedRow[], cutoffLen: number, dropped: number): InspectSummary {
+export type InspectedRow = SupervisedRow | PairwiseRow | FeedbackRow;
+
+interface Sequence {
+  input_ids: number[];
+  labels: number[];
+}
+
+/** The named token sequences of a row: one for sft/pt, chosen and rejected for pairwise, answer and KL for KTO. */
+function sequencesOf(row: InspectedRow): [name: string, sequence: Sequence][] {
+  if ("chosen_input_ids" in row) {
+    return [
+      ["chosen", { input_ids: row.chosen_input_ids, labels: row.chosen_labels }],
+      ["rejected", { input_ids: row.rejected_input_ids, labels: row.rejected_labels }],
+    ];
+  }
+  if ("kto_tags" in row) {
+    return [
+      [row.kto_tags ? "desirable" : "undesirable", row],
+      ["kl", { input_ids: row.kl_input_ids, labels: row.kl_labels }],
+    ];
+  }
+  return [["", row]];
+}
+
+const trainedIn = (sequence: Sequence) => sequence.labels.filter((label) => label !== IGNORE_INDEX).length;
+
+export function summarize(rows: readonly InspectedRow[], cutoffLen: number, dropped: number): InspectSummary {
   let tokens = 0;
   let trained = 0;
   let atCutoff = 0;
   for (const row of rows) {
-    tokens += row.input_ids.length;
-    trained += row.labels.filter((label) => label !== IGNORE_INDEX).length;
-    if (row.input_ids.length >= cutoffLen) atCutoff += 1;
+    const sequences = sequencesOf(row).map(([, sequence]) => sequence);
+    tokens += sequences.reduce((sum, sequence) => sum + sequence.input_ids.length, 0);
+    trained += sequences.reduce((sum, sequence) => sum + trainedIn(sequence), 0);
+    if (sequences.some((sequence) => sequence.input_ids.length >= cutoffLen)) atCutoff += 1;
   }
   return { examples: rows.length, tokens, trained_tokens: trained, at_cutoff: atCutoff, dropped };
 }
 
-/** The report as text (or a JSON array of {input_ids, labels, text} when `json`). */
-export function renderInspection(rows: readonly SupervisedRow[], tokenizer: Tokenizer, options: InspectOptions): string {
-  const shown = rows.slice(0, options.n);
-  if (options.json) {
-    return JSON.stringify(shown.map((row) => ({ input_ids: row.input_ids, labels: row.labels, text: tokenizer.decode(row.input_ids, { skipSpecialTokens: false }) })));
+/** One sequence as JSON: ids, labels and the decoded text. */
+function sequenceJson(sequence: Sequence, tokenizer: Tokenizer) {
+  return { input_ids: sequence.input_ids, labels: sequence.labels, text: tokenizer.decode(sequence.input_ids, { skipSpecialTokens: false }) };
+}
+
+function rowJson(row: InspectedRow, tokenizer: Tokenizer): Record<string, unknown> {
+  if ("chosen_input_ids" in row) {
+    const [[, chosen], [, rejected]] = sequencesOf(row) as [[string, Sequence], [string, Sequence]];
+    return { chosen: sequenceJson(chosen, tokenizer), rejected: sequenceJson(rejected, tokenizer) };
   }
+  if ("kto_tags" in row) {
+    return { ...sequenceJson(row, tokenizer), kto_tag: row.kto_tags, kl: sequenceJson({ input_ids: row.kl_input_ids, labels: row.kl_labels }, tokenizer) };
+  }
+  return sequenceJson(row, tokenizer);
+}
+
+/** The report as text (or a JSON array: {input_ids, labels, text}; {chosen, rejected}; or with kto_tag and kl). */
+export function renderInspection(rows: readonly InspectedRow[], tokenizer: Tokenizer, options: InspectOptions): string {
+  const shown = rows.slice(0, options.n);
+  if (options.json) return JSON.stringify(shown.map((row) => rowJson(row, tokenizer)));
   const trained = (text: string) => (options.color ? `\x1b[32m${text}\x1b[0m` : `[${text}]`);
   const masked = (text: string) => (options.color ? `\x1b[2m${text}\x1b[0m` : text);
   const lines: string[] = [];
   shown.forEach((row, index) => {
-    lines.push(`--- example ${index} (${row.input_ids.length} tokens, ${row.labels.filter((l) => l !== IGNORE_INDEX).length} trained) ---`);
-    lines.push(tokenizer.decode(row.input_ids, { skipSpecialTokens: false }));
-    const pieces = row.input_ids.map((id, t) => {
-      const piece = `${JSON.stringify(tokenizer.decode([id], { skipSpecialTokens: false }))}:${id}`;
-      return row.labels[t] === IGNORE_INDEX ? masked(piece) : trained(piece);
-    });
-    lines.push(pieces.join(" "));
+    for (const [name, sequence] of sequencesOf(row)) {
+      const label = name ? `example ${index} ${name}` : `example ${index}`;
+      lines.push(`--- ${label} (${sequence.input_ids.length} tokens, ${trainedIn(sequence)} trained) ---`);
+      lines.push(tokenizer.decode(sequence.input_ids, { skipSpecialTokens: false }));
+      const pieces = sequence.input_ids.map((id, t) => {
+        const piece = `${JSON.stringify(tokenizer.decode([id], { skipSpecialTokens: false }))}:${id}`;
+        return sequence.labels[t] === IGNORE_INDEX ? masked(piece) : trained(piece);
+      });
+      lines.push(pieces.join(" "));
+    }
   });
   const summary = summarize(rows, options.cutoffLen, options.dropped);
   lines.push(

@@ -25,7 +25,7 @@ const method = {
     ["pt", "sft", "rm", "ppo", "dpo", "kto"],
     "sft",
     "Training stage: pre-training, supervised, reward model, PPO, DPO-family or KTO.",
-    { choiceTiers: { rm: "later", ppo: "later", dpo: "later", kto: "later" }, trainOnly: true },
+    { choiceTiers: { ppo: "later" }, trainOnly: true },
   ),
   finetuning_type: choice(
     ["lora", "freeze", "full", "oft"],
@@ -140,7 +140,7 @@ export const finetuningGroup = defineGroup<typeof finetuningFields>(
     ["Method", method],
     ["FreezeArguments", freezeFields],
     ["LoraArguments", loraFields],
-    ["RLHFArguments (not yet supported)", rlhf],
+    ["RLHFArguments (PPO and reward models not yet supported)", rlhf],
     ["GaLore / APOLLO / BAdam (not yet supported)", { ...galore, ...apollo, ...badam }],
     ["SFT loss variants (not yet supported)", lossVariants],
     ["OFT (out of scope)", oft],

@@ -45,7 +45,7 @@ export class CausalLMWithValueHead extends Module {
 }
 
 /** Writes value_head.safetensors (`v_head.summary.weight` [1, C], `v_head.summary.bias` [1]). */
-export function saveValueHead(model: CausalLMWithValueHead, folder: string): void {
+export function saveValueHead(model: { v_head: ValueHead }, folder: string): void {
   saveSafetensors(join(folder, "value_head.safetensors"), {
     "v_head.summary.weight": model.v_head.summary.weight,
     "v_head.summary.bias": model.v_head.summary.bias!,
@@ -53,7 +53,7 @@ export function saveValueHead(model: CausalLMWithValueHead, folder: string): voi
 }
 
 /** Loads the value head saved beside a model or adapter (safetensors, else .bin); false if none. */
-export function loadValueHead(model: CausalLMWithValueHead, folder: string): boolean {
+export function loadValueHead(model: { v_head: ValueHead }, folder: string): boolean {
   const safetensors = join(folder, "value_head.safetensors");
   const bin = join(folder, "value_head.bin");
   let tensors: Record<string, Tensor>;

@@ -10,6 +10,8 @@ export interface LogRecord {
   total_steps: number;
   loss?: number;
   eval_loss?: number;
+  /** LLaMA-Factory's LogCallback copies `rewards/accuracies` (dpo) here. */
+  accuracy?: number;
   lr?: number;
   epoch?: number;
   percentage: number;
@@ -67,12 +69,15 @@ export class RunLog {
     evalLoss?: number;
     lr?: number;
     gradNorm?: number;
+    /** The stage's metrics of this log (`rewards/chosen`, `eval_accuracy`, ...), reported to the trackers as HF logs them. */
+    metrics?: Record<string, number>;
     tokensPerSecond: number;
     totalTokens: number;
     stepsThisRun: number;
     /** The record HF's Trainer.log keeps (log_history), printed as a dict under disable_tqdm. */
     logs?: Record<string, number>;
   }): LogRecord {
+    const accuracy = values.metrics?.["rewards/accuracies"];
     const elapsed = this.elapsed();
     const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
     const remaining = perStep * (values.totalSteps - values.step);
@@ -81,6 +86,7 @@ export class RunLog {
       total_steps: values.totalSteps,
       ...(values.loss !== undefined && { loss: round(values.loss, 4) }),
       ...(values.evalLoss !== undefined && { eval_loss: round(values.evalLoss, 4) }),
+      ...(accuracy !== undefined && { accuracy }),
       ...(values.lr !== undefined && { lr: values.lr }),
       epoch: round(values.epoch, 2),
       percentage: round((100 * values.step) / values.totalSteps, 2),
@@ -96,6 +102,7 @@ export class RunLog {
       ...(values.gradNorm !== undefined && { grad_norm: values.gradNorm }),
       ...(values.lr !== undefined && { learning_rate: values.lr }),
       ...(values.evalLoss !== undefined && { eval_loss: values.evalLoss }),
+      ...values.metrics,
       epoch: values.epoch,
     };
     for (const reporter of this.reporters) reporter.scalars(values.step, scalars);

@@ -238,7 +238,7 @@ export function plotCurve(steps: number[], values: number[], title: string, yLab
  * Writes `training_<key>.png` for each key with data in the log history (LLaMA-Factory's names:
  * `training_loss.png`, `training_eval_loss.png`); returns the files written.
  */
-export function plotLoss(outputDir: string, logHistory: Record<string, number>[], keys = ["loss", "eval_loss"]): string[] {
+export function plotLoss(outputDir: string, logHistory: Record<string, number>[], keys: readonly string[] = ["loss", "eval_loss"]): string[] {
   const written: string[] = [];
   for (const key of keys) {
     const points = logHistory.filter((record) => typeof record[key] === "number" && typeof record.step === "number");

@@ -34,9 +34,9 @@ import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { activateNeftune } from "./neftune.ts";
 import { createOptimizer } from "./optimizer.ts";
 import { plotLoss } from "./plot.ts";
-import type { CollatedBatch, Stage, TrainingExample } from "./stages/stage.ts";
+import type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
 
-export type { CollatedBatch, TrainingExample } from "./stages/stage.ts";
+export type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
 
 export interface TrainerOptions {
   outputDir: string;
@@ -114,15 +114,14 @@ export interface TrainerOptions {
   reporters?: readonly RunReporter[];
 }
 
-/** The stage's loss, as the trainer's one forward path uses it. */
-export type StageLoss<Batch extends CollatedBatch = CollatedBatch> = Pick<Stage<Batch>, "loss" | "lossDenominator">;
-
 export interface TrainerParts<Batch extends CollatedBatch = CollatedBatch> {
   model: CausalLM;
   train: TrainingExample[];
   eval?: TrainingExample[] | null;
   collate: (rows: TrainingExample[]) => Batch;
   stage: StageLoss<Batch>;
+  /** Trainable parameters outside the model (a stage's value head), optimized with the model's. */
+  extraParameters?: [string, Tensor][];
   /** Writes the trained weights (the full model or the adapter) into a folder. */
   saveModel: (folder: string) => void;
   /** Loads the weights a checkpoint holds back into the model (for resume). */
@@ -153,18 +152,20 @@ function maskOrNull(attentionMask: number[][], device: string): Tensor | null {
   return attentionMask.every((row) => row.every((v) => v === 1)) ? null : tensor(attentionMask, { device });
 }
 
-/** Metrics a stage records per batch, averaged over the batches they came from. */
+/** Metrics a stage records per batch, averaged (by the weights given) over the batches they came from. */
 class MetricMeans {
   private readonly sums = new Map<string, [number, number]>();
-  readonly record = (name: string, value: number): void => {
+  constructor(private readonly derive?: (means: Record<string, number>) => Record<string, number>) {}
+  readonly record = (name: string, value: number, weight = 1): void => {
     const [sum, count] = this.sums.get(name) ?? [0, 0];
-    this.sums.set(name, [sum + value, count + 1]);
+    this.sums.set(name, [sum + value * weight, count + weight]);
   };
-  /** The means so far (names prefixed), and a fresh start. */
+  /** The means so far with what the stage derives from them (names prefixed), and a fresh start. */
   take(prefix = ""): Record<string, number> {
-    const means = Object.fromEntries([...this.sums].map(([name, [sum, count]]) => [prefix + name, sum / count]));
+    const means = Object.fromEntries([...this.sums].filter(([, [, count]]) => count > 0).map(([name, [sum, count]]) => [name, sum / count]));
     this.sums.clear();
-    return means;
+    const all = { ...means, ...this.derive?.(means) };
+    return Object.fromEntries(Object.entries(all).map(([name, value]) => [prefix + name, value]));
   }
 }
 
@@ -175,7 +176,7 @@ export interface BatchPassOptions {
   /** Training: backpropagate (gradients accumulate in `.grad`); otherwise no graph is built. */
   backward: boolean;
   gradientCheckpointing?: boolean;
-  record?: (name: string, value: number) => void;
+  record?: (name: string, value: number, weight?: number) => void;
   /** Evaluation: the stage also records its prediction metrics (compute_accuracy). */
   predictionMetrics?: boolean;
 }
@@ -256,7 +257,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
 
   mkdirSync(options.outputDir, { recursive: true });
   const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm });
-  const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options, (line) => log.info(line));
+  const optimizer = createOptimizer([...model.namedParameters({ trainableOnly: true }), ...(parts.extraParameters ?? [])], options, (line) => log.info(line));
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
     numTrainingSteps: totalSteps,
@@ -344,7 +345,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics });
       const metrics: Record<string, number> = { eval_loss: result.loss, ...result.metrics };
       const entry = record(metrics);
-      log.step({ step: globalStep, totalSteps, epoch: entry.epoch!, evalLoss: result.loss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1, logs: entry });
+      log.step({ step: globalStep, totalSteps, epoch: entry.epoch!, evalLoss: result.loss, metrics: result.metrics, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1, logs: entry });
       if (metric === null) return false;
       const value = metrics[metric];
       const better = (candidate: number) => best.metric === null || (greaterIsBetter ? candidate > best.metric : candidate < best.metric);
@@ -377,7 +378,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     const stepLosses: number[] = [];
     let stepsThisRun = 0;
     let lossSinceLog = 0;
-    const metricsSinceLog = new MetricMeans();
+    const metricsSinceLog = new MetricMeans(parts.stage.deriveMetrics);
     let stepsSinceLog = 0;
     let tokensSinceLog = 0;
     let timeAtLastLog = log.elapsed();
@@ -393,8 +394,9 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         totalTokens += tokensSinceLog;
         const loss = lossSinceLog / stepsSinceLog;
         const lr = scheduler.getLastLr()[0]!;
-        const entry = record({ loss: Math.round(loss * 1e4) / 1e4, ...(gradNorm !== undefined && { grad_norm: gradNorm }), ...metricsSinceLog.take(), learning_rate: lr }, true);
-        log.step({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), loss, lr, gradNorm, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun, logs: entry });
+        const stageMetrics = metricsSinceLog.take();
+        const entry = record({ loss: Math.round(loss * 1e4) / 1e4, ...(gradNorm !== undefined && { grad_norm: gradNorm }), ...stageMetrics, learning_rate: lr }, true);
+        log.step({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), loss, lr, gradNorm, metrics: stageMetrics, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun, logs: entry });
         lossSinceLog = 0;
         stepsSinceLog = 0;
         tokensSinceLog = 0;
@@ -499,7 +501,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       parts.saveModel(options.outputDir);
       writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
       saveMetrics(options.outputDir, "train", metrics);
-      if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory)) log.info(`wrote ${file}`);
+      if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory, parts.stage.plotKeys)) log.info(`wrote ${file}`);
     }
     return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
   } finally {
@@ -536,7 +538,7 @@ export function evaluate<Batch extends CollatedBatch>(
   }
   const wasTraining = model.training;
   model.eval();
-  const metrics = new MetricMeans();
+  const metrics = new MetricMeans(parts.stage.deriveMetrics);
   const batches: Batch[] = [];
   let lossSum = 0;
   try {

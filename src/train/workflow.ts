@@ -22,7 +22,7 @@ import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
 import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
-import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
+import { type Stage, type StageRun, type TrainingExample, attachStage, stageFor, unreadSettingsNotice } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
 
@@ -197,6 +197,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
+  const unread = unreadSettingsNotice(finetuning.stage, finetuning);
+  if (unread) print(unread);
   checkTrainingArgs(args);
   const { info, warn } = logChannels(args, print);
   // Checked now, written to only once the data and the model are loaded.
@@ -215,6 +217,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
+  let stageRun: StageRun | null = null;
   try {
     checkTokenIds({ train: trainRows, eval: evalRows }, model.inputEmbeddings().weight.shape[0]!, prepared);
     claimOutputDir(outputPlan, args, { modelFolder: prepared.modelFolder, isLora });
@@ -224,9 +227,14 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
     const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
+    // What the stage builds around the model (a value head, a reference model) and its loss over them.
+    const run = attachStage(stage, { loaded: prepared, args, device, dtype, print: info, collate });
+    stageRun = run;
+    const trainerStage = { ...stage, loss: run.loss };
     const saveTrained = (folder: string) => {
       if (isLora) saveLoraAdapter(model, folder, null, { baseModelNameOrPath: args.model.model_name_or_path });
       else saveModel(model, folder);
+      run.save?.(folder);
       copyTokenizerFiles(prepared.modelFolder, folder);
     };
 
@@ -251,10 +259,15 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           train: trainRows,
           eval: training.eval_strategy !== "no" ? evalRows : null,
           collate,
-          stage,
+          stage: trainerStage,
+          extraParameters: run.parameters,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
-          loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
+          loadModel: (checkpoint) => {
+            if (isLora) restoreLoraWeights(model, checkpoint);
+            else loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype);
+            run.restore?.(checkpoint);
+          },
         },
         trainerOptionsFromArgs(args, {
           device,
@@ -277,16 +290,19 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     }
     if (training.do_eval && evalRows.length) {
       const options = { dropLast: training.dataloader_drop_last, predictionMetrics };
-      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device, options);
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage: trainerStage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
       info(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
-    if (training.do_predict && stage.predict) {
-      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, info);
+    if (training.do_predict && run.predict) {
+      run.predict(aligned.eval.length ? aligned.eval : aligned.train, evalRows.length ? evalRows : trainRows);
+    } else if (training.do_predict) {
+      warn(`notice: stage ${stage.name} has no prediction step (as in LLaMA-Factory); do_predict ignored.`);
     }
     finishOutputDir(outputPlan);
   } finally {
+    stageRun?.dispose?.();
     model.dispose();
   }
 }

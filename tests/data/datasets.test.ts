@@ -240,6 +240,11 @@ describe("loadDatasets", () => {
   test("stage and ranking must agree; path datasets are recognised; option rules", async () => {
     await assert.rejects(loadDatasets({ ...base, datasetNames: ["pairs"], stage: "sft" }), /not applicable in the sft stage/);
     await assert.rejects(loadDatasets({ ...base, datasetNames: ["a"], stage: "dpo" }), /dpo needs a ranking/);
+    await assert.rejects(loadDatasets({ ...base, datasetNames: ["pairs"], stage: "kto" }), /not applicable in the kto stage: it is a ranking/);
+    await assert.rejects(loadDatasets({ ...base, datasetNames: ["a"], stage: "kto" }), /kto needs answers tagged desirable or not/);
+    const demo = fileURLToPath(new URL("../../data", import.meta.url));
+    await assert.rejects(loadDatasets({ datasetNames: ["kto_en_demo"], datasetDir: demo, stage: "sft" }), /it is a KTO dataset/);
+    assert.equal((await loadDatasets({ datasetNames: ["kto_en_demo"], datasetDir: demo, stage: "kto" })).train!.length, 6);
     assert.equal((await loadDatasets({ ...base, datasetNames: ["pairs"], stage: "dpo" })).train!.length, 1);
     const byPath = await loadDatasets({ ...base, datasetNames: [join(dir, "pairs.json")], stage: "rm" });
     assert.deepEqual(byPath.train![0]!._response, [a("y"), a("n")]);
@@ -268,11 +273,12 @@ describe("loadDatasets", () => {
 
 test("the built-in demo datasets in data/ all load; hub entries explain how to get the data", async () => {
   const dataDir = fileURLToPath(new URL("../../data", import.meta.url));
-  const info = JSON.parse(readFileSync(join(dataDir, "dataset_info.json"), "utf8")) as Record<string, { file_name?: string; ranking?: boolean }>;
+  const info = JSON.parse(readFileSync(join(dataDir, "dataset_info.json"), "utf8")) as Record<string, { file_name?: string; ranking?: boolean; columns?: { kto_tag?: string } }>;
   const local = Object.entries(info).filter(([, entry]) => entry.file_name);
   assert.ok(local.length >= 8);
   for (const [name, entry] of local) {
-    const { train } = await loadDatasets({ datasetNames: [name], datasetDir: dataDir, stage: entry.ranking ? "dpo" : "sft" });
+    const stage = entry.ranking ? "dpo" : entry.columns?.kto_tag ? "kto" : "sft";
+    const { train } = await loadDatasets({ datasetNames: [name], datasetDir: dataDir, stage });
     assert.ok(train!.length > 0, name);
   }
   const kto = (await loadDatasets({ datasetNames: ["kto_en_demo"], datasetDir: dataDir })).train!;

@@ -24,3 +24,26 @@ test("lmf data inspect --json prints the trainer's rows; the text view marks tra
   assert.match(text.stdout, /\[" Pico":\d+\]/);
   assert.match(text.stdout, /--- 13 examples, \d+ tokens, \d+ trained tokens, 0 at cutoff_len \(truncated or packed\), 0 dropped ---/);
 });
+
+test("lmf data inspect on dpo and kto configs shows chosen and rejected, or the tag, answer and KL row", async () => {
+  const overrides = [...TOKENIZER, "template=chatml"];
+  const dpoConfig = ["examples/train_lora/qwen3_lora_dpo.yaml", ...overrides];
+  const json = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", ...dpoConfig, "--n", "2", "--json"], { encoding: "utf8" });
+  assert.equal(json.status, 0, json.stderr);
+  const shown = JSON.parse(json.stdout);
+  const rows = (await prepareTrainingData(parseTrainArgs(dpoConfig, { onWarning: () => {} }), () => {})).train as unknown as Record<string, number[]>[];
+  assert.deepEqual(shown.map((r: { chosen: { input_ids: number[] } }) => r.chosen.input_ids), rows.slice(0, 2).map((r) => r.chosen_input_ids));
+  assert.deepEqual(shown.map((r: { rejected: { labels: number[] } }) => r.rejected.labels), rows.slice(0, 2).map((r) => r.rejected_labels));
+  assert.match(shown[0].rejected.text, /assistant\nPython cannot reverse strings\.<\|im_end\|>/);
+  const text = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", ...dpoConfig, "--n", "1"], { encoding: "utf8" });
+  assert.match(text.stdout, /--- example 0 chosen \(\d+ tokens, \d+ trained\) ---[\s\S]*--- example 0 rejected /);
+
+  const kto = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", "examples/train_lora/qwen3_lora_kto.yaml", ...overrides, "--n", "2", "--json"], { encoding: "utf8" });
+  assert.equal(kto.status, 0, kto.stderr);
+  const tagged = JSON.parse(kto.stdout);
+  assert.deepEqual(tagged.map((r: { kto_tag: boolean }) => r.kto_tag), [true, false]);
+  // The KL row of example 1 answers its prompt with example 0's answer (LLaMA-Factory's rotation).
+  assert.match(tagged[1].kl.text, /assistant\n12 \+ 30 = 42\.<\|im_end\|>/);
+  const ktoText = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", "examples/train_lora/qwen3_lora_kto.yaml", ...overrides, "--n", "2"], { encoding: "utf8" });
+  assert.match(ktoText.stdout, /--- example 0 desirable [\s\S]*--- example 0 kl [\s\S]*--- example 1 undesirable /);
+});

@@ -122,7 +122,9 @@ describe("tiers", () => {
       assert.match(error.message, /not yet supported by lmfactory: `quantization_bit: 4`/);
       return true;
     });
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo" }), /not yet supported by lmfactory: `stage: dpo`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm" }), /not yet supported by lmfactory: `stage: ppo`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo", ref_model_quantization_bit: 4 }), /`ref_model_quantization_bit: 4`/);
+    for (const stage of ["rm", "dpo", "kto"]) assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, stage, pref_loss: "ipo", ld_alpha: 0.5, ref_model: "models/ref" }), stage);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, optim: "paged_adamw_8bit" }), /`optim: paged_adamw_8bit`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, lr_scheduler_type: "reduce_lr_on_plateau" }), /`lr_scheduler_type: reduce_lr_on_plateau`/);
   });
@@ -166,11 +168,11 @@ describe("tiers", () => {
   });
 
   test("unsupportedSettings lists them without throwing; chat skips training-only ones", () => {
-    const { args } = parseWith("train", { ...baseConfigs.train, stage: "kto", use_unsloth: true }, { allowUnsupported: true });
+    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", use_unsloth: true }, { allowUnsupported: true });
     const found = unsupportedSettings("train", args as never).map((setting) => `${setting.name}:${setting.tier}`);
-    assert.deepEqual(found, ["use_unsloth:later", "stage:later"]);
-    const chat = parseWith("chat", { ...baseConfigs.chat, stage: "kto" });
-    assert.equal(chat.args.finetuning!.stage, "kto");
+    assert.deepEqual(found, ["use_unsloth:later", "stage:later", "reward_model:later"]);
+    const chat = parseWith("chat", { ...baseConfigs.chat, stage: "ppo", reward_model: "saves/rm" });
+    assert.equal(chat.args.finetuning!.stage, "ppo");
   });
 });
 
@@ -277,7 +279,7 @@ describe("help and schema", () => {
     assert.match(train, /lora_rank {2}int {2}\(default: 8\)/);
     assert.match(train, /finetuning_type {2}enum\{lora, freeze, full, oft\} {2}\(default: lora\)/);
     assert.match(train, /quantization_bit {2}int\{4, 8\}\? {2}\(default: null\)\n.*\[not yet supported\]/);
-    assert.match(train, /stage .*\n.*\[not yet supported: rm, ppo, dpo, kto\]/);
+    assert.match(train, /stage .*\n.*\[not yet supported: ppo\]/);
     assert.ok(allFieldsHelp().includes("EvaluationArguments"));
   });
 
@@ -288,7 +290,7 @@ describe("help and schema", () => {
     // A field whose values differ in support says which values work.
     assert.match(fieldHelp("report_to"), /\[supported: none, tensorboard, all; other values not yet\]/);
     assert.match(fieldHelp("report_to"), /tier: {5}now for none, tensorboard, all; later for any other value/);
-    assert.match(fieldHelp("stage"), /tier: {5}later for rm, ppo, dpo, kto; now for any other value/);
+    assert.match(fieldHelp("stage"), /tier: {5}later for ppo; now for any other value/);
   });
 
   test("the JSON Schema lists every settable key with its type", () => {

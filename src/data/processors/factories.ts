@@ -5,7 +5,9 @@
 import { loadTokenizer } from "../tokenizer.ts";
 import { getTemplateAndFixTokenizer } from "../templates/index.ts";
 import type { TemplateOptions } from "../templates/index.ts";
-import type { AlignedExample, ProcessorResult, SupervisedRow } from "../types.ts";
+import type { AlignedExample, FeedbackRow, PairwiseRow, ProcessorResult, SupervisedRow } from "../types.ts";
+import { processFeedback } from "./feedback.ts";
+import { processPairwise } from "./pairwise.ts";
 import { processPretrain } from "./pretrain.ts";
 import { processPackedSupervised, processSupervised } from "./supervised.ts";
 
@@ -34,7 +36,10 @@ export interface ProcessorSpec {
 const THIS_MODULE = new URL(import.meta.url).href;
 
 /** The spec of one of this file's factories. */
-export function processorSpec(exportName: "makePretrainProcessor" | "makeSupervisedProcessor", args: ProcessorOptions): ProcessorSpec {
+export function processorSpec(
+  exportName: "makePretrainProcessor" | "makeSupervisedProcessor" | "makePairwiseProcessor" | "makeFeedbackProcessor",
+  args: ProcessorOptions,
+): ProcessorSpec {
   return { module: THIS_MODULE, exportName, args };
 }
 
@@ -56,4 +61,16 @@ export function makeSupervisedProcessor(options: ProcessorOptions): BatchProcess
   const supervised = { template, tokenizer, cutoffLen: options.cutoffLen, trainOnPrompt: options.trainOnPrompt, maskHistory: options.maskHistory };
   return (batch) =>
     options.packing ? processPackedSupervised(batch, { ...supervised, neatPacking: options.neatPacking }) : processSupervised(batch, { ...supervised, reservedLabelLen: options.reservedLabelLen });
+}
+
+/** rm and dpo: the prompt with the chosen and with the rejected answer, prompt labels masked. */
+export function makePairwiseProcessor(options: ProcessorOptions): BatchProcessor<PairwiseRow> {
+  const { tokenizer, template } = setup(options);
+  return (batch) => processPairwise(batch, { template, tokenizer, cutoffLen: options.cutoffLen });
+}
+
+/** kto: the tagged answer and a KL completion (the previous example's answer) per example. */
+export function makeFeedbackProcessor(options: ProcessorOptions): BatchProcessor<FeedbackRow> {
+  const { tokenizer, template } = setup(options);
+  return (batch) => processFeedback(batch, { template, tokenizer, cutoffLen: options.cutoffLen });
 }

@@ -53,6 +53,8 @@ export class LoraLinear extends Module {
   readonly scaling: number;
   readonly useRslora: boolean;
   readonly useDora: boolean;
+  /** PEFT's disable_adapter(): the layer computes its base layer alone (see `withAdaptersDisabled`). */
+  adapterDisabled = false;
 
   constructor(baseLayer: Linear, options: LoraLayerOptions) {
     super();
@@ -145,6 +147,7 @@ export class LoraLinear extends Module {
 
   /** x [..., in] -> [..., out] */
   forward(x: Tensor): Tensor {
+    if (this.adapterDisabled) return this.base_layer.forward(x);
     return tidy(() => {
       const result = this.base_layer.forward(x);
       const resultDtype = result.dtype;
@@ -660,6 +663,29 @@ export function mergeLora(model: Module): void {
     for (const tensor of layer.parameters()) if (!stillUsed.has(tensor)) tensor.dispose();
   }
   appliedConfigs.delete(model);
+}
+
+/**
+ * Runs `fn` with every LoRA layer computing its base layer alone, as PEFT's `disable_adapter()`
+ * context: the base model without a second copy in memory (DPO/KTO's reference). PEFT also swaps
+ * modules_to_save back to their originals; lmfactory trains those in place, so a model with them is
+ * refused here.
+ */
+export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
+  if (appliedConfigs.get(model)?.modules_to_save?.length) {
+    throw new UserError(
+      "the adapter-disabled reference model cannot undo additional_target modules, which train in place",
+      "additional_target",
+      "set ref_model to the base model folder (a frozen copy is loaded), or drop additional_target",
+    );
+  }
+  const layers = loraLayers(model).map(([, layer]) => layer);
+  for (const layer of layers) layer.adapterDisabled = true;
+  try {
+    return fn();
+  } finally {
+    for (const layer of layers) layer.adapterDisabled = false;
+  }
 }
 
 /** The adapter config recorded on a model by applyLora / loadLoraAdapter, if any. */

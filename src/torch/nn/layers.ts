@@ -128,7 +128,8 @@ export class RMSNorm extends Module {
 
 /** Zeroes elements with probability p while training and scales the rest by 1/(1-p). */
 export class Dropout extends Module {
-  readonly p: number;
+  /** Settable: TRL's disable_dropout_in_model (`disableDropout`) sets it to 0. */
+  p: number;
 
   constructor(p = 0.5) {
     super();
@@ -139,4 +140,9 @@ export class Dropout extends Module {
   forward(x: Tensor): Tensor {
     return dropout(x, this.p, this.training);
   }
+}
+
+/** TRL's disable_dropout_in_model: every Dropout inside `module` gets p = 0 (DPO and KTO train without dropout). */
+export function disableDropout(module: Module): void {
+  for (const [, child] of module.namedModules()) if (child instanceof Dropout) child.p = 0;
 }

@@ -1,15 +1,21 @@
 // The stage table: `stage` -> its declaration. A new stage is one file here plus its processor.
 import { UserError } from "../../errors.ts";
+import { dpo } from "./dpo.ts";
+import { kto } from "./kto.ts";
 import { pt } from "./pt.ts";
+import { rm } from "./rm.ts";
 import { sft } from "./sft.ts";
 import type { Stage } from "./stage.ts";
 
-export type { CollateOptions, CollatedBatch, LossInputs, Stage, TrainingExample } from "./stage.ts";
+export type { AttachContext, CollateOptions, CollatedBatch, LossInputs, Stage, StageLoss, StageRun, TrainingExample } from "./stage.ts";
+export { attachStage } from "./stage.ts";
+export { unreadSettings, unreadSettingsNotice } from "./unread_settings.ts";
 
-const STAGES: Record<string, Stage> = { pt, sft };
+const STAGES: Record<string, Stage> = { pt, sft, rm, dpo, kto };
 
 export function stageFor(name: string): Stage {
   const stage = STAGES[name];
   if (!stage) throw new UserError(`stage ${name} is not built yet`, "stage", `use one of: ${Object.keys(STAGES).join(", ")}`);
   return stage;
 }
+

@@ -3,7 +3,7 @@
 import { collateSupervised } from "../../data/processors/collator.ts";
 import { IGNORE_INDEX } from "../../data/types.ts";
 import { type Tensor, cat, crossEntropy, full, noGrad, tidy } from "../../torch/index.ts";
-import type { CollatedBatch, Stage } from "./stage.ts";
+import type { CollatedBatch, Stage, StageRun } from "./stage.ts";
 
 /** Trained tokens of a batch: labels after the shift (position t predicts t+1) that count. */
 export function countTrainedTokens(labels: number[][]): number {
@@ -48,7 +48,7 @@ export function recordTokenAccuracy(logits: Tensor, labels: number[][], record: 
 }
 
 /** The parts pt and sft share: padded batches, the causal-LM loss, perplexity, effective tokens. */
-export const languageModeling: Pick<Stage<CollatedBatch>, "collate" | "lossDenominator" | "loss" | "evalMetrics" | "effectiveTokens"> = {
+export const languageModeling: Pick<Stage<CollatedBatch>, "collate" | "lossDenominator" | "evalMetrics" | "effectiveTokens"> & Pick<StageRun, "loss"> = {
   collate: (rows, options) => collateSupervised(rows, options),
   lossDenominator: (batches) => batches.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0),
   // The logits and their float copy are freed before backward, which does not need them.
