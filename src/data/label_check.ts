@@ -4,19 +4,26 @@
 import { UserError } from "../errors.ts";
 import { IGNORE_INDEX } from "./types.ts";
 
-/** Rows without a single trained label token. */
-export function rowsWithoutLabels(rows: readonly { labels: readonly number[] }[]): number {
+/** A processed row of any stage: causal-LM rows carry `labels`, pairwise rows chosen and rejected ones. */
+export type LabelledRow = { labels: readonly number[] } | { chosen_labels: readonly number[]; rejected_labels: readonly number[] };
+
+function hasTrainedToken(labels: readonly number[]): boolean {
+  for (let t = 1; t < labels.length; t++) if (labels[t] !== IGNORE_INDEX) return true;
+  return false;
+}
+
+/** Rows without a single trained label token (a pairwise row when either side has none). */
+export function rowsWithoutLabels(rows: readonly LabelledRow[]): number {
   let empty = 0;
-  for (const { labels } of rows) {
-    let trained = false;
-    for (let t = 1; t < labels.length && !trained; t++) trained = labels[t] !== IGNORE_INDEX;
-    if (!trained) empty++;
+  for (const row of rows) {
+    const sides = "labels" in row ? [row.labels] : [row.chosen_labels, row.rejected_labels];
+    if (!sides.every(hasTrainedToken)) empty++;
   }
   return empty;
 }
 
 /** Refuses a training set with no trained token; warns when most of its rows have none. */
-export function checkTrainedLabels(rows: readonly { labels: readonly number[] }[], cutoffLen: number, print: (line: string) => void): void {
+export function checkTrainedLabels(rows: readonly LabelledRow[], cutoffLen: number, print: (line: string) => void): void {
   if (rows.length === 0) return;
   const empty = rowsWithoutLabels(rows);
   if (empty === rows.length) {

@@ -181,7 +181,9 @@ export async function prepareTrainingData(args: TrainArgs, print: (line: string)
 function checkTokenIds(splits: Record<string, TrainingExample[]>, rows: number, prepared: LoadedTokenizer): void {
   for (const [split, examples] of Object.entries(splits)) {
     examples.forEach((example, index) => {
-      const id = example.input_ids.find((token) => token >= rows);
+      // Every token sequence of the row: input_ids, or a pairwise row's chosen and rejected ids, or a KTO row's KL ids.
+      const sequences = Object.entries(example).filter(([key, value]) => key.endsWith("input_ids") && Array.isArray(value)).map(([, value]) => value as number[]);
+      const id = sequences.flat().find((token) => token >= rows);
       if (id === undefined) return;
       throw new UserError(
         `${split} example #${index} holds the token ${prepared.tokenizer.convertIdsToTokens(id) ?? id} (id ${id}), beyond the model's ${rows} embedding rows`,

@@ -70,9 +70,30 @@ const TRAINER_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   use_fast_tokenizer: tokenizer,
 };
 
+const preference = "tests/train/preference_stages.test.ts";
+const preferenceInit: Link = [preference, "dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for full and freeze): sigmoid ln 2, hinge 1, ipo (1/(2β))², kto_pair 1/2, BCO mixed"];
+const preferenceWeights: Link = [preference, "pref_ftx, dpo_label_smoothing, ld_alpha and the KTO weights each change the loss as LLaMA-Factory computes it"];
+const referenceChoice: Link = [preference, "ref_model and ref_model_adapters choose the reference: the base gives ln 2 at init, an adapter on it does not"];
+
+/** The preference stages' fields (issue 15). */
+const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  pref_beta: preferenceInit,
+  pref_loss: preferenceInit,
+  pref_bco_weight: preferenceInit,
+  pref_ftx: preferenceWeights,
+  dpo_label_smoothing: preferenceWeights,
+  ld_alpha: preferenceWeights,
+  kto_chosen_weight: preferenceWeights,
+  kto_rejected_weight: preferenceWeights,
+  simpo_gamma: [preference, "orpo and simpo train without a reference and log their metrics; rewards are β · average log-probs"],
+  ref_model: referenceChoice,
+  ref_model_adapters: referenceChoice,
+};
+
 /** Field name -> the test(s) showing its effect. A name in two groups (seed) links one test per group. */
 export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ...TRAINER_LINKS,
+  ...PREFERENCE_LINKS,
   // ModelArguments
   model_name_or_path: modelArgs,
   adapter_name_or_path: modelArgs,
