@@ -6,7 +6,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync }
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
-import { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME } from "../model/adapters/lora.ts";
+import { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME } from "../model/adapters/peft_format.ts";
 import { tokenizerFileNames } from "../data/tokenizer.ts";
 import { CHECKPOINT_PREFIX, listCheckpoints, readTrainerState } from "./checkpoint.ts";
 import { MANIFEST_NAME, type OutputManifest, readManifest, removeOurs, removeStaleCheckpoints, writeManifest } from "./output_manifest.ts";

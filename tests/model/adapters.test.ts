@@ -21,7 +21,7 @@ import {
   mergeLora,
   saveLoraAdapter,
   savePissaConverted,
-} from "../../src/model/adapters/lora.ts";
+} from "../../src/model/adapters/index.ts";
 import { applyFreeze, freezeModuleChoices } from "../../src/model/adapters/freeze.ts";
 import { applyFinetuning, printParamStatus } from "../../src/model/adapters/index.ts";
 import { expandCheckpoint, expandLayers } from "../../src/model/adapters/llama_pro.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { UserError } from "../../src/errors.ts";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { applyFinetuning } from "../../src/model/adapters/index.ts";
-import { loadLoraAdapter, restoreLoraWeights } from "../../src/model/adapters/lora.ts";
+import { loadLoraAdapter, restoreLoraWeights } from "../../src/model/adapters/index.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { manualSeed, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { runTrain } from "../../src/train/workflow.ts";

@@ -6,11 +6,16 @@ import type { DType } from "../../torch/index.ts";
 import type { CausalLM } from "../registry.ts";
 import { applyFreeze } from "./freeze.ts";
 import { expandedModuleNames } from "./llama_pro.ts";
-import { type LoraAdapterConfig, applyLora, findAllLinearModules, loadLoraAdapter, mergeLora } from "./lora.ts";
+import { type LoraAdapterConfig, applyLora, mergeLora } from "./lora.ts";
+import { findAllLinearModules } from "./lora_targets.ts";
+import { loadLoraAdapter } from "./peft_format.ts";
 
 export * from "./freeze.ts";
 export * from "./llama_pro.ts";
 export * from "./lora.ts";
+export * from "./lora_layer.ts";
+export * from "./lora_targets.ts";
+export * from "./peft_format.ts";
 
 export interface FinetuningOptions {
   finetuningType: "lora" | "freeze" | "full";
