@@ -1,0 +1,123 @@
+// `lmf export`, LLaMA-Factory's train/tuner.py export_model: check the arguments and export_dir,
+// load the model with its adapters merged, pick the export dtype, and write a Hugging Face folder
+// (or a GGUF file) through a temporary folder renamed into place, so export_dir is complete or absent.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { UserError } from "../errors.ts";
+import type { InferArgs } from "../hparams/index.ts";
+import { ollamaModelfile, savedChatTemplate } from "../data/templates/serialize.ts";
+import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_args.ts";
+import { type LoadedModel, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
+import { type DType, engineInfo } from "../torch/index.ts";
+import { StagedFolder, checkExportDir } from "./folder.ts";
+import { exportedGenerationConfig, writeHfFolder } from "./hf.ts";
+
+export interface ExportOptions {
+  print?: (line: string) => void;
+  /** Shard limit in bytes instead of `export_size` GB (tests shard tiny models with it). */
+  maxShardBytes?: number;
+}
+
+/**
+ * export_model's dtype rule: `infer_dtype` when given; `auto` keeps the checkpoint's torch_dtype,
+ * and float32 checkpoints are written in bfloat16 (LLaMA-Factory's half-precision-first choice).
+ */
+export function exportDtype(inferDtype: string, configDtype: unknown): DType {
+  if (inferDtype === "float32" || inferDtype === "float16" || inferDtype === "bfloat16") return inferDtype;
+  if (configDtype === "float16" || configDtype === "bfloat16") return configDtype;
+  return "bfloat16";
+}
+
+/** The argument combinations export refuses, before anything is loaded or written. */
+function checkArguments(args: InferArgs): void {
+  const { model } = args;
+  if (!model.export_dir) throw new UserError("`lmf export` needs `export_dir`", "export_dir", "set export_dir to the folder to write the model to");
+  const bits = model.export_quantization_bit;
+  if (bits !== null && ![2, 3, 4, 8].includes(bits)) {
+    throw new UserError(`export_quantization_bit ${bits} is not a GPTQ width`, "export_quantization_bit", "use 2, 3, 4 or 8");
+  }
+  if (model.export_format === "gguf") {
+    if (bits !== null) throw new UserError("export_quantization_bit makes a GPTQ folder, not GGUF", "export_format: gguf", "choose a GGUF type with export_gguf_type (q4_k_m, q8_0, ...) instead");
+    if (model.export_legacy_format) throw new UserError("export_legacy_format is for Hugging Face folders", "export_format: gguf", "drop export_legacy_format");
+    if (model.export_size !== 5) throw new UserError("export_size shards Hugging Face folders; a GGUF export is one file", "export_format: gguf", "drop export_size");
+  }
+  if (bits !== null) throw new UserError("GPTQ export (export_quantization_bit) is not built yet", "export_quantization_bit", "export without it");
+  if ((model.export_format as string) === "gguf") throw new UserError("GGUF export through `lmf export` is not built yet", "export_format", "use export_format: hf");
+}
+
+function exportDevice(choice: string): string {
+  return choice === "auto" && engineInfo().cudaAvailable ? "cuda" : "cpu";
+}
+
+/** Runs the export job; returns the folder written. */
+export async function runExport(args: InferArgs, options: ExportOptions = {}): Promise<string> {
+  const print = options.print ?? ((line: string) => console.error(line));
+  const { model: modelArgs } = args;
+  checkArguments(args);
+  const exportDir = modelArgs.export_dir!;
+  checkExportDir(exportDir, modelArgs.export_overwrite);
+  if (modelArgs.export_hub_model_id) {
+    print(`notice: export_hub_model_id: lmfactory has no network access to the Hugging Face Hub, so it writes ${exportDir} and pushes nothing; upload it with \`huggingface-cli upload ${modelArgs.export_hub_model_id} ${exportDir}\``);
+  }
+
+  const loadedTokenizer = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args));
+  const configDtype = readConfigDtype(loadedTokenizer.modelFolder);
+  const dtype = exportDtype(modelArgs.infer_dtype, configDtype);
+  const adapters = modelArgs.adapter_name_or_path ?? [];
+  // Adapters merge in float32 (and CPUs have no float16 matmul); the cast to `dtype` happens as the files are written.
+  const loadDtype: DType = adapters.length || dtype === "float16" ? "float32" : dtype;
+  const device = exportDevice(modelArgs.export_device);
+  const loaded = loadModelFor(loadedTokenizer, modelOptionsFromArgs(args, { dtype: loadDtype, device, training: false, print }));
+  try {
+    if (device !== "cpu") loaded.model.to("cpu");
+    if (adapters.length) print(`merged ${adapters.length} adapter(s): ${adapters.join(", ")}`);
+    print(`export dtype: ${dtype}`);
+    const staged = new StagedFolder(exportDir);
+    try {
+      staged.add(...writeHf(loaded, args, dtype, staged.path, options));
+      const files = staged.commit({
+        model_name_or_path: modelArgs.model_name_or_path,
+        adapter_name_or_path: adapters,
+        template: args.data.template,
+        torch_dtype: dtype,
+      });
+      print(`wrote ${exportDir}: ${files.join(", ")}`);
+    } catch (error) {
+      staged.abort();
+      throw error;
+    }
+  } finally {
+    loaded.model.dispose();
+  }
+  if (modelArgs.export_hub_model_id) print(`not pushed to ${modelArgs.export_hub_model_id}: pushing to the Hub is not available in lmfactory`);
+  return exportDir;
+}
+
+function readConfigDtype(folder: string): unknown {
+  const path = join(folder, "config.json");
+  if (!existsSync(path)) return undefined;
+  try {
+    return (JSON.parse(readFileSync(path, "utf8")) as { torch_dtype?: unknown }).torch_dtype;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeHf(loaded: LoadedModel, args: InferArgs, dtype: DType, folder: string, options: ExportOptions): string[] {
+  const { model: modelArgs, finetuning } = args;
+  const adapters = modelArgs.adapter_name_or_path ?? [];
+  const valueHeadSource = finetuning.stage === "rm" ? (adapters.at(-1) ?? loaded.modelFolder) : null;
+  const valueHead = valueHeadSource
+    ? [join(valueHeadSource, "value_head.safetensors"), join(valueHeadSource, "value_head.bin")].find((path) => existsSync(path)) ?? null
+    : null;
+  if (valueHeadSource && !valueHead) options.print?.(`notice: stage rm, but ${valueHeadSource} has no value_head.safetensors or value_head.bin to copy`);
+  return writeHfFolder(loaded.model, loaded.tokenizer, folder, {
+    dtype,
+    maxShardSize: options.maxShardBytes ?? `${modelArgs.export_size}GB`,
+    legacyFormat: modelArgs.export_legacy_format,
+    generationConfig: exportedGenerationConfig(loaded.model, loaded.tokenizer.generationConfig as Record<string, unknown> | null),
+    chatTemplate: savedChatTemplate(loaded.template, loaded.tokenizer),
+    modelfile: ollamaModelfile(loaded.template, loaded.tokenizer),
+    valueHead,
+  });
+}
