@@ -3,9 +3,11 @@
 // Mistral, `qwen2`, `qwen3`), Q/K rows permuted to llama.cpp's RoPE layout.
 import { UserError } from "../../errors.ts";
 import type { CausalLM } from "../../model/registry.ts";
-import { type DType, type Tensor, noGrad, tidy } from "../../torch/index.ts";
+import { type Tensor, noGrad, tidy } from "../../torch/index.ts";
+import { GGUF_FILE_TYPES, type GgufFileType, tensorTypes } from "./mix.ts";
+import { encodeTensor } from "./quants.ts";
 import { type GgufTokenizer, tokenizerMetadata } from "./tokenizer.ts";
-import { type GgmlTypeName, type GgufTensor, type GgufValue, f32, str, u32, writeGguf } from "./writer.ts";
+import { type GgufTensor, type GgufValue, f32, str, u32, writeGguf } from "./writer.ts";
 
 
 /** HF model_type → llama.cpp architecture. Mistral is llama.cpp's `llama`. */
@@ -83,14 +85,17 @@ function llama3RopeFactors(headDim: number, base: number, scaling: Record<string
 }
 
 export interface ExportGgufOptions {
-  /** Tensor type of the 2-D weights; norms, biases and other 1-D tensors stay f32 (as convert_hf_to_gguf.py). */
-  type?: "f32" | "f16";
+  /**
+   * The file type (llama.cpp's names): f32, f16, bf16, or a quantization whose per-tensor mix is
+   * llama-quantize's; norms, biases and other 1-D tensors stay f32 in every type.
+   */
+  type?: GgufFileType;
   /** general.name; defaults to "lmfactory-export". */
   name?: string;
 }
 
-/** general.file_type (llama_ftype): ALL_F32 = 0, MOSTLY_F16 = 1. */
-const FILE_TYPE = { f32: 0, f16: 1 } as const;
+/** ggml's GGML_QNT_VERSION, which llama.cpp writes as general.quantization_version. */
+const QUANTIZATION_VERSION = 2;
 
 /** Writes `model` as a GGUF file llama.cpp loads, with the tokenizer's vocabulary. */
 export function exportGguf(model: CausalLM, tokenizer: GgufTokenizer, path: string, options: ExportGgufOptions = {}): void {
@@ -115,7 +120,8 @@ export function exportGguf(model: CausalLM, tokenizer: GgufTokenizer, path: stri
   const metadata: [string, GgufValue][] = [
     ["general.architecture", str(arch)],
     ["general.name", str(options.name ?? "lmfactory-export")],
-    ["general.file_type", u32(FILE_TYPE[type])],
+    ["general.file_type", u32(GGUF_FILE_TYPES[type].ftype)],
+    ["general.quantization_version", u32(QUANTIZATION_VERSION)],
     [`${arch}.vocab_size`, u32(config.vocab_size)],
     [`${arch}.context_length`, u32(config.max_position_embeddings)],
     [`${arch}.embedding_length`, u32(config.hidden_size)],
@@ -155,6 +161,7 @@ export function exportGguf(model: CausalLM, tokenizer: GgufTokenizer, path: stri
   const permuteHeads: Record<string, number> =
     arch === "llama" ? { "attn_q.": config.num_attention_heads, "attn_k.": config.num_key_value_heads } : {};
   const state = model.stateDict();
+  const weights: { name: string; weight: Tensor; heads: number | undefined }[] = [];
   for (const [hfName, weight] of Object.entries(state)) {
     // Tied heads: llama.cpp falls back to token_embd when output.weight is missing.
     if (hfName === "lm_head.weight" && config.tie_word_embeddings) continue;
@@ -168,14 +175,21 @@ export function exportGguf(model: CausalLM, tokenizer: GgufTokenizer, path: stri
       throw new UserError(`llama.cpp's ${arch} has no "${name}"; this model's is non-zero`, "GGUF export", "set attention_bias: false for this model");
     }
     const heads = Object.entries(permuteHeads).find(([prefix]) => name.includes(`.${prefix}`))?.[1];
-    // Norms and 1-D tensors stay f32, as in convert_hf_to_gguf.py.
-    const ggmlType: GgmlTypeName = type === "f16" && weight.ndim >= 2 ? "F16" : "F32";
-    const dtype: DType = ggmlType === "F16" ? "float16" : "float32";
+    weights.push({ name, weight, heads });
+  }
+  const types = tensorTypes(
+    [...tensors, ...weights.map(({ name, weight }) => ({ name, shape: weight.shape }))],
+    type,
+    { arch, numLayers: config.num_hidden_layers, numHeads: config.num_attention_heads, numKvHeads: config.num_key_value_heads },
+  );
+  for (const { name, weight, heads } of weights) {
+    const ggmlType = types.get(name)!;
     tensors.push({
       name,
       shape: weight.shape,
       type: ggmlType,
-      data: () => tidy(() => noGrad(() => (heads ? permuteForLlamaRope(weight, heads) : weight).to(dtype).contiguous().bytes())),
+      // The float32 values llama.cpp's converter would write, then encoded as llama-quantize encodes them.
+      data: () => encodeTensor(tidy(() => noGrad(() => (heads ? permuteForLlamaRope(weight, heads) : weight).to("float32").contiguous().data() as Float32Array)), ggmlType),
     });
   }
   writeGguf(path, { metadata, tensors });
