@@ -1,8 +1,8 @@
 // `lmf export`, LLaMA-Factory's train/tuner.py export_model: check the arguments and export_dir,
 // load the model with its adapters merged, pick the export dtype, and write a Hugging Face folder
 // (or a GGUF file) through a temporary folder renamed into place, so export_dir is complete or absent.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import type { InferArgs } from "../hparams/index.ts";
 import { ollamaModelfile, savedChatTemplate } from "../data/templates/serialize.ts";
@@ -10,6 +10,9 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { type LoadedModel, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type DType, engineInfo } from "../torch/index.ts";
 import { StagedFolder, checkExportDir } from "./folder.ts";
+import { exportGguf } from "./gguf/llama.ts";
+import type { GgufFileType } from "./gguf/mix.ts";
+import { ggufTokenizerFromHf } from "./gguf/tokenizer.ts";
 import { exportedGenerationConfig, writeHfFolder } from "./hf.ts";
 
 export interface ExportOptions {
@@ -42,7 +45,6 @@ function checkArguments(args: InferArgs): void {
     if (model.export_size !== 5) throw new UserError("export_size shards Hugging Face folders; a GGUF export is one file", "export_format: gguf", "drop export_size");
   }
   if (bits !== null) throw new UserError("GPTQ export (export_quantization_bit) is not built yet", "export_quantization_bit", "export without it");
-  if ((model.export_format as string) === "gguf") throw new UserError("GGUF export through `lmf export` is not built yet", "export_format", "use export_format: hf");
 }
 
 function exportDevice(choice: string): string {
@@ -65,21 +67,23 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
   const dtype = exportDtype(modelArgs.infer_dtype, configDtype);
   const adapters = modelArgs.adapter_name_or_path ?? [];
   // Adapters merge in float32 (and CPUs have no float16 matmul); the cast to `dtype` happens as the files are written.
-  const loadDtype: DType = adapters.length || dtype === "float16" ? "float32" : dtype;
+  const gguf = modelArgs.export_format === "gguf";
+  // GGUF types are made from float32 weights, as llama.cpp's converter and quantizer make them.
+  const loadDtype: DType = gguf || adapters.length || dtype === "float16" ? "float32" : dtype;
   const device = exportDevice(modelArgs.export_device);
   const loaded = loadModelFor(loadedTokenizer, modelOptionsFromArgs(args, { dtype: loadDtype, device, training: false, print }));
   try {
     if (device !== "cpu") loaded.model.to("cpu");
     if (adapters.length) print(`merged ${adapters.length} adapter(s): ${adapters.join(", ")}`);
-    print(`export dtype: ${dtype}`);
+    print(gguf ? `GGUF type: ${modelArgs.export_gguf_type}` : `export dtype: ${dtype}`);
     const staged = new StagedFolder(exportDir);
     try {
-      staged.add(...writeHf(loaded, args, dtype, staged.path, options));
+      staged.add(...(gguf ? writeGgufFolder(loaded, args, staged.path, print) : writeHf(loaded, args, dtype, staged.path, options)));
       const files = staged.commit({
         model_name_or_path: modelArgs.model_name_or_path,
         adapter_name_or_path: adapters,
         template: args.data.template,
-        torch_dtype: dtype,
+        ...(gguf ? { gguf_type: modelArgs.export_gguf_type } : { torch_dtype: dtype }),
       });
       print(`wrote ${exportDir}: ${files.join(", ")}`);
     } catch (error) {
@@ -120,4 +124,17 @@ function writeHf(loaded: LoadedModel, args: InferArgs, dtype: DType, folder: str
     modelfile: ollamaModelfile(loaded.template, loaded.tokenizer),
     valueHead,
   });
+}
+
+/** A GGUF export: one `model-<type>.gguf` with the tokenizer and chat template, and a Modelfile that points at it. */
+function writeGgufFolder(loaded: LoadedModel, args: InferArgs, folder: string, print: (line: string) => void): string[] {
+  const type = args.model.export_gguf_type as GgufFileType;
+  const chatTemplate = savedChatTemplate(loaded.template, loaded.tokenizer);
+  const tokenizer = ggufTokenizerFromHf(loaded.tokenizer, loaded.model.config.vocab_size, chatTemplate);
+  const file = `model-${type}.gguf`;
+  const started = Date.now();
+  exportGguf(loaded.model, tokenizer, join(folder, file), { type, name: basename(resolve(args.model.model_name_or_path!)) });
+  print(`wrote ${file} (${type}, tokenizer.ggml.pre ${tokenizer.pre}) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  writeFileSync(join(folder, "Modelfile"), ollamaModelfile(loaded.template, loaded.tokenizer, `./${file}`));
+  return [file, "Modelfile"];
 }
