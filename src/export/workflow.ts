@@ -10,7 +10,11 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { type LoadedModel, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type DType, engineInfo } from "../torch/index.ts";
 import { StagedFolder, checkExportDir } from "./folder.ts";
+import { listDataFiles, readDataFiles } from "../data/loaders.ts";
+import { readDatasetInfo } from "../data/registry.ts";
 import { exportGguf } from "./gguf/llama.ts";
+import { GPTQ_DEFAULTS } from "./gptq/gptq.ts";
+import { gptqConfigs, gptqQuantizeModel, gptqStateDict, sampleCalibration, writeGptqWeights } from "./gptq/quantize_model.ts";
 import type { GgufFileType } from "./gguf/mix.ts";
 import { ggufTokenizerFromHf } from "./gguf/tokenizer.ts";
 import { exportedGenerationConfig, writeHfFolder } from "./hf.ts";
@@ -44,7 +48,9 @@ function checkArguments(args: InferArgs): void {
     if (model.export_legacy_format) throw new UserError("export_legacy_format is for Hugging Face folders", "export_format: gguf", "drop export_legacy_format");
     if (model.export_size !== 5) throw new UserError("export_size shards Hugging Face folders; a GGUF export is one file", "export_format: gguf", "drop export_size");
   }
-  if (bits !== null) throw new UserError("GPTQ export (export_quantization_bit) is not built yet", "export_quantization_bit", "export without it");
+  if (bits !== null && model.export_legacy_format) {
+    throw new UserError("GPTQ folders are written as safetensors", "export_legacy_format", "drop export_legacy_format with export_quantization_bit");
+  }
 }
 
 function exportDevice(choice: string): string {
@@ -63,13 +69,20 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
   }
 
   const loadedTokenizer = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args));
+  const bits = modelArgs.export_quantization_bit;
+  // Calibration windows are drawn before the model loads, so bad data fails early.
+  const calibration =
+    bits !== null
+      ? sampleCalibration(await readCalibrationTexts(modelArgs.export_quantization_dataset!, args.data.dataset_dir), loadedTokenizer.tokenizer, modelArgs.export_quantization_nsamples, modelArgs.export_quantization_maxlen)
+      : null;
   const configDtype = readConfigDtype(loadedTokenizer.modelFolder);
-  const dtype = exportDtype(modelArgs.infer_dtype, configDtype);
+  // A GPTQ model is saved in float16, as LLaMA-Factory sets torch_dtype for quantized models.
+  const dtype = bits !== null ? "float16" : exportDtype(modelArgs.infer_dtype, configDtype);
   const adapters = modelArgs.adapter_name_or_path ?? [];
   // Adapters merge in float32 (and CPUs have no float16 matmul); the cast to `dtype` happens as the files are written.
   const gguf = modelArgs.export_format === "gguf";
   // GGUF types are made from float32 weights, as llama.cpp's converter and quantizer make them.
-  const loadDtype: DType = gguf || adapters.length || dtype === "float16" ? "float32" : dtype;
+  const loadDtype: DType = gguf || bits !== null || adapters.length || dtype === "float16" ? "float32" : dtype;
   const device = exportDevice(modelArgs.export_device);
   const loaded = loadModelFor(loadedTokenizer, modelOptionsFromArgs(args, { dtype: loadDtype, device, training: false, print }));
   try {
@@ -78,12 +91,18 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
     print(gguf ? `GGUF type: ${modelArgs.export_gguf_type}` : `export dtype: ${dtype}`);
     const staged = new StagedFolder(exportDir);
     try {
-      staged.add(...(gguf ? writeGgufFolder(loaded, args, staged.path, print) : writeHf(loaded, args, dtype, staged.path, options)));
+      if (calibration) {
+        print(`GPTQ: ${bits}-bit, ${calibration.length} calibration windows of ${modelArgs.export_quantization_maxlen} tokens`);
+        staged.add(...writeGptq(loaded, args, calibration, staged.path, options, print));
+      } else {
+        staged.add(...(gguf ? writeGgufFolder(loaded, args, staged.path, print) : writeHf(loaded, args, dtype, staged.path, options)));
+      }
       const files = staged.commit({
         model_name_or_path: modelArgs.model_name_or_path,
         adapter_name_or_path: adapters,
         template: args.data.template,
         ...(gguf ? { gguf_type: modelArgs.export_gguf_type } : { torch_dtype: dtype }),
+        ...(bits !== null ? { gptq_bits: bits, export_quantization_dataset: modelArgs.export_quantization_dataset } : {}),
       });
       print(`wrote ${exportDir}: ${files.join(", ")}`);
     } catch (error) {
@@ -105,6 +124,52 @@ function readConfigDtype(folder: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** export_quantization_dataset's `text` rows: a data file or folder, or a dataset of dataset_dir's dataset_info.json. */
+async function readCalibrationTexts(dataset: string, datasetDir: string): Promise<string[]> {
+  let path = dataset;
+  if (!existsSync(path)) {
+    const entry = (readDatasetInfo(datasetDir) as Record<string, { file_name?: string }> | null)?.[dataset];
+    if (!entry?.file_name) {
+      throw new UserError(`export_quantization_dataset '${dataset}' is neither a file nor a dataset of ${join(datasetDir, "dataset_info.json")}`, "export_quantization_dataset", "give a local json/jsonl/csv/txt/parquet file with a `text` column");
+    }
+    path = join(datasetDir, entry.file_name);
+  }
+  const texts: string[] = [];
+  for await (const row of readDataFiles(listDataFiles(path))) {
+    const text = (row.data as { text?: unknown } | null)?.text;
+    if (typeof text === "string") texts.push(text);
+  }
+  return texts;
+}
+
+/** A GPTQ folder: the model quantized layer by layer on the calibration windows, packed as AutoGPTQ packs it. */
+function writeGptq(loaded: LoadedModel, args: InferArgs, calibration: number[][], folder: string, options: ExportOptions, print: (line: string) => void): string[] {
+  const bits = args.model.export_quantization_bit!;
+  const { groupSize, dampPercent } = GPTQ_DEFAULTS;
+  const results = gptqQuantizeModel(loaded.model, calibration, { bits }, print);
+  const { quantizationConfig, quantizeConfig } = gptqConfigs(bits, groupSize, dampPercent);
+  const files = writeHfFolder(loaded.model, loaded.tokenizer, folder, {
+    dtype: "float16",
+    maxShardSize: options.maxShardBytes ?? `${args.model.export_size}GB`,
+    legacyFormat: false,
+    generationConfig: exportedGenerationConfig(loaded.model, loaded.tokenizer.generationConfig as Record<string, unknown> | null),
+    chatTemplate: savedChatTemplate(loaded.template, loaded.tokenizer),
+    modelfile: ollamaModelfile(loaded.template, loaded.tokenizer),
+    configExtra: { quantization_config: quantizationConfig },
+    writeWeights: (target) => {
+      const pairs = gptqStateDict(loaded.model, results, groupSize, bits);
+      try {
+        return writeGptqWeights(pairs, target, options.maxShardBytes ?? `${args.model.export_size}GB`);
+      } finally {
+        const own = new Set(Object.values(loaded.model.stateDict()));
+        for (const [, t] of pairs) if (!own.has(t)) t.dispose();
+      }
+    },
+  });
+  writeFileSync(join(folder, "quantize_config.json"), `${JSON.stringify(quantizeConfig, null, 2)}\n`);
+  return [...files, "quantize_config.json"];
 }
 
 function writeHf(loaded: LoadedModel, args: InferArgs, dtype: DType, folder: string, options: ExportOptions): string[] {
