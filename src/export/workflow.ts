@@ -84,6 +84,7 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
   // GGUF types are made from float32 weights, as llama.cpp's converter and quantizer make them.
   const loadDtype: DType = gguf || bits !== null || adapters.length || dtype === "float16" ? "float32" : dtype;
   const device = exportDevice(modelArgs.export_device);
+  if (modelArgs.export_device === "auto") print(`export_device auto: ${device === "cuda" ? "merging on the GPU" : "no GPU in this libtorch build or machine, exporting on the CPU"}`);
   const loaded = loadModelFor(loadedTokenizer, modelOptionsFromArgs(args, { dtype: loadDtype, device, training: false, print }));
   try {
     if (device !== "cpu") loaded.model.to("cpu");

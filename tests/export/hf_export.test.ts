@@ -281,12 +281,13 @@ test("export_legacy_format writes pytorch_model .bin shards with their index; th
   reloaded.dispose();
 });
 
-test("stage rm copies the last adapter's value_head.safetensors; export_hub_model_id is declared as not pushed", async () => {
+test("stage rm copies the last adapter's value_head.safetensors; export_hub_model_id is declared as not pushed; export_device auto says where it merges", async () => {
   const base = tinyModel({}, 7);
   const adapter = makeAdapter(base, { targets: ["q_proj"], rank: 2, alpha: 4, dropout: 0 }, 8);
   const head = { "v_head.summary.weight": tidy(() => randn([1, 32])), "v_head.summary.bias": tidy(() => randn([1])) };
   saveSafetensors(join(adapter, "value_head.safetensors"), head);
-  const { dir, lines } = await exportWith({ model_name_or_path: base, adapter_name_or_path: adapter, stage: "rm", export_hub_model_id: "me/tiny-rm" });
+  const { dir, lines } = await exportWith({ model_name_or_path: base, adapter_name_or_path: adapter, stage: "rm", export_hub_model_id: "me/tiny-rm", export_device: "auto" });
+  assert.ok(lines.some((line) => /^export_device auto: (merging on the GPU|no GPU .* exporting on the CPU)$/.test(line)));
   assert.deepEqual(readFileSync(join(dir, "value_head.safetensors")), readFileSync(join(adapter, "value_head.safetensors")));
   assert.ok(lines.some((line) => /export_hub_model_id.*pushes nothing/.test(line)));
   assert.ok(lines.some((line) => /not pushed to me\/tiny-rm/.test(line)));
