@@ -208,3 +208,23 @@ test("llama.cpp's chat formats a conversation with the GGUF's chat template as l
     assert.equal(theirs.text, template === "llama3" ? prompt.replace(/^<\|begin_of_text\|>/, "") : prompt);
   }
 });
+
+test("tokenizers llama.cpp's gpt2 vocabulary cannot carry are refused clearly: SentencePiece-style byte fallback, unknown pre-tokenizers", async () => {
+  const { Tokenizer } = await import("../../src/model/tokenizer.ts");
+  const { ggufTokenizerFromHf } = await import("../../src/export/gguf/tokenizer.ts");
+  const { UserError } = await import("../../src/errors.ts");
+  const json = JSON.parse(readFileSync(join(DEMO_TOKENIZER, "tokenizer.json"), "utf8"));
+  const config = JSON.parse(readFileSync(join(DEMO_TOKENIZER, "tokenizer_config.json"), "utf8"));
+  const spm = new Tokenizer({ ...json, model: { ...json.model, byte_fallback: true } }, config);
+  assert.throws(() => ggufTokenizerFromHf(spm, 579, null), (error: unknown) => error instanceof UserError && /byte fallback \(SentencePiece-style/.test(error.message) && /convert_hf_to_gguf\.py/.test(error.fix ?? ""));
+  const unknown = new Tokenizer(
+    { ...json, pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: "\\s+|\\S+" }, behavior: "Isolated", invert: false }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }] } },
+    config,
+  );
+  assert.throws(() => ggufTokenizerFromHf(unknown, 579, null), (error: unknown) => error instanceof UserError && /no pre-tokenizer matching/.test(error.message));
+  // The demo's own tokenizer passes: llama.cpp's gpt-2 pre-tokenizer, 579 tokens, its ChatML specials as control tokens.
+  const ok = ggufTokenizerFromHf(new Tokenizer(json, config), 579, null);
+  assert.equal(ok.pre, "gpt-2");
+  assert.deepEqual([ok.tokenTypes[576], ok.tokenTypes[578], ok.tokenTypes[100]], [3, 3, 1]);
+  assert.equal(ok.merges!.length, json.model.merges.length);
+});
