@@ -75,7 +75,14 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
     bits !== null
       ? sampleCalibration(await readCalibrationTexts(modelArgs.export_quantization_dataset!, args.data.dataset_dir), loadedTokenizer.tokenizer, modelArgs.export_quantization_nsamples, modelArgs.export_quantization_maxlen)
       : null;
-  const configDtype = readConfigDtype(loadedTokenizer.modelFolder);
+  const sourceConfig = readSourceConfig(loadedTokenizer.modelFolder);
+  const configDtype = sourceConfig.torch_dtype;
+  if (sourceConfig.quantization_config) {
+    // LLaMA-Factory's export_model: "Cannot merge adapters to a quantized model."
+    if (modelArgs.adapter_name_or_path?.length) throw new UserError("cannot merge adapters into a quantized (GPTQ) model", "adapter_name_or_path", "merge the adapters into the unquantized model, then quantize that export");
+    if (modelArgs.export_format === "gguf") throw new UserError("GGUF export starts from float weights, and this model is GPTQ-quantized", "export_format: gguf", "export the unquantized model to GGUF and choose a GGUF type there");
+    if (modelArgs.export_quantization_bit !== null) throw new UserError("the model is already GPTQ-quantized", "export_quantization_bit", "quantize the unquantized model");
+  }
   // A GPTQ model is saved in float16, as LLaMA-Factory sets torch_dtype for quantized models.
   const dtype = bits !== null ? "float16" : exportDtype(modelArgs.infer_dtype, configDtype);
   const adapters = modelArgs.adapter_name_or_path ?? [];
@@ -117,13 +124,14 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
   return exportDir;
 }
 
-function readConfigDtype(folder: string): unknown {
+/** The source checkpoint's config.json as written (before defaults), for its torch_dtype and quantization_config. */
+function readSourceConfig(folder: string): { torch_dtype?: unknown; quantization_config?: unknown } {
   const path = join(folder, "config.json");
-  if (!existsSync(path)) return undefined;
+  if (!existsSync(path)) return {};
   try {
-    return (JSON.parse(readFileSync(path, "utf8")) as { torch_dtype?: unknown }).torch_dtype;
+    return JSON.parse(readFileSync(path, "utf8")) as { torch_dtype?: unknown; quantization_config?: unknown };
   } catch {
-    return undefined;
+    return {};
   }
 }
 

@@ -191,6 +191,18 @@ test("lmf export with export_quantization_bit writes an AutoGPTQ folder that loa
   const generated = generate(reloaded, ids, { maxNewTokens: 6, doSample: false, eosTokenId: [] }).sequences[0]!;
   assert.equal(generated.length, 6);
   assert.deepEqual(generated, generate(expected, ids, { maxNewTokens: 6, doSample: false, eosTokenId: [] }).sequences[0]);
+  // A GPTQ folder re-exports as a GPTQ folder; merging adapters into it or GGUF from it is refused, as LLaMA-Factory refuses.
+  const again = join(work, "gptq-again");
+  await runExport(parseInferArgs({ model_name_or_path: dir, template: "qwen3_nothink", export_dir: again }, { command: "export", onWarning: () => {} }), { print: () => {} });
+  const reread = loadModel(again);
+  const c = tidy(() => noGrad(() => reread.forward(tensor(ids)).data() as Float32Array));
+  assert.deepEqual([...c], [...a]);
+  assert.equal(JSON.parse(readFileSync(join(again, "config.json"), "utf8")).torch_dtype, "float16");
+  reread.dispose();
+  const refuse = (settings: Record<string, unknown>, pattern: RegExp) =>
+    assert.rejects(runExport(parseInferArgs({ model_name_or_path: dir, template: "qwen3_nothink", export_dir: join(work, "never"), ...settings }, { command: "export", onWarning: () => {} }), { print: () => {} }), pattern);
+  await refuse({ adapter_name_or_path: join(work, "adapter") }, /cannot merge adapters into a quantized/);
+  await refuse({ export_format: "gguf" }, /GPTQ-quantized/);
   reloaded.dispose();
   expected.dispose();
 });
