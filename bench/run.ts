@@ -114,6 +114,26 @@ function writeResultTables(): void {
     }
     out.push("");
   }
+  const quality = read("export_quality.json");
+  if (quality) {
+    const m = quality.model;
+    out.push(
+      `### Quantized exports (bench/export_quality.ts): the demo Llama (${m.layers}x${m.hidden}, ${f(m.parameters / 1e6, 1)}M params, vocab ${m.vocab}) pre-trained on 90% of the story corpus${quality.quick ? ", --quick" : ""}`,
+      "",
+      `Perplexity on the held-out 10% (${quality.heldOut.windows} windows of ${quality.heldOut.window} tokens); greedy agreement: tokens equal to the reference's before the first difference, ${quality.prompts} prompts x ${quality.newTokens} new tokens. lmfactory float32 perplexity: ${f(quality.float32Perplexity, 4)}.`,
+      "",
+      "| GGUF type (run by llama.cpp) | perplexity | greedy agreement with f16 | file MiB |",
+      "| --- | ---: | ---: | ---: |",
+    );
+    for (const [type, r] of Object.entries<{ perplexity: number; agreementWithF16: number; fileMiB: number }>(quality.gguf)) {
+      out.push(`| ${type} | ${f(r.perplexity, 4)} | ${f(100 * r.agreementWithF16, 1)}% | ${f(r.fileMiB)} |`);
+    }
+    out.push("", "| GPTQ (run by lmfactory) | perplexity | round-to-nearest perplexity | greedy agreement with float32 |", "| --- | ---: | ---: | ---: |");
+    for (const [bits, r] of Object.entries<{ perplexity: number; rtnPerplexity: number; agreementWithF32: number }>(quality.gptq)) {
+      out.push(`| ${bits} | ${f(r.perplexity, 4)} | ${f(r.rtnPerplexity, 4)} | ${f(100 * r.agreementWithF32, 1)}% |`);
+    }
+    out.push("");
+  }
   const ops = read("ops.json");
   if (ops) {
     out.push("### Per-op overhead (bench/ops.ts)", "", "| op | µs |", "| --- | ---: |");

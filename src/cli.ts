@@ -12,7 +12,7 @@ const JOBS: Record<Job, string> = {
   chat: "chat with a model in the terminal",
   api: "serve an OpenAI-compatible HTTP API",
   eval: "run a multiple-choice benchmark (MMLU, C-Eval, CMMLU format)",
-  export: "merge adapters and save a Hugging Face model folder",
+  export: "merge adapters and write a Hugging Face folder (sharded, GPTQ) or a GGUF file",
 };
 
 /** Exit status of a command whose job is parsed and validated but not built yet. */
@@ -58,9 +58,10 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     await runEval(args);
     return 0;
   }
-  hparams.parseInferArgs(tokens, { onWarning, command: job });
-  console.error(`lmf ${job}: the arguments are valid, but the ${job} job is not built yet.`);
-  return NOT_BUILT;
+  const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
+  const { runExport } = await import("./export/workflow.ts");
+  await runExport(args);
+  return 0;
 }
 
 async function printEnv(): Promise<number> {

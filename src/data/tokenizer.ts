@@ -2,7 +2,7 @@
 // pure-JS `@huggingface/tokenizers`) + tokenizer_config.json, special_tokens_map.json,
 // chat_template.jinja/json and generation_config.json, with transformers' `PreTrainedTokenizerFast`
 // semantics for special tokens, `add_special_tokens`, `split_special_tokens` and added tokens.
-import { copyFileSync, existsSync, readFileSync, readdirSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
 import { UserError } from "../errors.ts";
@@ -307,6 +307,59 @@ export class Tokenizer {
       if (!this.additionalSpecialTokens.includes(token)) this.additionalSpecialTokens.push(token);
     }
     return added;
+  }
+
+  /** tokenizer.json's added tokens as they stand (template stop words and new special tokens included). */
+  get addedTokenEntries(): readonly Readonly<AddedTokenJson>[] {
+    return this.addedTokens;
+  }
+
+  /** tokenizer.json as loaded, with the current added tokens. */
+  toTokenizerJson(): Json {
+    return { ...this.tokenizerJson, added_tokens: this.addedTokens };
+  }
+
+  /**
+   * `save_pretrained` of a fast tokenizer: tokenizer.json with the current added tokens, and
+   * tokenizer_config.json / special_tokens_map.json as transformers writes them (sorted keys,
+   * `added_tokens_decoder`, the role tokens, `chat_template`, `padding_side`).
+   */
+  save(folder: string, options: { chatTemplate?: string | null; paddingSide?: "left" | "right" } = {}): string[] {
+    const byContent = new Map(this.addedTokens.map((token) => [token.content, token]));
+    const sorted = (value: Json): Json => Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]));
+    const tokenDict = (content: string): Json | string => {
+      const entry = byContent.get(content);
+      if (!entry) return content;
+      return { content, lstrip: entry.lstrip, normalized: entry.normalized, rstrip: entry.rstrip, single_word: entry.single_word };
+    };
+    const config: Json = { ...this.config };
+    for (const key of ["name_or_path", "tokenizer_file", "special_tokens_map_file", "chat_template", "auto_map"]) delete config[key];
+    config.added_tokens_decoder = Object.fromEntries(
+      [...this.addedTokens]
+        .sort((a, b) => a.id - b.id)
+        .map((token) => [String(token.id), sorted({ content: token.content, lstrip: token.lstrip, normalized: token.normalized, rstrip: token.rstrip, single_word: token.single_word, special: token.special })]),
+    );
+    const specialMap: Json = {};
+    for (const role of SPECIAL_ROLES) {
+      const token = this.getRole(role);
+      config[role] = token;
+      if (token !== null) specialMap[role] = tokenDict(token);
+    }
+    config.additional_special_tokens = [...this.additionalSpecialTokens];
+    if (this.additionalSpecialTokens.length) specialMap.additional_special_tokens = this.additionalSpecialTokens.map(tokenDict);
+    const chatTemplate = options.chatTemplate === undefined ? this.chatTemplate : options.chatTemplate;
+    if (chatTemplate !== null) config.chat_template = chatTemplate;
+    config.padding_side = options.paddingSide ?? this.paddingSide;
+    config.tokenizer_class ??= "PreTrainedTokenizerFast";
+    const write = (name: string, value: unknown, indent: number) => {
+      writeFileSync(join(folder, name), `${JSON.stringify(value, null, indent)}\n`);
+      return name;
+    };
+    return [
+      write("tokenizer.json", this.toTokenizerJson(), 2),
+      write("tokenizer_config.json", sorted(config), 2),
+      write("special_tokens_map.json", sorted(specialMap), 2),
+    ];
   }
 
   private getRole(role: SpecialRole): string | null {

@@ -116,19 +116,27 @@ const processor = {
 };
 
 const exportArgs = {
-  export_dir: optStr("Folder `lmf export` writes the merged model to.", { tier: "later" }),
-  export_size: int(5, "Shard size of the exported model, in GB.", { tier: "later", min: 1 }),
-  export_device: choice(["cpu", "auto"], "cpu", "Device used while exporting.", { tier: "later" }),
-  export_quantization_bit: optInt("Quantize the exported model to this many bits (needs a calibration dataset).", {
-    tier: "later",
+  export_dir: optStr("Folder `lmf export` writes the merged model to (written whole or not at all).", { tier: "now" }),
+  export_size: int(5, "Shard size of the exported model, in GB.", { tier: "now", min: 1 }),
+  export_device: choice(["cpu", "auto"], "cpu", "Device used while exporting: cpu, or auto for the GPU when there is one.", { tier: "now" }),
+  export_quantization_bit: optInt("Quantize the exported model to this many bits with GPTQ (2, 3, 4 or 8; needs a calibration dataset).", {
+    tier: "now",
     min: 1,
     max: 8,
   }),
-  export_quantization_dataset: optStr("Calibration dataset (path or name) for quantized export.", { tier: "later" }),
-  export_quantization_nsamples: int(128, "Calibration samples for quantized export.", { tier: "later", min: 1 }),
-  export_quantization_maxlen: int(1024, "Token length of each calibration sample.", { tier: "later", min: 1 }),
-  export_legacy_format: bool(false, "Write `.bin` files instead of safetensors.", { tier: "later" }),
-  export_hub_model_id: optStr("Hub repository to upload the exported model to.", { tier: "later" }),
+  export_quantization_dataset: optStr("Calibration text for GPTQ export: a json/jsonl/csv/txt/parquet file (column `text`) or a dataset name.", { tier: "now" }),
+  export_quantization_nsamples: int(128, "Calibration samples (random token windows) for GPTQ export.", { tier: "now", min: 1 }),
+  export_quantization_maxlen: int(1024, "Token length of each calibration sample.", { tier: "now", min: 1 }),
+  export_legacy_format: bool(false, "Write `.bin` files instead of safetensors.", { tier: "now" }),
+  export_hub_model_id: optStr("Hub repository to upload the exported model to (lmfactory writes the folder and says it cannot push).", { tier: "now" }),
+  // lmfactory's own keys (LLaMA-Factory asks users to run llama.cpp's converter for GGUF).
+  export_format: choice(["hf", "gguf"], "hf", "What `lmf export` writes: a Hugging Face folder (hf) or one GGUF file for llama.cpp and Ollama (gguf)."),
+  export_gguf_type: choice(
+    ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"],
+    "f16",
+    "Tensor type of a GGUF export (llama.cpp's names; the k-quant mixes as llama-quantize makes them).",
+  ),
+  export_overwrite: bool(false, "Replace an existing non-empty export_dir, when it holds an earlier lmfactory export and nothing else."),
 };
 
 const otherEngines = {

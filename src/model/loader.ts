@@ -18,6 +18,7 @@ import {
   tidy,
 } from "../torch/index.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
+import { applyGptqLinears, gptqConfigOf } from "./quantization/gptq.ts";
 import { type CausalLM, architectureFor } from "./registry.ts";
 
 export interface LoadModelOptions {
@@ -27,6 +28,12 @@ export interface LoadModelOptions {
   trainFromScratch?: boolean;
 }
 
+/** A GPTQ checkpoint (config.json's quantization_config) gets its packed Linear layers before its weights load. */
+export function prepareQuantized(model: CausalLM, dtype: DType): void {
+  const gptq = gptqConfigOf(model.config);
+  if (gptq) applyGptqLinears(model, gptq, dtype === "float64" ? "float32" : (dtype as "float32" | "bfloat16" | "float16"));
+}
+
 export function loadModel(folder: string, options: LoadModelOptions = {}): CausalLM {
   const config = loadConfig(folder);
   const architecture = architectureFor(config, join(folder, "config.json"));
@@ -34,6 +41,7 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   if (options.trainFromScratch) return architecture.build(config, { ...build, init: "hf" });
   const model = architecture.build(config, { ...build, init: "empty" });
   try {
+    prepareQuantized(model, build.dtype);
     loadWeights(model, folder, build.dtype);
   } catch (error) {
     model.dispose();
@@ -42,11 +50,26 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   return model;
 }
 
+const FLOATING = new Set<DType>(["float16", "bfloat16", "float32", "float64"]);
+
+/** Floating tensors in `dtype`; integer ones (GPTQ's packed weights) as stored. */
+function* castFloating(tensors: Iterable<[string, Tensor]>, dtype: DType): Generator<[string, Tensor]> {
+  for (const [name, tensor] of tensors) {
+    if (!FLOATING.has(tensor.dtype) || tensor.dtype === dtype) {
+      yield [name, tensor];
+      continue;
+    }
+    const cast = tensor.to(dtype);
+    tensor.dispose();
+    yield [name, cast];
+  }
+}
+
 function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Tensor]> {
   if (existsSync(join(folder, "model.safetensors")) || existsSync(join(folder, "model.safetensors.index.json"))) {
     const reader: TensorReader = openSafetensors(folder);
     try {
-      yield* reader.tensors({ dtype });
+      yield* castFloating(reader.tensors(), dtype);
     } finally {
       reader.close();
     }
@@ -56,7 +79,7 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
     const path = existsSync(join(folder, "pytorch_model.bin.index.json"))
       ? join(folder, "pytorch_model.bin.index.json")
       : join(folder, "pytorch_model.bin");
-    yield* iterateTorchBin(path, { dtype });
+    yield* castFloating(iterateTorchBin(path), dtype);
     return;
   }
   throw new UserError(

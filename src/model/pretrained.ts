@@ -11,7 +11,7 @@ import { type FinetuningOptions, type FinetuningResult, applyFinetuning, paramSu
 import type { CausalLM } from "./causal_lm.ts";
 import { loadConfig } from "./config.ts";
 import { resolveModelPath } from "./hub.ts";
-import { loadWeights } from "./loader.ts";
+import { loadWeights, prepareQuantized } from "./loader.ts";
 import { type FlashAttn, patchConfig } from "./patches/config.ts";
 import { resizeTokenEmbeddings } from "./patches/embedding.ts";
 import { applyShiftedSparseAttention } from "./patches/longlora.ts";
@@ -92,7 +92,10 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     init: options.trainFromScratch ? "hf" : "empty",
   });
   try {
-    if (!options.trainFromScratch) loadWeights(model, modelFolder, options.dtype);
+    if (!options.trainFromScratch) {
+      prepareQuantized(model, options.dtype);
+      loadWeights(model, modelFolder, options.dtype);
+    }
     if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
     model.upcastLogits = options.upcastLmheadOutput ?? false;
     if (options.upcastLayernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);

@@ -31,6 +31,24 @@ def load_safetensors(path, expect_dtype=None):
     return out
 
 
+def load_folder(folder):
+    """A model folder's weights as float32: model.safetensors, its shards by index, or pytorch_model.bin (shards)."""
+    import os
+
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"), ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        load = load_safetensors if single.endswith(".safetensors") else lambda p: {k: v.float() for k, v in torch.load(p).items()}
+        if os.path.exists(f"{folder}/{index_name}"):
+            weight_map = json.load(open(f"{folder}/{index_name}"))["weight_map"]
+            out = {}
+            for shard in sorted(set(weight_map.values())):
+                out.update(load(f"{folder}/{shard}"))
+            assert set(out) == set(weight_map), "the index and the shards name different tensors"
+            return out
+        if os.path.exists(f"{folder}/{single}"):
+            return load(f"{folder}/{single}")
+    raise FileNotFoundError(f"no weights in {folder}")
+
+
 def inv_freq_and_scale(cfg, dim):
     base = cfg.get("rope_theta", 10000.0)
     inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
@@ -78,7 +96,7 @@ def rotate_half(x):
 
 def forward(folder, input_ids, attention_mask):
     cfg = json.load(open(f"{folder}/config.json"))
-    W = load_safetensors(f"{folder}/model.safetensors")
+    W = load_folder(folder)
     mt = cfg["model_type"]
     H, C = cfg["num_attention_heads"], cfg["hidden_size"]
     KV = cfg.get("num_key_value_heads") or H

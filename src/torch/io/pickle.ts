@@ -4,6 +4,7 @@
 import { renameSync, rmSync } from "node:fs";
 import { UserError } from "../../errors.ts";
 import { native } from "../native.ts";
+import type { DType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { requireFile } from "./files.ts";
 import { type LoadOptions, type NamedTensors, convert, saveSharded, toPairs } from "./safetensors.ts";
@@ -100,7 +101,11 @@ export function saveTorchBin(path: string, tensors: NamedTensors): void {
  * `pytorch_model.bin`, or `pytorch_model-0000i-of-0000n.bin` shards plus
  * `pytorch_model.bin.index.json` when they exceed `maxShardSize` (default "5GB").
  */
-export function saveTorchBinSharded(folder: string, tensors: NamedTensors, options: { maxShardSize?: number | string; weightsName?: string } = {}): string[] {
+export function saveTorchBinSharded(
+  folder: string,
+  tensors: NamedTensors,
+  options: { maxShardSize?: number | string; weightsName?: string; dtype?: DType } = {},
+): string[] {
   const pairs = toPairs(tensors);
-  return saveSharded(folder, pairs, options.weightsName ?? "pytorch_model.bin", options.maxShardSize ?? "5GB", saveTorchBin);
+  return saveSharded(folder, pairs, options.weightsName ?? "pytorch_model.bin", options.maxShardSize ?? "5GB", saveTorchBin, options.dtype);
 }

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { UserError } from "../../errors.ts";
 import { type DType, ITEM_SIZE } from "../dtype.ts";
 import { fromBytes } from "../creation.ts";
+import { tidy } from "../scope.ts";
 import { type Shape, Tensor } from "../tensor.ts";
 import { readAt, requireFile, writeAll, writeAtomically } from "./files.ts";
 import {
@@ -51,6 +52,8 @@ const ALIGNMENT_RANK: Record<DType, number> = {
   float64: 12,
   int64: 13,
 };
+
+const FLOATING = new Set<DType>(["float16", "bfloat16", "float32", "float64"]);
 
 /** The reference refuses headers above 100 MB; so do we, before allocating for one. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -407,6 +410,8 @@ export interface ShardedSaveOptions {
   metadata?: Record<string, string>;
   /** Default "model.safetensors" (shards `model-0000i-of-0000n.safetensors`). */
   weightsName?: string;
+  /** Cast floating tensors to this dtype, one shard at a time (shard sizes count the cast bytes). */
+  dtype?: DType;
 }
 
 /**
@@ -416,8 +421,13 @@ export interface ShardedSaveOptions {
  */
 export function saveSafetensorsSharded(folder: string, tensors: NamedTensors, options: ShardedSaveOptions = {}): string[] {
   const weightsName = options.weightsName ?? "model.safetensors";
-  return saveSharded(folder, toPairs(tensors), weightsName, options.maxShardSize ?? "5GB", (path, shard) =>
-    saveSafetensors(path, shard, options.metadata ?? { format: "pt" }),
+  return saveSharded(
+    folder,
+    toPairs(tensors),
+    weightsName,
+    options.maxShardSize ?? "5GB",
+    (path, shard) => saveSafetensors(path, shard, options.metadata ?? { format: "pt" }),
+    options.dtype,
   );
 }
 
@@ -428,21 +438,26 @@ export function saveSharded(
   weightsName: string,
   maxShardSize: number | string,
   writeShard: (path: string, tensors: [string, Tensor][]) => void,
+  dtype?: DType,
 ): string[] {
   const limit = parseShardSize(maxShardSize);
   mkdirSync(folder, { recursive: true });
-  const items = pairs.map(([name, tensor]) => ({ name, tensor, byteLength: byteLengthOf(tensor) }));
+  const target = (tensor: Tensor): DType => (dtype && FLOATING.has(tensor.dtype) ? dtype : tensor.dtype);
+  const items = pairs.map(([name, tensor]) => ({ name, tensor, byteLength: tensor.numel * ITEM_SIZE[target(tensor)] }));
+  // Each shard's cast copies live only while that shard is written.
+  const write = (path: string, shard: typeof items) =>
+    tidy(() => writeShard(path, shard.map((item) => [item.name, target(item.tensor) === item.tensor.dtype ? item.tensor : item.tensor.to(target(item.tensor))])));
   const shards = planShards(items, limit);
   const written: string[] = [];
   if (shards.length <= 1) {
     const path = join(folder, weightsName);
-    writeShard(path, items.map((item) => [item.name, item.tensor]));
+    write(path, items);
     written.push(path);
   } else {
     const weightMap: Record<string, string> = {};
     shards.forEach((shard, index) => {
       const file = shardFileName(weightsName, index, shards.length);
-      writeShard(join(folder, file), shard.map((item) => [item.name, item.tensor]));
+      write(join(folder, file), shard);
       for (const item of shard) weightMap[item.name] = file;
       written.push(join(folder, file));
     });
