@@ -90,10 +90,34 @@ const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ref_model_adapters: referenceChoice,
 };
 
+const hfExport = "tests/export/hf_export.test.ts";
+const exportMerge: Link = [hfExport, "lmf export runs a LLaMA-Factory merge_lora YAML (examples/merge_lora/qwen3_lora_sft.yaml with local paths)"];
+const exportShards: Link = [hfExport, "export_size shards: greedy in key order as huggingface_hub splits, named model-0000i-of-0000N, with an index; loads here and in PyTorch"];
+const exportGptq: Link = ["tests/export/gptq_export.test.ts", "lmf export with export_quantization_bit writes an AutoGPTQ folder that loads back with the quantized model's logits and generates"];
+const exportCalibration: Link = ["tests/export/gptq_export.test.ts", "calibration windows: nsamples windows of maxlen tokens from texts longer than maxlen; none long enough is a clear error"];
+const exportGguf: Link = ["tests/export/gguf_export.test.ts", "lmf export gguf: llama.cpp loads every type; f32 next-token probabilities equal lmfactory's; quantized ones stay close"];
+
+/** `lmf export`'s fields (issue 16). */
+const EXPORT_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  export_dir: exportMerge,
+  export_size: exportShards,
+  export_device: [hfExport, "stage rm copies the last adapter's value_head.safetensors; export_hub_model_id is declared as not pushed; export_device auto says where it merges"],
+  export_hub_model_id: [hfExport, "stage rm copies the last adapter's value_head.safetensors; export_hub_model_id is declared as not pushed; export_device auto says where it merges"],
+  export_legacy_format: [hfExport, "export_legacy_format writes pytorch_model .bin shards with their index; they load here and with torch.load"],
+  export_overwrite: [hfExport, "a non-empty export_dir is refused untouched; export_overwrite replaces only an earlier lmfactory export"],
+  export_quantization_bit: exportGptq,
+  export_quantization_dataset: [exportGptq, exportCalibration],
+  export_quantization_nsamples: exportCalibration,
+  export_quantization_maxlen: exportCalibration,
+  export_format: exportGguf,
+  export_gguf_type: exportGguf,
+};
+
 /** Field name -> the test(s) showing its effect. A name in two groups (seed) links one test per group. */
 export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ...TRAINER_LINKS,
   ...PREFERENCE_LINKS,
+  ...EXPORT_LINKS,
   // ModelArguments
   model_name_or_path: modelArgs,
   adapter_name_or_path: modelArgs,

@@ -150,10 +150,8 @@ describe("tiers", () => {
       const defaults = Object.fromEntries(unsupported.map(([name, spec]) => [name, spec.default]));
       const unset = parseWith(command, baseConfigs[command], { allowUnsupported: true }).args;
       const given = parseWith(command, { ...baseConfigs[command], ...defaults }, { allowUnsupported: true }).args;
-      // The base export config asks for export_dir (not built yet); nothing else is refused.
-      const expected = command === "export" ? ["export_dir"] : [];
-      assert.deepEqual(unsupportedSettings(command, unset as never).map((setting) => setting.name), expected, command);
-      assert.deepEqual(unsupportedSettings(command, given as never).map((setting) => setting.name), expected, command);
+      assert.deepEqual(unsupportedSettings(command, unset as never).map((setting) => setting.name), [], command);
+      assert.deepEqual(unsupportedSettings(command, given as never).map((setting) => setting.name), [], command);
     }
   });
 
