@@ -14,6 +14,8 @@ export interface AttentionOptions {
   dropoutP?: number;
   /** Defaults to 1/sqrt(D); another value uses the composed path. */
   scale?: number;
+  /** Scores become softcap·tanh(scores/softcap) before the mask (Gemma 2); uses the composed path. */
+  softcap?: number | null;
 }
 
 /** q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv -> [B, Hq, T, D]. */
@@ -22,7 +24,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
     if (singleQuery(q, k, options)) return attendGrouped(q, k, v, options, scaledDotProductAttention);
     const [key, value] = repeatKv(q, k, v);
     const D = q.shape[3]!;
-    if (options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) {
+    if ((options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) || options.softcap) {
       return attentionComposed(q, key, value, options);
     }
     let mask = options.mask ?? null;
@@ -47,6 +49,7 @@ export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: Atte
     const S = key.shape[2]!;
     const scale = options.scale ?? 1 / Math.sqrt(D);
     let scores = q.matmul(key.transpose(-2, -1)).mul(scale); // [B, H, T, S]
+    if (options.softcap) scores = scores.div(options.softcap).tanh().mul(options.softcap);
     if (options.isCausal) {
       // Query i sees keys up to i + (S - T): the last T positions of a cache of length S.
       const blocked = full([T, S], 1, { dtype: "bool" }).triu(S - T + 1);
