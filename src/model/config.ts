@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 
 export interface RopeScaling {
-  rope_type: "default" | "linear" | "dynamic" | "yarn" | "llama3";
+  rope_type: "default" | "linear" | "dynamic" | "yarn" | "llama3" | "longrope";
   factor?: number;
   original_max_position_embeddings?: number;
   low_freq_factor?: number;
@@ -17,6 +17,9 @@ export interface RopeScaling {
   mscale?: number;
   mscale_all_dim?: number;
   truncate?: boolean;
+  /** longrope: per-frequency rescale factors within and past the pretrained context. */
+  short_factor?: number[];
+  long_factor?: number[];
 }
 
 export interface ModelConfig {
@@ -61,6 +64,7 @@ const FAMILY_DEFAULTS: Record<string, Partial<ModelConfig>> = {
   gemma: { vocab_size: 256000, hidden_size: 3072, intermediate_size: 24576, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 16, head_dim: 256, max_position_embeddings: 8192, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, sliding_window: null },
   gemma2: { vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 8192, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, query_pre_attn_scalar: 256, sliding_window: 4096, final_logit_softcapping: 30.0, attn_logit_softcapping: 50.0 },
   gemma3_text: { vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 131072, rms_norm_eps: 1e-6, rope_theta: 1_000_000, rope_local_base_freq: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, query_pre_attn_scalar: 256, sliding_window: 4096, sliding_window_pattern: 6, final_logit_softcapping: null, attn_logit_softcapping: null },
+  phi3: { vocab_size: 32064, hidden_size: 3072, intermediate_size: 8192, num_hidden_layers: 32, num_attention_heads: 32, max_position_embeddings: 4096, original_max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: null, resid_pdrop: 0 },
   qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, head_dim: 128, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: 4096, use_sliding_window: false },
 };
 
@@ -79,6 +83,8 @@ export function normalizeConfig(raw: Record<string, unknown>, where = "config.js
   if (config.rope_scaling) {
     const scaling = config.rope_scaling as RopeScaling & { type?: string };
     scaling.rope_type ??= (scaling.type as RopeScaling["rope_type"]) ?? "default";
+    // transformers renamed Phi-3's "su" scaling to "longrope".
+    if ((scaling.rope_type as string) === "su") scaling.rope_type = "longrope";
   }
   for (const key of ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"] as const) {
     if (!Number.isInteger(config[key]) || (config[key] as number) <= 0) {

@@ -5,6 +5,7 @@ import type { BuildOptions, CausalLM } from "./causal_lm.ts";
 import type { ModelConfig } from "./config.ts";
 import { GemmaForCausalLM, type GemmaVariant } from "./models/gemma2.ts";
 import { LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
+import { Phi3ForCausalLM } from "./models/phi3.ts";
 
 export type { CausalLM } from "./causal_lm.ts";
 
@@ -28,6 +29,7 @@ const ARCHITECTURES: Record<string, Architecture> = {
   gemma: gemmaFamily({}),
   gemma2: gemmaFamily({ sandwichNorms: true, globalEvery: 2 }),
   gemma3_text: gemmaFamily({ sandwichNorms: true, gemma3: true }),
+  phi3: { build: (config, options) => new Phi3ForCausalLM(config, options) },
 };
 
 /** model_types whose checkpoints wrap a text model in another (multimodal) one, with the way out. */

@@ -31,6 +31,13 @@ const FAMILIES: Family[] = [
     loraModules: ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"],
     promptPiece: "<start_of_turn>user\n",
   },
+  {
+    name: "phi3",
+    yaml: "examples/train_lora/phi4_mini_lora_sft.yaml",
+    config: { model_type: "phi3", partial_rotary_factor: 0.5, original_max_position_embeddings: 128 },
+    loraModules: ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
+    promptPiece: "<|user|>Count to 2.<|end|><|assistant|>",
+  },
 ];
 
 function dataDir(): string {
