@@ -5,7 +5,9 @@ import type { BuildOptions, CausalLM } from "./causal_lm.ts";
 import type { ModelConfig } from "./config.ts";
 import { GemmaForCausalLM, type GemmaVariant } from "./models/gemma2.ts";
 import { LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
+import { MixtralForCausalLM } from "./models/mixtral.ts";
 import { Phi3ForCausalLM } from "./models/phi3.ts";
+import { QwenMoeForCausalLM } from "./models/qwen2_moe.ts";
 
 export type { CausalLM } from "./causal_lm.ts";
 
@@ -30,6 +32,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   gemma2: gemmaFamily({ sandwichNorms: true, globalEvery: 2 }),
   gemma3_text: gemmaFamily({ sandwichNorms: true, gemma3: true }),
   phi3: { build: (config, options) => new Phi3ForCausalLM(config, options) },
+  mixtral: { build: (config, options) => new MixtralForCausalLM(config, options) },
+  qwen2_moe: { build: (config, options) => new QwenMoeForCausalLM(config, {}, options) },
+  qwen3_moe: { build: (config, options) => new QwenMoeForCausalLM(config, { qwen3: true }, options) },
 };
 
 /** model_types whose checkpoints wrap a text model in another (multimodal) one, with the way out. */

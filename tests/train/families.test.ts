@@ -38,6 +38,27 @@ const FAMILIES: Family[] = [
     loraModules: ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
     promptPiece: "<|user|>Count to 2.<|end|><|assistant|>",
   },
+  {
+    name: "mixtral",
+    yaml: "examples/train_lora/mixtral_lora_sft.yaml",
+    config: { model_type: "mixtral", num_local_experts: 4, num_experts_per_tok: 2, intermediate_size: 24 },
+    loraModules: ["self_attn.q_proj", "self_attn.v_proj", "block_sparse_moe.experts.0.w1", "block_sparse_moe.experts.3.w2", "block_sparse_moe.experts.2.w3"],
+    promptPiece: "[INST] Count to 2.[/INST]",
+  },
+  {
+    name: "qwen2_moe",
+    yaml: "examples/train_lora/qwen2_moe_lora_sft.yaml",
+    config: { model_type: "qwen2_moe", num_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, shared_expert_intermediate_size: 24 },
+    loraModules: ["self_attn.q_proj", "mlp.gate", "mlp.experts.0.gate_proj", "mlp.experts.3.down_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert_gate"],
+    promptPiece: "<|im_start|>user\nCount to 2.<|im_end|>\n<|im_start|>assistant\n",
+  },
+  {
+    name: "qwen3_moe",
+    yaml: "examples/train_lora/qwen3_moe_lora_sft.yaml",
+    config: { model_type: "qwen3_moe", num_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, norm_topk_prob: true },
+    loraModules: ["self_attn.k_proj", "mlp.experts.1.up_proj", "mlp.experts.2.down_proj"],
+    promptPiece: "<|im_start|>user\nCount to 2.<|im_end|>\n<|im_start|>assistant\n",
+  },
 ];
 
 function dataDir(): string {
@@ -102,3 +123,28 @@ for (const family of FAMILIES) {
     chat.dispose();
   });
 }
+
+test("moe_aux_loss_coef: the router loss joins the training loss with that weight, and only in training", async () => {
+  const model = makeTinyModel({ vocab_size: 579, eos_token_id: 578, pad_token_id: 576, bos_token_id: null, model_type: "qwen3_moe", num_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 });
+  for (const file of ["tokenizer.json", "tokenizer_config.json"]) writeFileSync(join(model, file), readFileSync(join("examples/demo/tiny-llama", file)));
+  const firstLoss = async (coefficient: number | null, gradientCheckpointing: boolean) => {
+    const outputDir = join(mkdtempSync(join(tmpdir(), "lmf-moe-")), "out");
+    const overrides = coefficient === null ? {} : { moe_aux_loss_coef: coefficient };
+    const args = parseTrainArgs(
+      { model_name_or_path: model, stage: "sft", do_train: true, finetuning_type: "lora", dataset_dir: DATA, dataset: "alpaca", template: "qwen3_nothink", cutoff_len: 64, output_dir: outputDir, per_device_train_batch_size: 4, max_steps: 1, logging_steps: 1, save_strategy: "no", disable_gradient_checkpointing: !gradientCheckpointing, ...overrides },
+      { onWarning: () => {} },
+    );
+    const lines: string[] = [];
+    await runTrain(args, { print: (line) => lines.push(line) });
+    const log = readFileSync(join(outputDir, "trainer_log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line));
+    return { loss: log[0].loss as number, lines };
+  };
+  const plain = await firstLoss(null, false);
+  const half = await firstLoss(0.5, false);
+  const one = await firstLoss(1.0, true);
+  const aux = one.loss - plain.loss;
+  // E · Σ_e f_e · P_e with Σ_e f_e = k: k = 2 when perfectly balanced, at most E · k = 8.
+  assert.ok(aux > 1 && aux <= 8, `aux ${aux}`);
+  assert.ok(Math.abs((half.loss - plain.loss) - 0.5 * aux) < 1e-4, `0.5 x aux: ${half.loss - plain.loss} vs ${0.5 * aux}`);
+  assert.ok(half.lines.some((line) => /moe_aux_loss_coef: the router load-balancing loss joins the training loss with weight 0.5/.test(line)));
+});

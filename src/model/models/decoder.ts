@@ -140,8 +140,8 @@ export interface DecoderParts<Layer extends DecoderLayer> {
   layer: (index: number) => Layer;
   /** The norm of the family (RMSNorm by default). */
   norm?: (size: number) => Norm;
-  /** Collects an auxiliary loss during each pass (mixtures of experts). */
-  auxiliary?: () => AuxiliaryCollector;
+  /** Collects an auxiliary loss during each pass (mixtures of experts); the model disposes it. */
+  auxiliary?: AuxiliaryCollector;
 }
 
 /** HF's XxxModel: embed_tokens, layers, norm; one RoPE table and one mask per pass. */
@@ -170,7 +170,7 @@ export class DecoderModel<Layer extends DecoderLayer = DecoderLayer> extends Mod
     this.norm = norm(config.hidden_size);
     this._rotary = new RotaryEmbedding(config);
     this._slidingWindow = config.sliding_window ?? null;
-    this._auxiliary = parts.auxiliary?.() ?? null;
+    this._auxiliary = parts.auxiliary ?? null;
   }
 
   /** ids [B, T] -> the first layer's input [B, T, C]. */

@@ -33,6 +33,12 @@ export const languageModeling: Pick<Stage<CollatedBatch>, "collate" | "lossDenom
   collate: (rows, options) => collateSupervised(rows, options),
   lossDenominator: (batches) => batches.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0),
   // The logits and their float copy are freed before backward, which does not need them.
-  loss: ({ model, hidden, labels, denominator }) => tidy(() => causalLmLoss(labels, denominator)(model.logits(hidden))),
+  // A mixture of experts' router balancing loss joins the LM loss, as transformers adds it.
+  loss: ({ model, hidden, labels, denominator }) =>
+    tidy(() => {
+      const loss = causalLmLoss(labels, denominator)(model.logits(hidden));
+      const auxiliary = model.auxiliaryLoss();
+      return auxiliary ? loss.add(auxiliary) : loss;
+    }),
   evalMetrics: (evalLoss) => ({ perplexity: Math.exp(evalLoss) }),
 };
