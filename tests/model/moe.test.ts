@@ -4,13 +4,17 @@
 // checkpointing with the auxiliary loss, finite differences and decoding with the cache.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { applyFreeze, freezeModuleChoices } from "../../src/model/adapters/freeze.ts";
+import { applyLora } from "../../src/model/adapters/lora.ts";
 import { KVCache } from "../../src/model/cache.ts";
 import type { CausalLM } from "../../src/model/causal_lm.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { checkpointedBackward } from "../../src/model/patches/checkpointing.ts";
+import { patchConfig } from "../../src/model/patches/config.ts";
 import { type Tensor, cat, crossEntropy, full, liveTensors, manualSeed, noGrad, tensor, tidy } from "../../src/torch/index.ts";
 import { modelGradcheck, probeLike } from "../fixtures/model_gradcheck.ts";
 import { hasTorch, maxAbsDiff, referenceModel } from "../fixtures/reference_model.ts";
+import { makeTinyModel } from "../fixtures/tiny_model.ts";
 
 const skip = !hasTorch && "python3-torch not installed";
 
@@ -180,4 +184,36 @@ test("mixtral: decoding with the KV cache gives the full forward's logits", { sk
   cache.dispose();
   ids.dispose();
   model.dispose();
+});
+
+test("freeze by layer trains whole layers of a mixture of experts (not expert N of every layer), and LoRA wraps experts by name", () => {
+  const model = loadModel(makeTinyModel({ ...MIXTRAL, num_local_experts: 4, num_hidden_layers: 3 }));
+  const trainable = () => model.namedParameters({ trainableOnly: true }).map(([name]) => name);
+  applyFreeze(model, { trainableLayers: -2 });
+  assert.ok(trainable().every((name) => /^model\.layers\.[01]\./.test(name)), trainable().filter((name) => !/^model\.layers\.[01]\./.test(name)).join(", "));
+  assert.equal(trainable().length, 2 * (4 + 1 + 4 * 3 + 2));
+  assert.deepEqual(freezeModuleChoices(model).hidden.sort(), ["block_sparse_moe", "input_layernorm", "post_attention_layernorm", "self_attn"]);
+  applyFreeze(model, { trainableLayers: 1, trainableModules: ["block_sparse_moe"] });
+  assert.deepEqual(trainable(), model.namedParameters().map(([name]) => name).filter((name) => name.startsWith("model.layers.2.block_sparse_moe.")));
+  model.requiresGrad_(true);
+  applyLora(model, { targets: ["w1", "w3", "q_proj"], rank: 2 });
+  const lora = trainable();
+  assert.equal(lora.length, 3 * (4 * 2 + 1) * 2);
+  assert.ok(lora.includes("model.layers.1.block_sparse_moe.experts.3.w1.lora_A.weight"));
+  model.dispose();
+});
+
+test("moe_aux_loss_coef switches the router loss on for training only, for the model types that have it", () => {
+  const config = () => ({ model_type: "qwen3_moe", router_aux_loss_coef: 0.001 }) as unknown as Parameters<typeof patchConfig>[0];
+  const training = config();
+  assert.match(patchConfig(training, { training: true, moeAuxLossCoef: 0.02 }).join("\n"), /weight 0.02/);
+  assert.equal(training.output_router_logits, true);
+  assert.equal(training.router_aux_loss_coef, 0.02);
+  const inference = config();
+  assert.match(patchConfig(inference, { training: false, moeAuxLossCoef: 0.02 }).join("\n"), /training only/);
+  assert.equal(inference.output_router_logits, undefined);
+  const dense = config();
+  dense.model_type = "llama";
+  assert.match(patchConfig(dense, { training: true, moeAuxLossCoef: 0.02 }).join("\n"), /no router auxiliary loss/);
+  assert.equal(dense.output_router_logits, undefined);
 });
