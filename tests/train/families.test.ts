@@ -59,6 +59,13 @@ const FAMILIES: Family[] = [
     loraModules: ["self_attn.k_proj", "mlp.experts.1.up_proj", "mlp.experts.2.down_proj"],
     promptPiece: "<|im_start|>user\nCount to 2.<|im_end|>\n<|im_start|>assistant\n",
   },
+  {
+    name: "glm4",
+    yaml: "examples/train_lora/glm4_lora_sft.yaml",
+    config: { model_type: "glm4", head_dim: 8, attention_bias: true, partial_rotary_factor: 0.5 },
+    loraModules: ["self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
+    promptPiece: "<|user|>\nCount to 2.<|assistant|>",
+  },
 ];
 
 function dataDir(): string {
