@@ -4,6 +4,7 @@ import { UserError } from "../errors.ts";
 import type { BuildOptions, CausalLM } from "./causal_lm.ts";
 import type { ModelConfig } from "./config.ts";
 import { GemmaForCausalLM, type GemmaVariant } from "./models/gemma2.ts";
+import { DeepseekV2ForCausalLM } from "./models/deepseek_v2.ts";
 import { Glm4ForCausalLM } from "./models/glm4.ts";
 import { LlamaForCausalLM, type LlamaVariant } from "./models/llama.ts";
 import { MixtralForCausalLM } from "./models/mixtral.ts";
@@ -37,6 +38,7 @@ const ARCHITECTURES: Record<string, Architecture> = {
   qwen2_moe: { build: (config, options) => new QwenMoeForCausalLM(config, {}, options) },
   qwen3_moe: { build: (config, options) => new QwenMoeForCausalLM(config, { qwen3: true }, options) },
   glm4: { build: (config, options) => new Glm4ForCausalLM(config, options) },
+  deepseek_v2: { build: (config, options) => new DeepseekV2ForCausalLM(config, options) },
 };
 
 /** model_types whose checkpoints wrap a text model in another (multimodal) one, with the way out. */

@@ -1,7 +1,7 @@
 // Rotary position embeddings with Hugging Face's scaling types (transformers
 // modeling_rope_utils.py: default, linear, dynamic, yarn, llama3, longrope), computed in float32 as
 // HF does, over the first partial_rotary_factor of each head.
-import { type Tensor, arange, cat, keep, powScalarBase, tensor, tidy, where } from "../torch/index.ts";
+import { type Tensor, arange, cat, keep, powScalarBase, stack, tensor, tidy, where } from "../torch/index.ts";
 import type { ModelConfig } from "./config.ts";
 
 export interface RopeParameters {
@@ -198,6 +198,25 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     const half = R / 2;
     const rotated = cat([part.slice(3, half).neg(), part.slice(3, 0, half)], 3);
     const embedded = part.mul(cos.unsqueeze(1)).add(rotated.mul(sin.unsqueeze(1)));
+    return R < D ? cat([embedded, x.narrow(3, R, D - R)], 3) : embedded;
+  });
+}
+
+/**
+ * GLM's and DeepSeek's rotary on x [B, H, T, D] with cos/sin [B, T, R] (R <= D, emb = cat(f, f)):
+ * the first R channels rotate as pairs (2i, 2i+1) by frequency i (DeepSeek's complex product), the
+ * rest pass.
+ */
+export function applyInterleavedRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  return tidy(() => {
+    const [B, H, T, D] = x.shape as [number, number, number, number];
+    const R = cos.shape[2]!;
+    const pairCos = cos.narrow(2, 0, R / 2).repeatInterleave(2, 2).unsqueeze(1); // [B, 1, T, R]
+    const pairSin = sin.narrow(2, 0, R / 2).repeatInterleave(2, 2).unsqueeze(1);
+    const part = x.narrow(3, 0, R);
+    const pairs = part.reshape(B, H, T, R / 2, 2);
+    const rotated = stack([pairs.select(4, 1).neg(), pairs.select(4, 0)], -1).reshape(B, H, T, R); // (-x1, x0) per pair
+    const embedded = part.mul(pairCos).add(rotated.mul(pairSin));
     return R < D ? cat([embedded, x.narrow(3, R, D - R)], 3) : embedded;
   });
 }

@@ -18,7 +18,7 @@ export interface AttentionOptions {
   softcap?: number | null;
 }
 
-/** q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv -> [B, Hq, T, D]. */
+/** q [B, Hq, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv] with Hq a multiple of Hkv -> [B, Hq, T, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   return tidy(() => {
     if (singleQuery(q, k, options)) return attendGrouped(q, k, v, options, scaledDotProductAttention);
@@ -81,7 +81,7 @@ function attendGrouped(q: Tensor, k: Tensor, v: Tensor, options: AttentionOption
   const [B, queryHeads, , D] = q.shape as number[];
   const kvHeads = k.shape[1]!;
   const grouped = q.reshape(B!, kvHeads, queryHeads! / kvHeads, D!);
-  return attend(grouped, k, v, { ...options, isCausal: false }).reshape(B!, queryHeads!, 1, D!);
+  return attend(grouped, k, v, { ...options, isCausal: false }).reshape(B!, queryHeads!, 1, v.shape[3]!);
 }
 
 function repeatKv(q: Tensor, k: Tensor, v: Tensor): [Tensor, Tensor] {

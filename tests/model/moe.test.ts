@@ -212,6 +212,10 @@ test("moe_aux_loss_coef switches the router loss on for training only, for the m
   const inference = config();
   assert.match(patchConfig(inference, { training: false, moeAuxLossCoef: 0.02 }).join("\n"), /training only/);
   assert.equal(inference.output_router_logits, undefined);
+  const deepseek = config();
+  deepseek.model_type = "deepseek_v2";
+  assert.match(patchConfig(deepseek, { training: true, moeAuxLossCoef: 0.03 }).join("\n"), /aux_loss_alpha/);
+  assert.equal(deepseek.aux_loss_alpha, 0.03);
   const dense = config();
   dense.model_type = "llama";
   assert.match(patchConfig(dense, { training: true, moeAuxLossCoef: 0.02 }).join("\n"), /no router auxiliary loss/);

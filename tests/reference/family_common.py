@@ -209,7 +209,7 @@ def main(build):
         loss = causal_lm_loss(logits, torch.tensor(req["labels"]))
         out["lm_loss"] = float(loss)
         if aux is not None:
-            loss = loss + config.get("router_aux_loss_coef", 0.001) * aux
+            loss = loss + getattr(model, "aux_coef", config.get("router_aux_loss_coef", 0.001)) * aux
         out["loss"] = float(loss)
         loss.backward()
         params = dict(model.named_parameters())

@@ -66,6 +66,13 @@ const FAMILIES: Family[] = [
     loraModules: ["self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
     promptPiece: "<|user|>\nCount to 2.<|assistant|>",
   },
+  {
+    name: "deepseek_v2",
+    yaml: "examples/train_lora/deepseek_v2_lora_sft.yaml",
+    config: { model_type: "deepseek_v2", q_lora_rank: null, kv_lora_rank: 16, qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 8, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2, moe_intermediate_size: 16, first_k_dense_replace: 1 },
+    loraModules: ["self_attn.q_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "mlp.experts.3.gate_proj", "mlp.shared_experts.down_proj", "mlp.down_proj"],
+    promptPiece: "User: Count to 2.\n\nAssistant:",
+  },
 ];
 
 function dataDir(): string {

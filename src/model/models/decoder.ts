@@ -34,8 +34,11 @@ export interface RotaryContext extends LayerContext {
  * CausalLM.auxiliaryLoss and auxiliaryLossOfLayer for the contract.
  */
 export interface AuxiliaryCollector {
-  /** A new pass over `tokens` [B, T] (`attentionMask` over them, or null); `active` false records nothing. */
-  begin(B: number, T: number, attentionMask: Tensor | null, active: boolean): void;
+  /**
+   * A new pass over tokens [B, T] (`attentionMask` over them, or null), decoding with a cache or
+   * not, the model training or not: the collector decides whether the pass records anything.
+   */
+  begin(B: number, T: number, attentionMask: Tensor | null, pass: { cached: boolean; training: boolean }): void;
   loss(): Tensor | null;
   lossOfLayer(layerIndex: number): Tensor | null;
   dispose(): void;
@@ -195,12 +198,10 @@ export class DecoderModel<Layer extends DecoderLayer = DecoderLayer> extends Mod
     return rotaryContext(this._rotary, inputIds, options, this._slidingWindow, this.embed_tokens.weight.dtype);
   }
 
-  /** Starts the auxiliary collection of a pass (none while decoding with a cache). */
+  /** Starts the auxiliary collection of a pass. */
   protected beginPass(inputIds: Tensor, options: ForwardOptions): void {
-    if (!this._auxiliary) return;
     const [B, T] = [inputIds.shape[0]!, inputIds.shape[1]!];
-    const active = !options.cache && this.config.output_router_logits === true;
-    this._auxiliary.begin(B, T, options.attentionMask ?? null, active);
+    this._auxiliary?.begin(B, T, options.attentionMask ?? null, { cached: Boolean(options.cache), training: this.training });
   }
 
   override dispose(): void {

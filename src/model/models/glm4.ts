@@ -2,30 +2,13 @@
 // modeling_glm4.py: q/k/v with bias, partial rotary applied GLM's way (the first
 // partial_rotary_factor of each head rotates adjacent channel pairs, cos/sin repeated per pair),
 // norms after attention and after the MLP besides the pre-norms, and Phi-3's fused gate_up_proj MLP.
-import { type Tensor, Linear, Module, RMSNorm, cat, stack, tidy } from "../../torch/index.ts";
+import { type Tensor, Linear, Module, RMSNorm, tidy } from "../../torch/index.ts";
 import type { KVCache } from "../cache.ts";
 import type { AttentionKernel, BuildOptions, DecoderLayer, LayerContext } from "../causal_lm.ts";
 import type { ModelConfig } from "../config.ts";
+import { applyInterleavedRotary } from "../rope.ts";
 import { DecoderForCausalLM, DecoderModel, type RotaryContext, defaultKernel } from "./decoder.ts";
 import { Phi3MLP } from "./phi3.ts";
-
-/**
- * GLM's apply_rotary_pos_emb on x [B, H, T, D] with cos/sin [B, T, R] (R <= D, emb = cat(f, f)):
- * the first R channels rotate as pairs (2i, 2i+1) by frequency i, the rest pass.
- */
-export function applyInterleavedRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return tidy(() => {
-    const [B, H, T, D] = x.shape as [number, number, number, number];
-    const R = cos.shape[2]!;
-    const pairCos = cos.narrow(2, 0, R / 2).repeatInterleave(2, 2).unsqueeze(1); // [B, 1, T, R]
-    const pairSin = sin.narrow(2, 0, R / 2).repeatInterleave(2, 2).unsqueeze(1);
-    const part = x.narrow(3, 0, R);
-    const pairs = part.reshape(B, H, T, R / 2, 2);
-    const rotated = stack([pairs.select(4, 1).neg(), pairs.select(4, 0)], -1).reshape(B, H, T, R); // (-x1, x0) per pair
-    const embedded = part.mul(pairCos).add(rotated.mul(pairSin));
-    return R < D ? cat([embedded, x.narrow(3, R, D - R)], 3) : embedded;
-  });
-}
 
 // --- Attention -----------------------------------------------------------------------------------
 

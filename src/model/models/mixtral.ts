@@ -92,7 +92,7 @@ export class MixtralModel extends DecoderModel<MixtralDecoderLayer> {}
 
 export class MixtralForCausalLM extends DecoderForCausalLM<MixtralModel> {
   constructor(config: ModelConfig, options: BuildOptions = {}) {
-    const balance = new RouterLoadBalancing(config.num_local_experts as number, config.num_experts_per_tok as number, config.router_aux_loss_coef as number);
+    const balance = new RouterLoadBalancing(config, config.num_local_experts as number, config.num_experts_per_tok as number);
     super(config, new MixtralModel(config, options, { layer: () => new MixtralDecoderLayer(config, balance, options), auxiliary: balance }), options);
   }
 }

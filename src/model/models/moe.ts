@@ -3,6 +3,7 @@
 // batched: one sort, one gather, one scatter-add), and the router's load-balancing loss
 // (transformers' load_balancing_loss_func, Switch Transformer eqs. 4-6) collected during a pass.
 import { type Tensor, arange, cat, keep, tidy, zerosLike } from "../../torch/index.ts";
+import type { ModelConfig } from "../config.ts";
 import type { AuxiliaryCollector } from "./decoder.ts";
 
 /** An expert: any module mapping [n, C] -> [n, C]. */
@@ -67,15 +68,20 @@ export class RouterLoadBalancing implements AuxiliaryCollector {
   private _taken = 0;
   private _tokensPerExpert: Tensor | null = null;
 
+  private _coefficient = 0;
+
   constructor(
+    private readonly config: ModelConfig,
     readonly numExperts: number,
     readonly topK: number,
-    readonly coefficient: number,
   ) {}
 
-  begin(B: number, T: number, attentionMask: Tensor | null, active: boolean): void {
+  /** Records when config.output_router_logits is on (LLaMA-Factory sets it for training), never while decoding. */
+  begin(B: number, T: number, attentionMask: Tensor | null, pass: { cached: boolean; training: boolean }): void {
     this.clear();
+    const active = !pass.cached && this.config.output_router_logits === true;
     this._active = active;
+    this._coefficient = (this.config.router_aux_loss_coef as number | undefined) ?? 0.001;
     // Neat packing numbers examples 1, 2, ...: every nonzero slot is a real token.
     if (active && attentionMask) this._weights = keep(tidy(() => attentionMask.ne(0).to("float32").reshape(B * T)));
   }
@@ -97,7 +103,7 @@ export class RouterLoadBalancing implements AuxiliaryCollector {
       const f = this.tokensPerExpert(probs, layers.length);
       const P = this.meanOverTokens(probs, layers.length); // [E]
       if (!this._tokensPerExpert) this._tokensPerExpert = keep(f.detach());
-      return f.mul(P).sum().mul(this.numExperts * this.coefficient);
+      return f.mul(P).sum().mul(this.numExperts * this._coefficient);
     });
   }
 
@@ -107,7 +113,7 @@ export class RouterLoadBalancing implements AuxiliaryCollector {
     const f = this._tokensPerExpert;
     return tidy(() => {
       const perLayer = this.meanOverTokens(logits.softmax(-1), 1).div(this._logits.size); // [E]
-      return f.mul(perLayer).sum().mul(this.numExperts * this.coefficient * this._taken);
+      return f.mul(perLayer).sum().mul(this.numExperts * this._coefficient * this._taken);
     });
   }
 

@@ -96,7 +96,7 @@ export class QwenMoeModel extends DecoderModel<QwenMoeDecoderLayer> {}
 
 export class QwenMoeForCausalLM extends DecoderForCausalLM<QwenMoeModel> {
   constructor(config: ModelConfig, variant: QwenMoeVariant = {}, options: BuildOptions = {}) {
-    const balance = new RouterLoadBalancing(config.num_experts as number, config.num_experts_per_tok as number, config.router_aux_loss_coef as number);
+    const balance = new RouterLoadBalancing(config, config.num_experts as number, config.num_experts_per_tok as number);
     const layer = (index: number) => new QwenMoeDecoderLayer(config, variant, index, balance, options);
     super(config, new QwenMoeModel(config, options, { layer, auxiliary: balance }), options);
   }

@@ -20,6 +20,11 @@ export interface ConfigPatchOptions {
 
 /** model_types whose router loss configure_moe switches on and weighs (those lmfactory builds). */
 const ROUTER_AUX_LOSS_MODEL_TYPES = new Set(["mixtral", "qwen2_moe", "qwen3_moe"]);
+/**
+ * DeepSeek's gate computes its balance loss whenever it trains, weighted by aux_loss_alpha, which
+ * configure_moe sets for model_type deepseek; lmfactory does the same for deepseek_v2.
+ */
+const AUX_LOSS_ALPHA_MODEL_TYPES = new Set(["deepseek_v2"]);
 
 /** model_types LongLoRA's patch supports, as upstream (SUPPORTED_CLASS_FOR_S2ATTN). */
 const S2ATTN_MODEL_TYPES = new Set(["llama"]);
@@ -81,8 +86,12 @@ export function patchConfig(config: ModelConfig, options: ConfigPatchOptions): s
       config.output_router_logits = true;
       config.router_aux_loss_coef = options.moeAuxLossCoef;
       notices.push(`moe_aux_loss_coef: the router load-balancing loss joins the training loss with weight ${options.moeAuxLossCoef}.`);
+    } else if (AUX_LOSS_ALPHA_MODEL_TYPES.has(config.model_type)) {
+      config.aux_loss_alpha = options.moeAuxLossCoef;
+      notices.push(`moe_aux_loss_coef: DeepSeek's balance loss joins the training loss with weight ${options.moeAuxLossCoef} (aux_loss_alpha).`);
     } else {
-      notices.push(`moe_aux_loss_coef: model_type ${config.model_type} has no router auxiliary loss to weigh (${[...ROUTER_AUX_LOSS_MODEL_TYPES].join(", ")} do); ignored.`);
+      const types = [...ROUTER_AUX_LOSS_MODEL_TYPES, ...AUX_LOSS_ALPHA_MODEL_TYPES].join(", ");
+      notices.push(`moe_aux_loss_coef: model_type ${config.model_type} has no router auxiliary loss to weigh (${types} do); ignored.`);
     }
   }
   return notices;
