@@ -104,6 +104,21 @@ function writeResultTables(): void {
     for (const r of preference.rows) out.push(`| ${r.mode === "sft" ? "LoRA SFT" : "LoRA DPO"} | ${reference[r.mode]} | ${f(r.loadedMiB, 0)} | ${f(r.peakMiB, 0)} | **${f(r.peakMiB / sft.peakMiB)}** | ${f(r.stepSeconds)} |`);
     out.push("");
   }
+  const moe = read("moe.json");
+  if (moe) {
+    const s = moe.shape;
+    const [sparse, dense] = moe.rows;
+    out.push(
+      `### Mixture of experts vs the dense model of the same active parameters (bench/moe.ts${moe.quick ? ", --quick" : ""})`,
+      "",
+      `Mixtral ${s.layers}x${s.hidden} with ${s.experts} experts of MLP width ${s.expertIntermediate}, top-${s.topK}, router loss on, against a Llama with MLP width ${s.topK * s.expertIntermediate} (same attention, embedding, batches); full fine-tuning (AdamW) on ${s.batch}x${s.seq} tokens, fp32; median step time over ${moe.runs} alternating runs per side of ${moe.steps} steps (first ${moe.warmup} dropped); load ${f(moe.load, 1)}.`,
+      "",
+      "| model | parameters M | active per token M | step s | peak MiB | before the steps MiB |",
+      "| --- | ---: | ---: | ---: | ---: | ---: |",
+    );
+    for (const r of moe.rows) out.push(`| ${r.side === "moe" ? "MoE (Mixtral)" : "dense (Llama)"} | ${f(r.parameters / 1e6)} | ${f(r.activeParameters / 1e6)} | ${f(r.stepSeconds, 3)} | ${f(r.peakMiB, 0)} | ${f(r.beforeMiB, 0)} |`);
+    out.push("", `MoE / dense: step time **${f(sparse.stepSeconds / dense.stepSeconds)}**, peak memory **${f(sparse.peakMiB / dense.peakMiB)}**.`, "");
+  }
   const data = read("data.json");
   const tokenize = read("tokenize.json");
   if (data || tokenize) {

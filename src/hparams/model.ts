@@ -55,7 +55,7 @@ const baseModel = {
   use_unsloth: bool(false, "Use fused kernels for LoRA training (lmfactory: the engine's fused paths).", { tier: "later" }),
   use_unsloth_gc: bool(false, "Use the offloaded gradient-checkpointing variant.", { tier: "later" }),
   enable_liger_kernel: bool(false, "Use fused Liger-style kernels in training.", { tier: "later" }),
-  moe_aux_loss_coef: optFloat("Weight of the mixture-of-experts router auxiliary loss.", { tier: "out" }),
+  moe_aux_loss_coef: optFloat("Weight of the mixture-of-experts router load-balancing loss added in training (Mixtral, Qwen2-MoE, Qwen3-MoE; DeepSeek-V2 as its aux_loss_alpha)."),
   disable_gradient_checkpointing: bool(false, "Turn activation recomputation off (faster, more memory)."),
   use_reentrant_gc: bool(true, "Recomputation style; accepted for compatibility.", {
     noEffect: "lmfactory recomputes each layer its own way; reentrant or not, the gradients are the same",

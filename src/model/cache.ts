@@ -26,12 +26,12 @@ export class KVCache {
     return this._lengths[0] ?? 0;
   }
 
-  /** Writes this step's k/v [B, Hkv, T, D] after the cached ones; returns the history [B, Hkv, S, D]. */
+  /** Writes this step's k [B, Hkv, T, D] and v [B, Hkv, T, Dv] after the cached ones; returns the history [B, Hkv, S, D|Dv]. */
   update(layer: number, key: Tensor, value: Tensor): [Tensor, Tensor] {
     const past = this._lengths[layer]!;
     const T = key.shape[2]!;
     const needed = past + T;
-    if (needed > (this.keys[layer]?.shape[2] ?? 0)) this.grow(layer, key, Math.max(needed, this._reserve, 2 * past));
+    if (needed > (this.keys[layer]?.shape[2] ?? 0)) this.grow(layer, key, value, Math.max(needed, this._reserve, 2 * past));
     this.keys[layer]!.narrow(2, past, T).copy_(key);
     this.values[layer]!.narrow(2, past, T).copy_(value);
     this._lengths[layer] = needed;
@@ -60,12 +60,11 @@ export class KVCache {
   }
 
   /** Moves the layer to buffers of `capacity` positions, carrying over what is cached. */
-  private grow(layer: number, like: Tensor, capacity: number): void {
-    const [B, heads, , D] = like.shape as number[];
+  private grow(layer: number, key: Tensor, value: Tensor, capacity: number): void {
     const past = this._lengths[layer]!;
-    const options = { dtype: like.dtype, device: like.device };
-    for (const list of [this.keys, this.values]) {
-      const buffer = keep(empty([B!, heads!, capacity, D!], options));
+    for (const [list, like] of [[this.keys, key], [this.values, value]] as const) {
+      const [B, heads, , D] = like.shape as number[];
+      const buffer = keep(empty([B!, heads!, capacity, D!], { dtype: like.dtype, device: like.device }));
       const old = list[layer];
       if (old && past > 0) tidy(() => buffer.narrow(2, 0, past).copy_(old.narrow(2, 0, past)));
       old?.dispose();

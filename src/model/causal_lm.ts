@@ -38,12 +38,23 @@ export interface DecoderLayer extends Module {
   forward(hidden: Tensor, context: LayerContext, cache: KVCache | null, layerIndex: number): Tensor;
 }
 
+/** What an attention module tells its kernel besides q, k, v and the mask. */
+export interface AttentionState {
+  training: boolean;
+  cached: boolean;
+  /** Multiplies q·kᵀ; 1/sqrt(D) when absent (Gemma: query_pre_attn_scalar^-0.5; MLA: its softmax_scale). */
+  scale?: number;
+  /** Scores become cap·tanh(scores/cap) before the mask (Gemma 2's attn_logit_softcapping). */
+  softcap?: number | null;
+}
+
 /**
- * The attention computation proper, q [B, H, T, D] with k/v [B, Hkv, S, D] -> [B, H, T, D]; `mask`
- * is additive [B, 1, T, S] or null for causal. Attention modules hold one as `attentionKernel`, so
- * that patches (LongLoRA's S²-Attn) swap it by surgery, as adapters swap Linear layers.
+ * The attention computation proper, q [B, H, T, D] with k [B, Hkv, S, D], v [B, Hkv, S, Dv] ->
+ * [B, H, T, Dv]; `mask` is additive [B, 1, T, S] or null for causal. Attention modules hold one as
+ * `attentionKernel`, so that patches (LongLoRA's S²-Attn) swap it by surgery, as adapters swap
+ * Linear layers.
  */
-export type AttentionKernel = (q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, state: { training: boolean; cached: boolean }) => Tensor;
+export type AttentionKernel = (q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, state: AttentionState) => Tensor;
 
 export interface CausalLM extends Module {
   readonly config: ModelConfig;
@@ -64,6 +75,21 @@ export interface CausalLM extends Module {
   logits(hidden: Tensor): Tensor;
   inputEmbeddings(): Embedding;
   outputEmbeddings(): Linear;
+  /**
+   * The weighted auxiliary loss of the last forward pass (a mixture of experts' router load
+   * balancing, router_aux_loss_coef x transformers' load_balancing_loss_func, when the config's
+   * output_router_logits is on), a scalar with a graph to the weights when the pass had one; null
+   * for models without one. Each pass (each `layerContext`) starts a new collection. A stage adds
+   * it to its loss once per pass, as transformers' XxxForCausalLM adds it to the LM loss.
+   */
+  auxiliaryLoss(): Tensor | null;
+  /**
+   * For gradient checkpointing, after layer `layerIndex`'s forward was recomputed with gradients:
+   * a scalar whose gradient through that layer equals the gradient of what the stage took of
+   * `auxiliaryLoss()` (the rest of the pass held fixed), to backpropagate with the layer's output;
+   * null when the layer adds none or the stage took none.
+   */
+  auxiliaryLossOfLayer(layerIndex: number): Tensor | null;
 }
 
 /** The device the model's weights live on. */

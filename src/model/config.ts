@@ -1,11 +1,12 @@
-// A model's config.json as lmfactory reads it: the fields the Llama family uses, with Hugging
-// Face's defaults (transformers LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config).
+// A model's config.json as lmfactory reads it: the fields the families use, with Hugging Face's
+// defaults per model_type (transformers' LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config,
+// GemmaConfig, Gemma2Config, Gemma3TextConfig, ...).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 
 export interface RopeScaling {
-  rope_type: "default" | "linear" | "dynamic" | "yarn" | "llama3";
+  rope_type: "default" | "linear" | "dynamic" | "yarn" | "llama3" | "longrope";
   factor?: number;
   original_max_position_embeddings?: number;
   low_freq_factor?: number;
@@ -16,6 +17,9 @@ export interface RopeScaling {
   mscale?: number;
   mscale_all_dim?: number;
   truncate?: boolean;
+  /** longrope: per-frequency rescale factors within and past the pretrained context. */
+  short_factor?: number[];
+  long_factor?: number[];
 }
 
 export interface ModelConfig {
@@ -57,6 +61,15 @@ const FAMILY_DEFAULTS: Record<string, Partial<ModelConfig>> = {
   llama: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, max_position_embeddings: 2048, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: null },
   mistral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: 4096 },
   qwen2: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: 4096, use_sliding_window: false },
+  gemma: { vocab_size: 256000, hidden_size: 3072, intermediate_size: 24576, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 16, head_dim: 256, max_position_embeddings: 8192, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, sliding_window: null },
+  gemma2: { vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 8192, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, query_pre_attn_scalar: 256, sliding_window: 4096, final_logit_softcapping: 30.0, attn_logit_softcapping: 50.0 },
+  gemma3_text: { vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 131072, rms_norm_eps: 1e-6, rope_theta: 1_000_000, rope_local_base_freq: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: true, query_pre_attn_scalar: 256, sliding_window: 4096, sliding_window_pattern: 6, final_logit_softcapping: null, attn_logit_softcapping: null },
+  phi3: { vocab_size: 32064, hidden_size: 3072, intermediate_size: 8192, num_hidden_layers: 32, num_attention_heads: 32, max_position_embeddings: 4096, original_max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: null, resid_pdrop: 0 },
+  mixtral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-5, rope_theta: 1e6, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: null, num_experts_per_tok: 2, num_local_experts: 8, output_router_logits: false, router_aux_loss_coef: 0.001, router_jitter_noise: 0 },
+  qwen2_moe: { vocab_size: 151936, hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 24, num_attention_heads: 16, num_key_value_heads: 16, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, qkv_bias: true, mlp_bias: false, tie_word_embeddings: false, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1, moe_intermediate_size: 1408, shared_expert_intermediate_size: 5632, num_experts_per_tok: 4, num_experts: 60, norm_topk_prob: false, output_router_logits: false, router_aux_loss_coef: 0.001, mlp_only_layers: [] },
+  qwen3_moe: { vocab_size: 151936, hidden_size: 2048, intermediate_size: 6144, num_hidden_layers: 24, num_attention_heads: 32, num_key_value_heads: 4, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1, moe_intermediate_size: 768, num_experts_per_tok: 8, num_experts: 128, norm_topk_prob: false, output_router_logits: false, router_aux_loss_coef: 0.001, mlp_only_layers: [] },
+  glm4: { vocab_size: 151552, hidden_size: 4096, intermediate_size: 13696, num_hidden_layers: 40, num_attention_heads: 32, num_key_value_heads: 2, head_dim: 128, partial_rotary_factor: 0.5, max_position_embeddings: 131072, rms_norm_eps: 1e-5, rope_theta: 10000, attention_bias: true, mlp_bias: false, tie_word_embeddings: false, sliding_window: null },
+  deepseek_v2: { vocab_size: 102400, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 30, num_attention_heads: 32, max_position_embeddings: 2048, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: null, moe_intermediate_size: 1407, n_shared_experts: null, n_routed_experts: null, routed_scaling_factor: 1.0, kv_lora_rank: 512, q_lora_rank: 1536, qk_rope_head_dim: 64, v_head_dim: 128, qk_nope_head_dim: 128, topk_method: "greedy", n_group: null, topk_group: null, num_experts_per_tok: null, moe_layer_freq: 1, first_k_dense_replace: 0, norm_topk_prob: false, scoring_func: "softmax", aux_loss_alpha: 0.001, seq_aux: true },
   qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, head_dim: 128, max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 10000, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, sliding_window: 4096, use_sliding_window: false },
 };
 
@@ -75,6 +88,8 @@ export function normalizeConfig(raw: Record<string, unknown>, where = "config.js
   if (config.rope_scaling) {
     const scaling = config.rope_scaling as RopeScaling & { type?: string };
     scaling.rope_type ??= (scaling.type as RopeScaling["rope_type"]) ?? "default";
+    // transformers renamed Phi-3's "su" scaling to "longrope".
+    if ((scaling.rope_type as string) === "su") scaling.rope_type = "longrope";
   }
   for (const key of ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"] as const) {
     if (!Number.isInteger(config[key]) || (config[key] as number) <= 0) {

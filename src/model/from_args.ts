@@ -78,6 +78,7 @@ export function modelOptionsFromArgs(
     ropeScaling: model.rope_scaling as ModelOptions["ropeScaling"],
     modelMaxLength: options.modelMaxLength,
     shiftAttn: model.shift_attn,
+    moeAuxLossCoef: model.moe_aux_loss_coef,
     // As LLaMA-Factory's prepare_model_for_training: the upcasts are for training only.
     upcastLayernorm: options.training && model.upcast_layernorm,
     upcastLmheadOutput: options.training && model.upcast_lmhead_output,

@@ -49,6 +49,8 @@ export interface ModelOptions {
   /** The context the run needs (cutoff_len in training), for RoPE scaling. */
   modelMaxLength?: number | null;
   shiftAttn?: boolean;
+  /** moe_aux_loss_coef: weight of a mixture of experts' router loss in training. */
+  moeAuxLossCoef?: number | null;
   upcastLayernorm?: boolean;
   upcastLmheadOutput?: boolean;
   resizeVocab?: boolean;
@@ -83,6 +85,7 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     modelMaxLength: options.modelMaxLength,
     shiftAttn: options.shiftAttn,
     training: options.training,
+    moeAuxLossCoef: options.moeAuxLossCoef,
   })) {
     print(notice);
   }

@@ -14,15 +14,17 @@ export interface AttentionOptions {
   dropoutP?: number;
   /** Defaults to 1/sqrt(D); another value uses the composed path. */
   scale?: number;
+  /** Scores become softcap·tanh(scores/softcap) before the mask (Gemma 2); uses the composed path. */
+  softcap?: number | null;
 }
 
-/** q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv -> [B, Hq, T, D]. */
+/** q [B, Hq, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv] with Hq a multiple of Hkv -> [B, Hq, T, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   return tidy(() => {
     if (singleQuery(q, k, options)) return attendGrouped(q, k, v, options, scaledDotProductAttention);
     const [key, value] = repeatKv(q, k, v);
     const D = q.shape[3]!;
-    if (options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) {
+    if ((options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) || options.softcap) {
       return attentionComposed(q, key, value, options);
     }
     let mask = options.mask ?? null;
@@ -47,6 +49,7 @@ export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: Atte
     const S = key.shape[2]!;
     const scale = options.scale ?? 1 / Math.sqrt(D);
     let scores = q.matmul(key.transpose(-2, -1)).mul(scale); // [B, H, T, S]
+    if (options.softcap) scores = scores.div(options.softcap).tanh().mul(options.softcap);
     if (options.isCausal) {
       // Query i sees keys up to i + (S - T): the last T positions of a cache of length S.
       const blocked = full([T, S], 1, { dtype: "bool" }).triu(S - T + 1);
@@ -78,7 +81,7 @@ function attendGrouped(q: Tensor, k: Tensor, v: Tensor, options: AttentionOption
   const [B, queryHeads, , D] = q.shape as number[];
   const kvHeads = k.shape[1]!;
   const grouped = q.reshape(B!, kvHeads, queryHeads! / kvHeads, D!);
-  return attend(grouped, k, v, { ...options, isCausal: false }).reshape(B!, queryHeads!, 1, D!);
+  return attend(grouped, k, v, { ...options, isCausal: false }).reshape(B!, queryHeads!, 1, v.shape[3]!);
 }
 
 function repeatKv(q: Tensor, k: Tensor, v: Tensor): [Tensor, Tensor] {

@@ -414,6 +414,14 @@ const GOLDENS: Record<string, Golden> = {
       [`<|user|>\n${OBS}<|end|>\n<|assistant|>\n`, `${A3}<|end|>\n`],
     ],
   },
+  phi4_mini: {
+    tokenizer: () => familyTokenizer(null, "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>"]),
+    pairs: [
+      [`<|system|>${SYSTEM}<|tool|>${TOOLS}<|/tool|><|end|><|user|>Hi!<|end|><|assistant|>`, `${A1}<|end|>`],
+      [`<|user|>${Q2}<|end|><|assistant|>`, `${DEFAULT_CALL}<|end|>`],
+      [`<|user|>${OBS}<|end|><|assistant|>`, `${A3}<|end|>`],
+    ],
+  },
   intern2: {
     tokenizer: () => familyTokenizer("<s>", "</s>"),
     pairs: [

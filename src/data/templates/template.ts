@@ -31,6 +31,8 @@ export interface TemplateSpec {
   prefix?: Slot[];
   /** Tool format of both the function-call text and the tool list in the system prompt. */
   toolFormat?: string;
+  /** A plain slot the tool list's JSON is written into instead (LLaMA-Factory's StringFormatter format_tools). */
+  tools?: string;
   defaultSystem?: string;
   stopWords?: string[];
   thoughtWords?: [string, string];
@@ -130,6 +132,8 @@ export class Template implements ChatTemplate {
   readonly formatPrefix: Slot[];
   functionTools: ToolUtils;
   toolTools: ToolUtils;
+  /** The tool list's plain slot, if the template has one (cleared by a tool_format override). */
+  toolsSlot: string | null;
   defaultSystem: string;
   readonly stopWords: readonly string[];
   readonly thoughtWords: readonly [string, string];
@@ -156,6 +160,7 @@ export class Template implements ChatTemplate {
     this.formatPrefix = spec.prefix ?? [];
     this.functionTools = getToolUtils(spec.toolFormat ?? "default");
     this.toolTools = this.functionTools;
+    this.toolsSlot = spec.tools ?? null;
     this.defaultSystem = spec.defaultSystem ?? "";
     this.stopWords = spec.stopWords ?? [];
     this.thoughtWords = spec.thoughtWords ?? ["<think>\n", "\n</think>\n\n"];
@@ -169,6 +174,7 @@ export class Template implements ChatTemplate {
   setToolFormat(name: string): void {
     this.functionTools = getToolUtils(name);
     this.toolTools = this.functionTools;
+    this.toolsSlot = null;
     this.formatFunction = this.efficientEos ? ["{{content}}"] : ["{{content}}", EOS];
   }
 
@@ -282,7 +288,10 @@ export class Template implements ChatTemplate {
   /** One slot list per message: turn 0 carries the prefix and the system (with the tool text appended). */
   private messageSlots(messages: Message[], system: string | undefined, tools: string | undefined): Slot[][] {
     const systemText = system || this.defaultSystem;
-    const toolText = () => (tools ? formatTools(this.toolTools, tools, { date: this.toolDate() }) : "");
+    const toolText = () => {
+      if (!tools) return "";
+      return this.toolsSlot !== null ? this.toolsSlot.replace("{{content}}", tools) : formatTools(this.toolTools, tools, { date: this.toolDate() });
+    };
     return messages.map((message, i) => {
       const elements: Slot[] = [];
       let foldedSystem = "";

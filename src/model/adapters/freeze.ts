@@ -1,7 +1,9 @@
 // Freeze (partial-parameter) tuning as LLaMA-Factory's model/adapter.py `_setup_freeze_tuning`:
 // pick trainable layer ids (last n, first n, or LLaMA Pro's expanded ones), trainable modules
-// inside those layers, and extra non-layer modules; a parameter trains iff its name contains
-// `.{id}.{module}` or an extra module name (substring matching, as LLaMA-Factory does).
+// inside those layers, and extra non-layer modules; a parameter trains iff its name has
+// `.{id}.{module}` at its layer number or contains an extra module name. The layer number is a
+// name's first `.N.`: LLaMA-Factory matches `.{id}.` anywhere, which in a mixture of experts also
+// picks expert {id} of every layer (`layers.0.mlp.experts.1.`); for dense models both agree.
 import { UserError } from "../../errors.ts";
 import type { Module } from "../../torch/index.ts";
 
@@ -36,14 +38,20 @@ export function trainableLayerIds(numLayers: number, trainableLayers: number, us
   return Array.from({ length: Math.min(-trainableLayers, numLayers) }, (_, index) => index);
 }
 
+/** A parameter name's layer number (its first `.N.`) and what follows it. */
+function afterLayerNumber(name: string): { layer: number; rest: string } | null {
+  const match = /\.(\d+)\./.exec(name);
+  return match ? { layer: Number(match[1]), rest: name.slice(match.index + match[0].length) } : null;
+}
+
 /** Module names inside a layer (from `.0.`/`.1.` parameter names) and outside the layers. */
 export function freezeModuleChoices(model: Module): { hidden: string[]; nonHidden: string[] } {
   const hidden = new Set<string>();
   const nonHidden = new Set<string>();
   for (const [name] of model.namedParameters()) {
-    // MoD models start their layers at 1, hence the second probe (as LLaMA-Factory).
-    const marker = name.includes(".0.") ? ".0." : name.includes(".1.") ? ".1." : null;
-    if (marker) hidden.add(name.split(marker).pop()!.split(".")[0]!);
+    // The module right after the layer number (LLaMA-Factory probes ".0.", then ".1." for MoD models).
+    const inLayer = afterLayerNumber(name);
+    if (inLayer && (inLayer.layer === 0 || inLayer.layer === 1)) hidden.add(inLayer.rest.split(".")[0]!);
     if (!/\.\d+\./.test(name)) {
       const parts = name.split(".");
       nonHidden.add(parts[parts.length - 2]!);
@@ -67,22 +75,25 @@ export function applyFreeze(model: Module, options: FreezeOptions): string[] {
   const numLayers = numLayersOf(model);
   const layerIds = trainableLayerIds(numLayers, options.trainableLayers, options.useLlamaPro);
   const { hidden, nonHidden } = freezeModuleChoices(model);
-  const patterns: string[] = [];
-  for (const moduleName of options.trainableModules ?? ["all"]) {
+  const modules = options.trainableModules ?? ["all"];
+  for (const moduleName of modules) {
     if (moduleName !== "all" && !hidden.includes(moduleName)) {
       throw new UserError(`Module ${moduleName} is not found`, "freeze_trainable_modules", `choose from: all, ${hidden.join(", ")}`);
     }
-    for (const id of layerIds) patterns.push(`.${id}.${moduleName === "all" ? "" : moduleName}`);
   }
-  for (const moduleName of options.extraModules ?? []) {
+  const extras = options.extraModules ?? [];
+  for (const moduleName of extras) {
     if (!nonHidden.includes(moduleName)) {
       throw new UserError(`Module ${moduleName} is not found`, "freeze_extra_modules", `choose from: ${nonHidden.join(", ")}`);
     }
-    patterns.push(moduleName);
   }
+  const inTrainableLayer = (name: string) => {
+    const inLayer = afterLayerNumber(name);
+    return inLayer !== null && layerIds.includes(inLayer.layer) && modules.some((module) => module === "all" || inLayer.rest.startsWith(module));
+  };
   const trainable: string[] = [];
   for (const [name, parameter] of model.namedParameters()) {
-    const train = patterns.some((pattern) => name.includes(pattern));
+    const train = inTrainableLayer(name) || extras.some((module) => name.includes(module));
     parameter.requiresGrad_(train);
     if (train) trainable.push(name);
   }

@@ -1,7 +1,8 @@
 // Gradient checkpointing, done in TypeScript: the forward pass keeps only each decoder layer's
 // input; the backward pass walks the layers in reverse, recomputing one layer's forward with
 // gradients on and backpropagating through it (what torch.utils.checkpoint does with
-// use_reentrant=True). Each layer's RNG state is replayed so dropout masks match.
+// use_reentrant=True). Each layer's RNG state is replayed so dropout masks match. An auxiliary
+// loss the stage took (MoE router balancing) backpropagates through each recomputed layer.
 import { type Tensor, getRngState, keep, noGrad, setRngState, tidy } from "../../torch/index.ts";
 import type { CausalLM, ForwardOptions } from "../causal_lm.ts";
 
@@ -59,7 +60,10 @@ export function checkpointedBackward(
           setRngState(rng);
           const leaf = input.detach().requiresGrad_(true);
           const out = layers[i]!.forward(leaf, shared, null, i);
-          out.backward(gradOut);
+          // The part of the auxiliary loss (MoE load balancing) whose gradient flows through this layer.
+          const auxiliary = model.auxiliaryLossOfLayer(i);
+          if (auxiliary) out.mul(gradOut).sum().add(auxiliary).backward();
+          else out.backward(gradOut);
           return keep(leaf.grad!);
         });
         gradOut.dispose();

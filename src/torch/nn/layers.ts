@@ -115,12 +115,13 @@ export class RMSNorm extends Module {
   forward(x: Tensor): Tensor {
     return tidy(() => {
       const inputDtype = x.dtype;
-      const hidden = x.to("float32");
+      // float32 at least: a float64 pass (finite-difference checks) stays in float64.
+      const hidden = inputDtype === "float64" ? x : x.to("float32");
       const variance = hidden.pow(2).mean(-1, true);
       const normalised = hidden.mul(variance.add(this.eps).rsqrt());
       // An upcast (float32) weight on lower-precision activations (upcast_layernorm): scale in
       // float32 and hand the next layer its own dtype, since there is no autocast to do so.
-      if (this.weight.dtype === "float32" && inputDtype !== "float32") return this.weight.mul(normalised).to(inputDtype);
+      if (this.weight.dtype === "float32" && inputDtype !== "float32" && inputDtype !== "float64") return this.weight.mul(normalised).to(inputDtype);
       return this.weight.mul(normalised.to(inputDtype));
     });
   }

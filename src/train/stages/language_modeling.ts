@@ -52,11 +52,14 @@ export const languageModeling: Pick<Stage<CollatedBatch>, "collate" | "lossDenom
   collate: (rows, options) => collateSupervised(rows, options),
   lossDenominator: (batches) => batches.reduce((sum, batch) => sum + countTrainedTokens(batch.labels), 0),
   // The logits and their float copy are freed before backward, which does not need them.
+  // A mixture of experts' router balancing loss joins the LM loss, as transformers adds it.
   loss: ({ model, hidden, labels, batch, denominator, record, predictionMetrics }) =>
     tidy(() => {
       const logits = model.logits(hidden);
       if (predictionMetrics) recordTokenAccuracy(logits, batch.labels, record);
-      return causalLmLoss(labels, denominator)(logits);
+      const loss = causalLmLoss(labels, denominator)(logits);
+      const auxiliary = model.auxiliaryLoss();
+      return auxiliary ? loss.add(auxiliary) : loss;
     }),
   evalMetrics: (evalLoss) => ({ perplexity: Math.exp(evalLoss) }),
   effectiveTokens: (rows) => rows.reduce((sum, row) => sum + row.input_ids.length, 0),
