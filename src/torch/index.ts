@@ -17,3 +17,4 @@ export * from "./optim/adamw.ts";
 export * from "./optim/sgd.ts";
 export * from "./optim/schedulers.ts";
 export { seededRandom, shuffled } from "./seeded.ts";
+export * from "./distributed.ts";
