@@ -2,12 +2,13 @@
 // traces, generated help, version, and jobs that parse their arguments but are not built yet.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { loadConfig } from "../src/model/config.ts";
 import { makeTinyModel } from "./fixtures/tiny_model.ts";
+import { alpacaDataDir, tinyModelWithTokenizer } from "./fixtures/tiny_run.ts";
 
 const bin = new URL("../bin/lmf.mjs", import.meta.url).pathname;
 const repo = new URL("..", import.meta.url).pathname;
@@ -17,6 +18,15 @@ function lmf(...args: string[]) {
   const result = spawnSync(process.execPath, [bin, ...args], { cwd: repo, encoding: "utf8" });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** The notice lines of stderr, and the rest. */
+function splitNotices(stderr: string): { notices: string[]; rest: string } {
+  const lines = stderr.trim().split("\n");
+  return { notices: lines.filter((line) => line.startsWith("notice:")), rest: lines.filter((line) => !line.startsWith("notice:")).join("\n") };
+}
+
+/** LLaMA-Factory's example configs set keys that change nothing here; each gets one notice saying so. */
+const exampleNoEffectNotices = [/`trust_remote_code: true` has no effect/, /`dataloader_num_workers: 4` has no effect/, /`ddp_timeout: 180000000` has no effect/];
 
 function assertOneCleanError(stderr: string, fragment: string) {
   const lines = stderr.trim().split("\n");
@@ -50,16 +60,21 @@ describe("lmf", () => {
   test("a valid config whose model is not on this machine fails with one clear message before any work", () => {
     const result = lmf("train", "examples/train_lora/llama3_lora_sft.yaml", "lora_rank=16", "cache_dir=/nonexistent");
     assert.equal(result.status, 1, result.stderr);
-    assertOneCleanError(result.stderr, "model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct' is neither a local folder nor in a Hugging Face cache");
+    const { notices, rest } = splitNotices(result.stderr);
+    assert.equal(notices.length, exampleNoEffectNotices.length, result.stderr);
+    exampleNoEffectNotices.forEach((notice, i) => assert.match(notices[i]!, notice));
+    assertOneCleanError(rest, "model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct' is neither a local folder nor in a Hugging Face cache");
   });
 
   test("chat takes a training config and ignores its training keys with one notice", () => {
     const result = lmf("chat", "examples/train_lora/llama3_lora_sft.yaml", "cache_dir=/nonexistent");
     assert.equal(result.status, 1, result.stderr);
     assert.match(result.stderr, /^error: model_name_or_path: 'meta-llama\/Meta-Llama-3-8B-Instruct' is neither a local folder/m);
-    const notices = result.stderr.split("\n").filter((line) => line.startsWith("notice:"));
-    assert.equal(notices.length, 1);
-    assert.match(notices[0]!, /ignores keys it does not use: .*learning_rate/);
+    const { notices } = splitNotices(result.stderr);
+    // dataloader_num_workers and ddp_timeout are training keys: among the ignored, not noticed twice.
+    assert.equal(notices.length, 2, result.stderr);
+    assert.match(notices[0]!, /ignores keys it does not use: .*dataloader_num_workers.*learning_rate.*ddp_timeout/);
+    assert.match(notices[1]!, /`trust_remote_code: true` has no effect/);
   });
 
   test("an unsupported feature is refused before anything runs", () => {
@@ -127,4 +142,32 @@ test("lmf llama-pro expand writes an expanded checkpoint and says how to train i
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /^error: .*--num_expand must be a positive integer/m);
   assert.doesNotMatch(bad.stderr, /\n\s+at /);
+});
+
+describe("lmf train refuses bad inputs with one line before writing anything", () => {
+  const data = alpacaDataDir();
+  const train = (model: string, outputDir: string, ...extra: string[]) =>
+    lmf("train", "--model_name_or_path", model, "--stage", "sft", "--do_train", "--dataset", "alpaca", "--dataset_dir", data, "--template", "chatml", "--output_dir", outputDir, "--max_steps", "1", ...extra);
+
+  test("a tokenizer.json that is valid JSON but not a tokenizer", () => {
+    const model = tinyModelWithTokenizer();
+    writeFileSync(join(model, "tokenizer.json"), "{}");
+    const outputDir = join(dir, "out-tokenizer");
+    const result = train(model, outputDir);
+    assert.equal(result.status, 1);
+    assertOneCleanError(result.stderr, `${join(model, "tokenizer.json")}: not a tokenizer: it has no \`model\``);
+    assert.ok(!existsSync(outputDir));
+  });
+
+  test("a cutoff_len that leaves no label token to train on", () => {
+    const outputDir = join(dir, "out-cutoff");
+    const result = train(tinyModelWithTokenizer(), outputDir, "--cutoff_len", "1");
+    assert.equal(result.status, 1);
+    // Progress lines come first; the error is the last line.
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.filter((line) => line.startsWith("error: ")).length, 1, result.stderr);
+    assert.match(lines.at(-1)!, /^error: cutoff_len: none of the 12 training rows keeps a label token/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+    assert.ok(!existsSync(outputDir));
+  });
 });

@@ -1,10 +1,12 @@
 // Dataset file readers: `.json` (array, or JSON lines), `.jsonl`, `.csv` (RFC 4180), `.txt` (one
 // example per line, a `text` column), `.parquet` (hyparquet, one row group at a time) and folders of
 // them, after LLaMA-Factory's `data/loader.py` extension map (`FILEEXT2TYPE`). Every reader is an async
-// iterator over rows, so a large file is never held whole in a string.
-import { createReadStream, existsSync, readdirSync, statSync } from "node:fs";
+// iterator over rows, so a large file is never held whole in a string; text is strict UTF-8 (a row
+// with bytes that are not is a bad row, named by file, row and byte offset).
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, extname, join } from "node:path";
 import { UserError } from "../errors.ts";
+import { Utf8File, badUtf8Problem } from "./utf8.ts";
 
 /** One raw row of a dataset file. `row` is 1-based; `line` is where it starts, when the format has lines. */
 export interface RawRow {
@@ -85,21 +87,11 @@ export function readDataFile(file: string): AsyncGenerator<RawRow> {
   }
 }
 
-async function* textChunks(file: string): AsyncGenerator<string> {
-  // utf8 decoding in the stream keeps multi-byte characters whole across chunk edges.
-  const stream = createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 });
-  let first = true;
-  for await (const chunk of stream as AsyncIterable<string>) {
-    yield first && chunk.charCodeAt(0) === 0xfeff ? chunk.slice(1) : chunk;
-    first = false;
-  }
-}
-
 /** Lines without their terminator (`\n` or `\r\n`), with 1-based line numbers. */
-async function* lines(file: string): AsyncGenerator<{ text: string; line: number }> {
+async function* lines(source: Utf8File): AsyncGenerator<{ text: string; line: number }> {
   let pending = "";
   let line = 0;
-  for await (const chunk of textChunks(file)) {
+  for await (const chunk of source.chunks()) {
     pending += chunk;
     let start = 0;
     for (let end = pending.indexOf("\n"); end !== -1; end = pending.indexOf("\n", start)) {
@@ -112,7 +104,9 @@ async function* lines(file: string): AsyncGenerator<{ text: string; line: number
   if (pending.length > 0) yield { text: pending.endsWith("\r") ? pending.slice(0, -1) : pending, line: ++line };
 }
 
-function parseJsonRow(text: string): { data: unknown; parseError?: string } {
+function parseJsonRow(text: string, source: Utf8File): { data: unknown; parseError?: string } {
+  const bad = source.badByteIn(text);
+  if (bad) return { data: undefined, parseError: badUtf8Problem(bad) };
   try {
     return { data: JSON.parse(text) };
   } catch (error) {
@@ -121,10 +115,11 @@ function parseJsonRow(text: string): { data: unknown; parseError?: string } {
 }
 
 export async function* readJsonLines(file: string): AsyncGenerator<RawRow> {
+  const source = new Utf8File(file);
   let row = 0;
-  for await (const { text, line } of lines(file)) {
+  for await (const { text, line } of lines(source)) {
     if (text.trim() === "") continue;
-    yield { ...parseJsonRow(text), file, row: ++row, line };
+    yield { ...parseJsonRow(text, source), file, row: ++row, line };
   }
 }
 
@@ -142,12 +137,74 @@ function isJsonSpace(code: number): boolean {
 }
 
 /**
+ * When a `.json` file is one JSON object (`{"data": [...]}`, pretty-printed), its top-level keys,
+ * each with whether its value is an array; null when the file is anything else. One streaming pass
+ * that keeps only the scanner state and a few short keys.
+ */
+async function singleObjectKeys(file: string): Promise<{ key: string; isArray: boolean }[] | null> {
+  const keys: { key: string; isArray: boolean }[] = [];
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let closed = false;
+  let key: string | null = null;
+  let capture: string | null = null; // the text of a string at depth 1 (a key, when a colon follows)
+  let awaitingValue = false;
+  for await (const chunk of new Utf8File(file).chunks()) {
+    for (let i = 0; i < chunk.length; i++) {
+      const code = chunk.charCodeAt(i);
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (code === BACKSLASH) escaped = true;
+        else if (code === QUOTE) inString = false;
+        if (inString && capture !== null && capture.length < 64) capture += chunk[i];
+        continue;
+      }
+      if (isJsonSpace(code)) continue;
+      if (closed || (depth === 0 && code !== OPEN_BRACE)) return null;
+      if (awaitingValue) {
+        if (key !== null && keys.length < 8) keys.push({ key, isArray: code === OPEN_BRACKET });
+        awaitingValue = false;
+        key = null;
+      }
+      if (code === QUOTE) {
+        inString = true;
+        capture = depth === 1 ? "" : null;
+      } else if (code === 0x3a && depth === 1) {
+        key = capture;
+        awaitingValue = true;
+      } else if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+        depth++;
+      } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) {
+        depth--;
+        if (depth === 0) closed = true;
+      }
+    }
+  }
+  return closed ? keys : null;
+}
+
+/** The message for a `.json` file that is one object rather than rows. */
+async function refuseSingleObject(file: string): Promise<void> {
+  const keys = await singleObjectKeys(file);
+  if (keys === null) return;
+  const listed = keys.map(({ key }) => `"${key}"`).join(", ");
+  const arrayKey = keys.find(({ isArray }) => isArray)?.key;
+  throw new UserError(
+    `${file} holds one JSON object${listed ? ` (keys ${listed})` : ""}, not an array of rows`,
+    "dataset",
+    `LLaMA-Factory's layout is a top-level array of row objects ([{...}, {...}]) or one row object per line${arrayKey !== undefined ? `: save the array under "${arrayKey}" as the file's whole content` : ""}`,
+  );
+}
+
+/**
  * A `.json` file: a top-level array, split into elements by a streaming scanner (depth and string
  * state across chunks) and parsed one element at a time; a file that starts with `{` is read as JSON
- * lines, as Hugging Face's json builder falls back to.
+ * lines, as Hugging Face's json builder falls back to (a pretty-printed single object is named as such).
  */
 export async function* readJson(file: string): AsyncGenerator<RawRow> {
-  const chunks = textChunks(file);
+  const source = new Utf8File(file);
+  const chunks = source.chunks();
   let firstChunk = "";
   let leading = 0;
   for (;;) {
@@ -159,9 +216,17 @@ export async function* readJson(file: string): AsyncGenerator<RawRow> {
     leading = 0;
   }
   const opener = firstChunk.charCodeAt(leading);
+  const badFirst = source.badByteIn(firstChunk.slice(leading, leading + 1));
+  if (badFirst) throw new UserError(`${file} is ${badUtf8Problem(badFirst)}`, "dataset");
   if (opener === OPEN_BRACE) {
     await chunks.return(undefined);
-    yield* readJsonLines(file);
+    let first = true;
+    for await (const row of readJsonLines(file)) {
+      // A first line that is not JSON by itself may be the start of one pretty-printed object.
+      if (first && row.parseError?.startsWith("not valid JSON")) await refuseSingleObject(file);
+      first = false;
+      yield row;
+    }
     return;
   }
   if (opener !== OPEN_BRACKET) {
@@ -180,7 +245,7 @@ export async function* readJson(file: string): AsyncGenerator<RawRow> {
 
   const finishElement = (text: string): RawRow => {
     elementStarted = false;
-    return { ...parseJsonRow(text), file, row: ++row, line: elementLine };
+    return { ...parseJsonRow(text, source), file, row: ++row, line: elementLine };
   };
 
   const scan = function* (chunk: string, from: number): Generator<RawRow> {
@@ -230,15 +295,22 @@ export async function* readJson(file: string): AsyncGenerator<RawRow> {
  * inside quoted fields). The first record is the header; every value is a string.
  */
 export async function* readCsv(file: string): AsyncGenerator<RawRow> {
+  const source = new Utf8File(file);
   let header: string[] | null = null;
   let row = 0;
-  for await (const { fields, line } of csvRecords(file)) {
+  for await (const { fields, line } of csvRecords(source)) {
+    const bad = source.badByteIn(fields.join(","));
     if (header === null) {
+      if (bad) throw new UserError(`the header (line ${line}) is ${badUtf8Problem(bad)}`, file);
       header = fields.map((name) => name.trim());
       continue;
     }
     if (fields.length === 1 && fields[0] === "") continue;
     row++;
+    if (bad) {
+      yield { data: undefined, parseError: badUtf8Problem(bad), file, row, line };
+      continue;
+    }
     if (fields.length !== header.length) {
       yield { data: undefined, parseError: `has ${fields.length} fields but the header has ${header.length}`, file, row, line };
       continue;
@@ -249,7 +321,7 @@ export async function* readCsv(file: string): AsyncGenerator<RawRow> {
   }
 }
 
-async function* csvRecords(file: string): AsyncGenerator<{ fields: string[]; line: number }> {
+async function* csvRecords(source: Utf8File): AsyncGenerator<{ fields: string[]; line: number }> {
   let fields: string[] = [];
   let field = "";
   let quoted = false;
@@ -257,7 +329,7 @@ async function* csvRecords(file: string): AsyncGenerator<{ fields: string[]; lin
   let skipLineFeed = false;
   let line = 1;
   let recordLine = 1;
-  for await (const chunk of textChunks(file)) {
+  for await (const chunk of source.chunks()) {
     let start = 0;
     for (let i = 0; i < chunk.length; i++) {
       const char = chunk[i]!;
@@ -304,7 +376,7 @@ async function* csvRecords(file: string): AsyncGenerator<{ fields: string[]; lin
     }
     field += chunk.slice(start);
   }
-  if (quoted) throw new UserError(`${file} line ${recordLine}: a quoted field is never closed`, "dataset", 'close the quote; a quote inside a quoted field is written as ""');
+  if (quoted) throw new UserError(`${source.path} line ${recordLine}: a quoted field is never closed`, "dataset", 'close the quote; a quote inside a quoted field is written as ""');
   if (field !== "" || fields.length > 0) {
     fields.push(field);
     yield { fields, line: recordLine };
@@ -313,10 +385,13 @@ async function* csvRecords(file: string): AsyncGenerator<{ fields: string[]; lin
 
 /** A `.txt` file: one example per non-empty line, as a `text` column (blank lines are skipped). */
 export async function* readText(file: string): AsyncGenerator<RawRow> {
+  const source = new Utf8File(file);
   let row = 0;
-  for await (const { text, line } of lines(file)) {
+  for await (const { text, line } of lines(source)) {
     if (text.trim() === "") continue;
-    yield { data: { text }, file, row: ++row, line };
+    const bad = source.badByteIn(text);
+    if (bad) yield { data: undefined, parseError: badUtf8Problem(bad), file, row: ++row, line };
+    else yield { data: { text }, file, row: ++row, line };
   }
 }
 

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { UserError } from "../errors.ts";
-import { closestName } from "../hparams/parser.ts";
+import { closestName } from "../names.ts";
 
 export type Formatting = "alpaca" | "sharegpt" | "openai";
 

@@ -2,7 +2,7 @@
 // pure-JS `@huggingface/tokenizers`) + tokenizer_config.json, special_tokens_map.json,
 // chat_template.jinja/json and generation_config.json, with transformers' `PreTrainedTokenizerFast`
 // semantics for special tokens, `add_special_tokens`, `split_special_tokens` and added tokens.
-import { existsSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
 import { UserError } from "../errors.ts";
@@ -47,6 +47,30 @@ function readJson(path: string): Json | null {
   } catch (error) {
     throw new UserError(`cannot parse JSON: ${(error as Error).message}`, path, "fix or re-download the file");
   }
+}
+
+const TOKENIZER_FIX = "re-download the model's tokenizer.json, or save it again: AutoTokenizer.from_pretrained(path).save_pretrained(path) in Python";
+
+/**
+ * tokenizer.json checked as HF tokenizers' deserializer reads it (tokenizer/serialization.rs): an
+ * object with a `model` holding a vocabulary, version "1.0" when given; the normalizer,
+ * pre-tokenizer, post-processor and decoder may be absent, which means none (null).
+ */
+function checkTokenizerJson(json: unknown, path: string): Json {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new UserError("not a tokenizer: the file holds no JSON object", path, TOKENIZER_FIX);
+  const tokenizer = json as Json;
+  if (tokenizer.version !== undefined && tokenizer.version !== "1.0") {
+    throw new UserError(`unknown tokenizer version ${JSON.stringify(tokenizer.version)} (tokenizers reads version "1.0")`, path, TOKENIZER_FIX);
+  }
+  const model = tokenizer.model as Json | undefined;
+  if (model === null || typeof model !== "object" || Array.isArray(model)) {
+    throw new UserError("not a tokenizer: it has no `model` (the BPE, Unigram or WordPiece model with its vocabulary)", path, TOKENIZER_FIX);
+  }
+  if (model.vocab === null || typeof model.vocab !== "object") {
+    throw new UserError(`the tokenizer's model${typeof model.type === "string" ? ` (${model.type})` : ""} has no \`vocab\``, path, TOKENIZER_FIX);
+  }
+  if (tokenizer.added_tokens !== undefined && !Array.isArray(tokenizer.added_tokens)) throw new UserError("`added_tokens` is not a list", path, TOKENIZER_FIX);
+  return { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, added_tokens: [], ...tokenizer };
 }
 
 /** A token entry in tokenizer_config.json / special_tokens_map.json: a string or an AddedToken dict. */
@@ -103,14 +127,16 @@ export class Tokenizer {
 
   /** Loads the tokenizer files of an HF folder. */
   static fromFolder(dir: string, options: LoadTokenizerOptions = {}): Tokenizer {
-    const tokenizerJson = readJson(join(dir, "tokenizer.json"));
-    if (!tokenizerJson) {
+    const tokenizerPath = join(dir, "tokenizer.json");
+    const rawTokenizerJson = readJson(tokenizerPath);
+    if (!rawTokenizerJson) {
       throw new UserError(
         "no tokenizer.json (only fast tokenizers are supported)",
         dir,
         "save a fast tokenizer there: AutoTokenizer.from_pretrained(path).save_pretrained(path) in Python",
       );
     }
+    const tokenizerJson = checkTokenizerJson(rawTokenizerJson, tokenizerPath);
     const config: Json = { ...(readJson(join(dir, "tokenizer_config.json")) ?? {}) };
     const specialMap = readJson(join(dir, "special_tokens_map.json")) ?? {};
     for (const [key, value] of Object.entries(specialMap)) config[key] = value;
@@ -125,9 +151,20 @@ export class Tokenizer {
       chatTemplate,
       splitSpecialTokens: options.splitSpecialTokens,
     });
+    tokenizer.checkUsable(tokenizerPath);
     if (options.addTokens?.length) tokenizer.addTokens(options.addTokens);
     if (options.addSpecialTokens?.length) tokenizer.addSpecialTokens({ additional_special_tokens: options.addSpecialTokens });
     return tokenizer;
+  }
+
+  /** Builds the tokenizer now and runs it once, so a file the library cannot use fails at load with its name, not mid-preprocessing. */
+  checkUsable(path: string): void {
+    try {
+      const ids = this.encode("Hello, world.", { addSpecialTokens: true });
+      if (ids.length > 0) this.tokenizer().decode(ids, { skip_special_tokens: false });
+    } catch (error) {
+      throw new UserError(`the tokenizer cannot be used: ${(error as Error).message}`, path, TOKENIZER_FIX);
+    }
   }
 
   /** A copy whose later added tokens do not touch this one. */
@@ -347,6 +384,17 @@ export class Tokenizer {
     );
     return this.innerSplitting;
   }
+}
+
+/** The files of an HF folder that belong to its tokenizer (and its generation config), saved beside trained weights. */
+const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
+
+export function tokenizerFileNames(folder: string): string[] {
+  return readdirSync(folder).filter((name) => TOKENIZER_FILES.test(name));
+}
+
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const name of tokenizerFileNames(from)) copyFileSync(join(from, name), join(to, name));
 }
 
 /** Loads `tokenizer.json` and its companions from a local HF folder. */

@@ -254,7 +254,7 @@ export interface RunEvalOptions {
 
 export async function runEval(args: EvalArgs, options: RunEvalOptions = {}): Promise<EvalResult> {
   const print = options.print ?? ((line: string) => process.stdout.write(line + "\n"));
-  const { model, data, evaluation } = args;
+  const { model, evaluation } = args;
   if (!evaluation.task) throw new UserError("`task` is required for lmf eval", "task", "set e.g. task: mmlu_test");
   const saveDir = evaluation.save_dir ?? null;
   if (saveDir && existsSync(saveDir)) throw new UserError(`\`save_dir\` ${saveDir} already exists`, "save_dir", "choose a new `save_dir` so earlier results are not overwritten");

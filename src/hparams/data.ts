@@ -41,12 +41,15 @@ export const dataFields = {
   preprocessing_batch_size: int(1000, "Examples per preprocessing batch.", { min: 1 }),
   preprocessing_num_workers: optInt("Worker processes for preprocessing.", { min: 1 }),
   max_samples: optInt("Keep at most this many examples of each dataset (for debugging).", { min: 1 }),
-  eval_num_beams: optInt("Beams used when generating predictions.", { min: 1 }),
+  eval_num_beams: optInt("Beams used when generating predictions.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, it only fills generation_num_beams, which prediction never reads: num_beams from the generating arguments applies",
+  }),
   ignore_pad_token_for_loss: bool(true, "Give padding positions the ignore label so they add no loss."),
   val_size: float(0, "Validation split taken from the training data: a fraction in [0, 1) or a count of examples.", {
     min: 0,
   }),
-  eval_on_each_dataset: bool(false, "Evaluate each evaluation dataset separately."),
+  eval_on_each_dataset: bool(false, "Evaluate each evaluation dataset separately.", { tier: "later" }),
   packing: optBool(null, "Pack several examples into each sequence (on by default for pt).", {
     aliases: ["sft_packing"],
   }),
@@ -54,7 +57,7 @@ export const dataFields = {
   tool_format: optStr("Function-call format used in tool examples."),
   default_system: optStr("Replace the template's default system message."),
   enable_thinking: optBool(true, "Reasoning mode for templates with thinking."),
-  preserve_thinking: bool(false, "Keep the thinking text of earlier turns."),
+  preserve_thinking: bool(false, "Keep the thinking text of earlier turns.", { tier: "later" }),
   tokenized_path: optStr("Where the tokenized dataset is saved to or loaded from.", { aliases: ["cache_path"] }),
   data_shared_file_system: bool(false, "Datasets live on a file system shared between nodes.", { tier: "later" }),
 };

@@ -13,7 +13,8 @@ export const evaluationFields = {
   download_mode: choice(
     ["reuse_dataset_if_exists", "reuse_cache_if_exists", "force_redownload"],
     "reuse_dataset_if_exists",
-    "Accepted for compatibility; benchmarks are read from task_dir, never downloaded.",
+    "Reuse or re-download the benchmark dataset.",
+    { noEffect: "benchmarks are read from task_dir; nothing is downloaded" },
   ),
 };
 

@@ -2,14 +2,16 @@
 // default, choices, tier and help (`lmf train --help`), one field in detail (`lmf help lora_rank`).
 import { UserError } from "../errors.ts";
 import { type Command, allGroups, commandGroups, groupByKey } from "./index.ts";
-import { closestName } from "./parser.ts";
+import { foreignKeys } from "./foreign_keys.ts";
+import { closestName } from "../names.ts";
+import { foreignKeyError } from "./parser.ts";
 import { type Field, type Group, formatValue, typeLabel } from "./schema.ts";
 
 const TIER_NOTES = { now: "", later: " [not yet supported]", out: " [out of scope]" } as const;
 
 function tierNote(spec: Field): string {
   const valueTiers = Object.entries(spec.choiceTiers ?? {});
-  if (valueTiers.length && spec.tier !== "now") {
+  if (valueTiers.length && (spec.tier === "later" || spec.tier === "out")) {
     // Values listed with their own tier (report_to: none/tensorboard/all) work; the rest do not yet.
     const supported = valueTiers.filter(([, tier]) => tier === "now").map(([value]) => value);
     return ` [supported: ${supported.join(", ")}; other values ${spec.tier === "out" ? "out of scope" : "not yet"}]`;
@@ -18,17 +20,19 @@ function tierNote(spec: Field): string {
   const valuesNote = laterValues.length
     ? ` [not yet supported: ${laterValues.map(([value, tier]) => (tier === "out" ? `${value} (out of scope)` : value)).join(", ")}]`
     : "";
-  return TIER_NOTES[spec.tier] + valuesNote;
+  const fieldNote = spec.tier === "noop" ? ` [no effect in lmfactory: ${spec.noEffect}]` : TIER_NOTES[spec.tier];
+  return fieldNote + valuesNote;
 }
 
 /** The tier line of `lmf help <key>`: per value when values differ from the field. */
 function tierLine(spec: Field): string {
   const valueTiers = Object.entries(spec.choiceTiers ?? {});
-  if (!valueTiers.length) return spec.tier;
+  const fieldTier = spec.tier === "noop" ? "noop (accepted, no effect in lmfactory)" : spec.tier;
+  if (!valueTiers.length) return fieldTier;
   const byTier = new Map<string, string[]>();
   for (const [value, tier] of valueTiers) byTier.set(tier, [...(byTier.get(tier) ?? []), value]);
   const listed = [...byTier].map(([tier, values]) => `${tier} for ${values.join(", ")}`);
-  return `${listed.join("; ")}; ${spec.tier} for any other value`;
+  return `${listed.join("; ")}; ${fieldTier} for any other value`;
 }
 
 function fieldLine(name: string, spec: Field): string {
@@ -69,6 +73,8 @@ export function fieldHelp(name: string): string {
     return [...direct, ...byAlias].map(([fieldName, spec]) => ({ group, fieldName, spec }));
   });
   if (hits.length === 0) {
+    const foreign = foreignKeys[name];
+    if (foreign) throw foreignKeyError(name, foreign, "lmf help");
     const names = allGroups.flatMap((group) => Object.keys(group.fields));
     const guess = closestName(name, names);
     throw new UserError(`unknown key \`${name}\``, "lmf help", guess ? `did you mean \`${guess}\`?` : "run `lmf help` for every key");

@@ -10,7 +10,8 @@ import { type EvaluationArguments, evaluationGroup } from "./evaluation.ts";
 import { type FinetuningArguments, finetuningGroup } from "./finetuning.ts";
 import { type GeneratingArguments, generatingGroup } from "./generating.ts";
 import { type ModelArguments, modelGroup } from "./model.ts";
-import { type RawSettings, coerceValue, closestName, readArgv, readObject, resolveGroups } from "./parser.ts";
+import { closestName } from "../names.ts";
+import { type RawSettings, coerceValue, readArgv, readObject, resolveGroups } from "./parser.ts";
 import { type Command, type RuleArgs, firstBrokenRule, ruleMessage } from "./rules.ts";
 import { type Field, type Group, type GroupKey, type Tier, defaultsOf, formatValue } from "./schema.ts";
 import { type TrainingArguments, trainingGroup } from "./training.ts";
@@ -18,7 +19,7 @@ import { type TrainingArguments, trainingGroup } from "./training.ts";
 export type { DataArguments, EvaluationArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments };
 export type { Command, Rule, RuleArgs } from "./rules.ts";
 export { rules } from "./rules.ts";
-export type { Field, Group, GroupKey, Tier } from "./schema.ts";
+export type { Field, Group, GroupKey, Tier, ValueTier } from "./schema.ts";
 
 export interface TrainArgs {
   model: ModelArguments;
@@ -119,6 +120,9 @@ function parseFor(command: Command, input: ArgsInput, options: ParseOptions): Re
   const broken = firstBrokenRule(ruleArgs);
   if (broken) throw new UserError(ruleMessage(broken, ruleArgs), `rule ${broken.name}`, broken.fix);
   if (!options.allowUnsupported) refuseUnsupported(unsupportedSettings(command, values));
+  for (const setting of noEffectSettings(command, values)) {
+    onWarning(`\`${setting.name}: ${formatValue(setting.value)}\` has no effect in lmfactory: ${setting.reason}`);
+  }
   return values;
 }
 
@@ -136,23 +140,46 @@ export interface UnsupportedSetting {
   group: string;
   name: string;
   value: unknown;
-  tier: Exclude<Tier, "now">;
+  tier: "later" | "out";
 }
 
-/** Settings that ask for a feature lmfactory has not built (tier later) or never will (tier out). */
-export function unsupportedSettings(command: Command, values: Partial<Record<GroupKey, Record<string, unknown>>>): UnsupportedSetting[] {
-  const found: UnsupportedSetting[] = [];
+type GroupValues = Partial<Record<GroupKey, Record<string, unknown>>>;
+
+/** Each field the command reads, with its value and the tier that value has. */
+function* settingTiers(command: Command, values: GroupValues) {
   for (const key of commandGroups[command]) {
     const group = groupByKey(key);
     for (const [name, spec] of Object.entries(group.fields)) {
       if (spec.derived || (spec.trainOnly && command !== "train")) continue;
       const value = values[key]?.[name];
       const valueTier = typeof value === "string" ? spec.choiceTiers?.[value] : listTier(spec, value);
-      const tier = valueTier ?? spec.tier;
-      if (tier === "now") continue;
-      if (!valueTier && isDeepStrictEqual(value, spec.default)) continue;
-      found.push({ group: group.name, name, value, tier });
+      yield { group, name, spec, value, valueTier, tier: valueTier ?? spec.tier, isDefault: isDeepStrictEqual(value, spec.default) };
     }
+  }
+}
+
+/** Settings that ask for a feature lmfactory has not built (tier later) or never will (tier out). */
+export function unsupportedSettings(command: Command, values: GroupValues): UnsupportedSetting[] {
+  const found: UnsupportedSetting[] = [];
+  for (const { group, name, value, valueTier, tier, isDefault } of settingTiers(command, values)) {
+    if (tier === "now" || tier === "noop") continue;
+    if (!valueTier && isDefault) continue;
+    found.push({ group: group.name, name, value, tier });
+  }
+  return found;
+}
+
+export interface NoEffectSetting {
+  name: string;
+  value: unknown;
+  reason: string;
+}
+
+/** Non-default settings of fields that change nothing in lmfactory: each gets one notice with its reason. */
+export function noEffectSettings(command: Command, values: GroupValues): NoEffectSetting[] {
+  const found: NoEffectSetting[] = [];
+  for (const { name, spec, value, tier, isDefault } of settingTiers(command, values)) {
+    if (tier === "noop" && !isDefault) found.push({ name, value, reason: spec.noEffect! });
   }
   return found;
 }
@@ -161,7 +188,7 @@ export function unsupportedSettings(command: Command, values: Partial<Record<Gro
 function listTier(spec: Field, value: unknown): Tier | undefined {
   if (!spec.choiceTiers || !Array.isArray(value)) return undefined;
   const tiers = value.map((item: unknown) => (typeof item === "string" ? spec.choiceTiers![item] : undefined) ?? spec.tier);
-  return tiers.includes("out") ? "out" : tiers.includes("later") ? "later" : "now";
+  return tiers.includes("out") ? "out" : tiers.includes("later") ? "later" : tiers.includes("noop") ? "noop" : "now";
 }
 
 function refuseUnsupported(found: UnsupportedSetting[]): void {

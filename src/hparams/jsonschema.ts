@@ -21,6 +21,7 @@ function fieldSchema(spec: Field): Schema {
   if (spec.min !== undefined) schema.minimum = spec.min;
   if (spec.max !== undefined) schema.maximum = spec.max;
   if (spec.tier !== "now") schema["x-tier"] = spec.tier;
+  if (spec.noEffect) schema["x-no-effect"] = spec.noEffect;
   return spec.nullable ? { anyOf: [schema, { type: "null" }], description: spec.help, default: spec.default } : schema;
 }
 

@@ -8,7 +8,9 @@ export const loraFields = {
   lora_dropout: float(0, "Dropout on the LoRA input.", { min: 0, max: 1 }),
   lora_rank: int(8, "Rank of the LoRA update matrices.", { min: 1 }),
   lora_target: list(["all"], "Modules that get LoRA, comma-separated; all means every linear layer except the output head."),
-  lora_bf16_mode: bool(false, "Keep the LoRA weights in bfloat16."),
+  lora_bf16_mode: bool(false, "Keep the LoRA weights in bfloat16.", {
+    noEffect: "LLaMA-Factory declares it and reads it nowhere; LoRA weights are float32 unless pure_bf16",
+  }),
   loraplus_lr_ratio: optFloat("LoRA+: learning rate of B over that of A.", { min: 0 }),
   loraplus_lr_embedding: float(1e-6, "LoRA+: learning rate of LoRA embedding layers.", { min: 0 }),
   use_rslora: bool(false, "Scale by alpha / sqrt(rank) instead of alpha / rank (rank-stabilised LoRA)."),

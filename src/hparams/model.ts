@@ -19,6 +19,8 @@ import {
   str,
 } from "./schema.ts";
 
+const nothingDownloaded = "models load from local folders or the local Hugging Face cache; nothing is downloaded";
+
 const baseModel = {
   model_name_or_path: optStr("Local Hugging Face model folder (or a hub id already in the cache) to load."),
   adapter_name_or_path: optList(
@@ -27,7 +29,7 @@ const baseModel = {
   adapter_folder: optStr("Folder that holds the adapter weights to load."),
   cache_dir: optStr("Where downloaded models are stored (Hugging Face cache layout)."),
   use_fast_tokenizer: bool(true, "Use the fast (tokenizers-library) tokenizer."),
-  resize_vocab: bool(false, "Resize the embedding and output layers to the tokenizer's vocabulary size."),
+  resize_vocab: bool(false, "Resize the embedding and output layers to the tokenizer's vocabulary size (a multiple of 64); tokens from add_tokens / add_special_tokens always resize."),
   split_special_tokens: bool(false, "Tokenize special-token strings as plain text instead of as single special tokens."),
   add_tokens: optList("Ordinary tokens to add to the tokenizer, comma-separated."),
   add_special_tokens: optList("Special tokens to add to the tokenizer, comma-separated.", {
@@ -43,7 +45,9 @@ const baseModel = {
     { tier: "later" },
   ),
   model_revision: str("main", "Branch, tag or commit of the model to use."),
-  low_cpu_mem_usage: bool(true, "Load weights without keeping a second copy in memory."),
+  low_cpu_mem_usage: bool(true, "Load weights without keeping a second copy in memory.", {
+    noEffect: "weights always stream tensor by tensor into the model, never as a second full copy",
+  }),
   rope_scaling: optChoice(["linear", "dynamic", "yarn", "llama3"], "RoPE scaling strategy for longer contexts."),
   flash_attn: choice(["auto", "disabled", "sdpa", "fa2", "fa3"], "auto", "Attention kernel: auto picks the fastest available."),
   shift_attn: bool(false, "Use LongLoRA's shifted short attention (S^2-Attn) during training."),
@@ -53,25 +57,34 @@ const baseModel = {
   enable_liger_kernel: bool(false, "Use fused Liger-style kernels in training.", { tier: "later" }),
   moe_aux_loss_coef: optFloat("Weight of the mixture-of-experts router auxiliary loss.", { tier: "out" }),
   disable_gradient_checkpointing: bool(false, "Turn activation recomputation off (faster, more memory)."),
-  use_reentrant_gc: bool(true, "Recomputation style; accepted for compatibility."),
+  use_reentrant_gc: bool(true, "Recomputation style; accepted for compatibility.", {
+    noEffect: "lmfactory recomputes each layer its own way; reentrant or not, the gradients are the same",
+  }),
   upcast_layernorm: bool(false, "Keep norm-layer weights in fp32."),
-  upcast_lmhead_output: bool(false, "Compute the output logits in fp32."),
+  upcast_lmhead_output: bool(false, "Compute the output logits in fp32.", {
+    noEffect: "training computes the loss on float32 logits in any case, as Hugging Face's loss does (same gradients, checked)",
+  }),
   train_from_scratch: bool(false, "Initialise weights randomly from config.json instead of loading them."),
   infer_backend: choice(
     ["huggingface", "native", "llamacpp", "vllm", "sglang"],
     "huggingface",
-    "Inference engine; huggingface and native both mean lmfactory's own engine.",
-    { choiceTiers: { llamacpp: "later", vllm: "out", sglang: "out" } },
+    "Inference engine.",
+    {
+      noEffect: "lmfactory has one engine, its own; huggingface and native both name it",
+      choiceTiers: { llamacpp: "later", vllm: "out", sglang: "out" },
+    },
   ),
   offload_folder: str("offload", "Folder for weights offloaded from memory.", { tier: "later" }),
-  use_kv_cache: bool(true, "Cache keys and values during generation."),
+  use_kv_cache: bool(true, "Cache keys and values during generation (false recomputes the whole sequence each step: same text, slower)."),
   use_v1_kernels: bool(false, "Use LLaMA-Factory v1's high-performance training kernels.", { tier: "out" }),
   infer_dtype: choice(["auto", "float16", "bfloat16", "float32"], "auto", "Data type of weights and activations at inference."),
-  hf_hub_token: optStr("Hugging Face Hub token (never logged or saved)."),
-  ms_hub_token: optStr("ModelScope Hub token (never logged or saved)."),
-  om_hub_token: optStr("Modelers Hub token (never logged or saved)."),
+  hf_hub_token: optStr("Hugging Face Hub token (never logged or saved).", { noEffect: nothingDownloaded }),
+  ms_hub_token: optStr("ModelScope Hub token (never logged or saved).", { noEffect: nothingDownloaded }),
+  om_hub_token: optStr("Modelers Hub token (never logged or saved).", { noEffect: nothingDownloaded }),
   print_param_status: bool(false, "Print each parameter's dtype, device and whether it trains."),
-  trust_remote_code: bool(false, "Accepted for compatibility; custom model code from the hub cannot run here."),
+  trust_remote_code: bool(false, "Allow the model folder's own Python code to run.", {
+    noEffect: "no Python code is ever run: architectures are built in and picked by config.json's model_type",
+  }),
 };
 
 const quantization = {

@@ -5,6 +5,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { LineCounter, isMap, isScalar, parseDocument } from "yaml";
 import { UserError } from "../errors.ts";
+import { closestName } from "../names.ts";
+import { type ForeignKey, foreignKeys } from "./foreign_keys.ts";
 import { type Field, type Group, type GroupKey, defaultsOf, formatValue, typeLabel } from "./schema.ts";
 
 /** One raw setting and where it came from (`cfg.yaml:12`, `command line (--lora_rank)`). */
@@ -167,7 +169,9 @@ export function coerceValue(name: string, spec: Field, value: unknown, where: st
     case "list": {
       const items = typeof value === "string" ? splitList(value) : Array.isArray(value) ? value : null;
       if (items === null || items.some((item) => typeof item !== "string" && typeof item !== "number")) return wrongType();
-      return items.map((item) => String(item).trim()).filter((item) => item.length > 0);
+      const kept = items.map((item) => String(item).trim()).filter((item) => item.length > 0);
+      // An empty optional list means none, as null does (HF's `fsdp: ""` turns FSDP off).
+      return kept.length === 0 && spec.nullable ? null : kept;
     }
     case "floats": {
       const items = typeof value === "string" ? splitList(value) : Array.isArray(value) ? value : typeof value === "number" ? [value] : null;
@@ -228,32 +232,6 @@ function describeKind(spec: Field): string {
 function allowedText(spec: Field): string {
   if (spec.choices) return `allowed: ${spec.choices.join(", ")}${spec.nullable ? ", null" : ""}`;
   return `expected ${typeLabel(spec)}; default ${formatValue(spec.default)}`;
-}
-
-/** Levenshtein distance, for "did you mean" suggestions. */
-export function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    previous = current;
-  }
-  return previous[b.length]!;
-}
-
-/** The known name closest to `name`, or the shortest one containing it; null when nothing is close. */
-export function closestName(name: string, candidates: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestDistance = Infinity;
-  for (const candidate of candidates) {
-    const distance = editDistance(name, candidate);
-    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
-  }
-  if (best !== null && bestDistance <= Math.max(2, Math.floor(name.length / 3))) return best;
-  const containing = candidates.filter((candidate) => name.length >= 3 && candidate.includes(name));
-  return containing.sort((a, b) => a.length - b.length)[0] ?? null;
 }
 
 export interface ResolveOptions {
@@ -317,6 +295,8 @@ export function resolveGroups(settings: RawSettings, options: ResolveOptions): R
           "remove it, or run the command it belongs to",
         );
       }
+      const foreign = foreignKeys[givenKey];
+      if (foreign) throw foreignKeyError(givenKey, foreign, setting.where);
       const guess = closestName(key, allNames);
       const fix = guess ? `did you mean \`${guess}\`?` : "see `lmf help` for every key";
       throw new UserError(`unknown key \`${givenKey}\``, setting.where, fix);
@@ -333,4 +313,9 @@ export function resolveGroups(settings: RawSettings, options: ResolveOptions): R
     options.onWarning(`\`${options.command}\` ignores keys it does not use: ${ignored.join(", ")}`);
   }
   return result;
+}
+
+/** A key of another trainer's config: says whose it is, and the lmfactory key to use where there is one. */
+export function foreignKeyError(key: string, foreign: ForeignKey, where: string): UserError {
+  return new UserError(`\`${key}\` is ${foreign.trainer}`, where, foreign.instead ? `in lmfactory: ${foreign.instead}` : "remove it");
 }

@@ -2,8 +2,15 @@
 // old names), written once in the group files; the TS types, parsing, help text, JSON Schema and
 // web forms all derive from these entries. Mirrors LLaMA-Factory's dataclass `field(...)`.
 
-/** now: does real work once its layer exists; later: refused until built; out: never planned. */
-export type Tier = "now" | "later" | "out";
+/**
+ * now: does its work (a test shows it: tests/hparams/behaviour_links.ts); noop: accepted, but
+ * changes nothing in lmfactory (its `noEffect` says why; a non-default value gets one notice);
+ * later: refused until built; out: never planned.
+ */
+export type Tier = "now" | "noop" | "later" | "out";
+
+/** What one value of a field can be: `infer_backend: vllm` is out while the field is noop. */
+export type ValueTier = Exclude<Tier, "noop">;
 
 export type Kind = "str" | "int" | "float" | "bool" | "list" | "floats" | "enum" | "json";
 
@@ -16,10 +23,12 @@ export interface Field<T = unknown> {
   readonly nullable: boolean;
   readonly help: string;
   readonly tier: Tier;
+  /** Why the field changes nothing in lmfactory: present exactly when `tier` is "noop". */
+  readonly noEffect?: string;
   /** Allowed values: strings for `enum`, numbers for `int` fields such as `quantization_bit`. */
   readonly choices?: readonly (string | number)[];
   /** Per-value tiers, e.g. `stage: dpo` is "later" while `stage: sft` works now. */
-  readonly choiceTiers?: Readonly<Record<string, Tier>>;
+  readonly choiceTiers?: Readonly<Record<string, ValueTier>>;
   readonly min?: number;
   readonly max?: number;
   /** Old names still found in configs; accepted with a warning naming the new one. */
@@ -37,17 +46,20 @@ export type Fields = Readonly<Record<string, Field<any>>>;
 /** The plain object type a group of declarations parses into. */
 export type ArgsOf<F extends Fields> = { -readonly [K in keyof F]: F[K] extends Field<infer T> ? T : never };
 
-interface Options {
-  tier?: Tier;
+interface CommonOptions {
   aliases?: readonly string[];
   min?: number;
   max?: number;
-  choiceTiers?: Readonly<Record<string, Tier>>;
+  choiceTiers?: Readonly<Record<string, ValueTier>>;
   trainOnly?: boolean;
 }
 
+/** A field either has a tier, or says why it has no effect (which makes its tier "noop"). */
+type Options = CommonOptions & ({ tier?: ValueTier; noEffect?: never } | { noEffect: string; tier?: never });
+
 function field<T>(kind: Kind, defaultValue: T, nullable: boolean, help: string, options: Options = {}): Field<T> {
-  return { kind, default: defaultValue, nullable, help, tier: options.tier ?? "now", ...options };
+  const { tier, noEffect, ...rest } = options;
+  return { kind, default: defaultValue, nullable, help, tier: noEffect ? "noop" : (tier ?? "now"), ...(noEffect ? { noEffect } : {}), ...rest };
 }
 
 export const str = (defaultValue: string, help: string, options?: Options): Field<string> =>

@@ -16,9 +16,10 @@ import {
   optList,
   optStr,
   str,
-  type Tier,
+  type ValueTier,
 } from "./schema.ts";
 // Names only: schedulers.ts imports nothing but types, so the engine does not load here.
+import { OPTIMIZER_FOR_NAME } from "../torch/optim/names.ts";
 import { SCHEDULER_NAMES } from "../torch/optim/schedulers.ts";
 
 const schedulers = [
@@ -52,14 +53,16 @@ const optimizers = [
   "paged_lion_32bit",
 ] as const;
 
-const builtOptimizers: readonly string[] = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "sgd"];
-const laterOptimizers: Record<string, Tier> = Object.fromEntries(
+const builtOptimizers: readonly string[] = Object.keys(OPTIMIZER_FOR_NAME);
+const laterOptimizers: Record<string, ValueTier> = Object.fromEntries(
   optimizers.filter((name) => !builtOptimizers.includes(name)).map((name) => [name, "later"]),
 );
 
+const singleProcess = "lmfactory trains in a single process, without distributed collectives, until distributed training is built";
+
 const core = {
   output_dir: str("trainer_output", "Folder for checkpoints, logs and the final model."),
-  overwrite_output_dir: bool(false, "Train into output_dir even if it already holds a model, instead of resuming."),
+  overwrite_output_dir: bool(false, "Start over instead of resuming from the last checkpoint in output_dir, writing over lmfactory's own outputs there (never over files it did not write)."),
   do_train: bool(false, "Run training."),
   do_eval: bool(false, "Run evaluation on the validation set."),
   do_predict: bool(false, "Run prediction on the evaluation set and save the outputs."),
@@ -71,7 +74,10 @@ const core = {
   }),
   eval_delay: float(0, "Steps or epochs to wait before the first evaluation.", { min: 0 }),
   eval_on_start: bool(false, "Evaluate once before training starts."),
-  eval_accumulation_steps: optInt("Move predictions to the CPU every this many evaluation steps.", { min: 1 }),
+  eval_accumulation_steps: optInt("Move predictions to the CPU every this many evaluation steps.", {
+    min: 1,
+    noEffect: "each evaluation batch is reduced to numbers at once (the HF Trainer's behaviour with 1); no prediction tensors are held",
+  }),
   prediction_loss_only: bool(false, "During evaluation, compute only the loss."),
   per_device_train_batch_size: int(8, "Examples per device in each training step.", { min: 1 }),
   per_device_eval_batch_size: int(8, "Examples per device in each evaluation step.", { min: 1 }),
@@ -96,19 +102,32 @@ const core = {
   data_seed: optInt("Separate seed for data sampling."),
   bf16: bool(false, "Mixed precision with bfloat16."),
   fp16: bool(false, "Mixed precision with float16 and loss scaling."),
-  tf32: optBool(null, "Allow TF32 matmuls on Ampere or newer GPUs."),
+  tf32: optBool(null, "Allow TF32 matmuls on Ampere or newer GPUs.", {
+    noEffect: "the engine cannot switch TF32: CPU runs have none, and CUDA runs keep libtorch's default (TF32 off for matmuls)",
+  }),
   use_cpu: bool(false, "Train on the CPU even when a GPU is present."),
-  gradient_checkpointing: bool(false, "Recompute activations in the backward pass to save memory."),
-  gradient_checkpointing_kwargs: optJson("Options for gradient checkpointing, as a dict or JSON string."),
+  gradient_checkpointing: bool(false, "Recompute activations in the backward pass to save memory.", {
+    noEffect: "lmfactory recomputes activations unless disable_gradient_checkpointing is set, as LLaMA-Factory does",
+  }),
+  gradient_checkpointing_kwargs: optJson("Options for gradient checkpointing, as a dict or JSON string.", {
+    noEffect: "lmfactory recomputes each layer its own way (RNG state replayed); the gradients are those of every torch.utils.checkpoint setting",
+  }),
   resume_from_checkpoint: optStr("Checkpoint folder to resume training from."),
-  remove_unused_columns: bool(true, "Drop dataset columns the model does not take (lmfactory always keeps them)."),
-  label_names: optList("Names of the label inputs."),
-  dataloader_num_workers: int(0, "Worker processes that load batches.", { min: 0 }),
+  remove_unused_columns: bool(true, "Drop dataset columns the model does not take.", {
+    noEffect: "batches hold exactly what the stage needs; LLaMA-Factory forces this to false too",
+  }),
+  label_names: optList("Names of the label inputs.", { noEffect: "the stage's batches always carry their labels as `labels`" }),
+  dataloader_num_workers: int(0, "Worker processes that load batches.", {
+    min: 0,
+    noEffect: "the data is tokenized before training (see preprocessing_num_workers) and batches are collated in-process",
+  }),
   dataloader_drop_last: bool(false, "Drop the last incomplete batch."),
-  ddp_timeout: int(1800, "Timeout in seconds of distributed collectives.", { min: 1 }),
-  ddp_find_unused_parameters: optBool(null, "Let distributed training look for parameters without gradients."),
+  ddp_timeout: int(1800, "Timeout in seconds of distributed collectives.", { min: 1, noEffect: singleProcess }),
+  ddp_find_unused_parameters: optBool(null, "Let distributed training look for parameters without gradients.", {
+    noEffect: singleProcess,
+  }),
   include_num_input_tokens_seen: bool(false, "Count and log the input tokens seen."),
-  neftune_noise_alpha: optFloat("Add NEFTune noise of this scale to embeddings.", { tier: "later", min: 0 }),
+  neftune_noise_alpha: optFloat("Add NEFTune noise of this scale to the input embeddings while training.", { min: 0 }),
   torch_compile: bool(false, "Compile the model.", { tier: "later" }),
   auto_find_batch_size: bool(false, "Halve the batch size on out-of-memory until it fits.", { tier: "later" }),
   full_determinism: bool(false, "Make every kernel deterministic.", { tier: "later" }),
@@ -131,10 +150,13 @@ const logging = {
 };
 
 const saving = {
-  save_strategy: choice(["no", "steps", "epoch", "best"], "steps", "When to save checkpoints."),
+  save_strategy: choice(["no", "steps", "epoch", "best"], "steps", "When to save checkpoints.", {
+    // `best` saves when metric_for_best_model improves, which needs the best-model tracking not built yet.
+    choiceTiers: { best: "later" },
+  }),
   save_steps: float(500, "Save a checkpoint every this many steps (a fraction < 1 means of all steps).", { min: 0 }),
   save_total_limit: optInt("Keep at most this many checkpoints.", { min: 1 }),
-  save_safetensors: bool(true, "Save weights as safetensors."),
+  save_safetensors: bool(true, "Save weights as safetensors (false: pytorch_model.bin).", { tier: "later" }),
   save_only_model: bool(false, "Save weights only, without optimizer and scheduler state (cannot resume exactly)."),
   load_best_model_at_end: bool(false, "Load the best checkpoint by metric_for_best_model at the end."),
   metric_for_best_model: optStr("Metric that picks the best checkpoint (default: loss)."),
@@ -146,14 +168,22 @@ const saving = {
 
 const generation = {
   predict_with_generate: bool(false, "Generate text during prediction (for BLEU/ROUGE and saved predictions)."),
-  generation_max_length: optInt("Longest generated sequence in prediction; defaults to cutoff_len.", { min: 1 }),
-  generation_num_beams: optInt("Beams used in prediction.", { min: 1 }),
+  generation_max_length: optInt("Longest generated sequence in prediction; defaults to cutoff_len.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, prediction is bounded by max_new_tokens (or max_length) from the generating arguments, which Seq2SeqTrainer prefers",
+  }),
+  generation_num_beams: optInt("Beams used in prediction.", {
+    min: 1,
+    noEffect: "as in LLaMA-Factory, prediction uses num_beams from the generating arguments, which Seq2SeqTrainer prefers; set num_beams",
+  }),
 };
 
 const outOfScope = {
   deepspeed: optJson("DeepSpeed config file or dict.", { tier: "out" }),
-  fsdp: optStr("FSDP options.", { tier: "out" }),
+  // HF's `fsdp` is `Union[list[FSDPOption], str]`: `full_shard auto_wrap` or `[full_shard, auto_wrap]`.
+  fsdp: optList("FSDP options.", { tier: "out" }),
   fsdp_config: optJson("FSDP config file or dict.", { tier: "out" }),
+  fsdp_transformer_layer_cls_to_wrap: optStr("Decoder layer class FSDP wraps (deprecated in HF; use fsdp_config).", { tier: "out" }),
   ray_run_name: optStr("Ray run name.", { tier: "out" }),
   ray_storage_path: optStr("Ray storage path.", { tier: "out" }),
   ray_num_workers: int(1, "Ray workers.", { tier: "out" }),

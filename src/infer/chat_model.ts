@@ -4,17 +4,26 @@
 import type { ChatTemplate } from "../data/templates/template.ts";
 import type { Message } from "../data/types.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
+import { contextLength } from "../model/config.ts";
 import { type GenerateOptions, generate, generateStream, loadGenerationConfig } from "../model/generation.ts";
 import { type LoadedModel, loadPretrained } from "../model/pretrained.ts";
-import type { Tokenizer } from "../data/tokenizer.ts";
+import type { LoadTokenizerOptions, Tokenizer } from "../data/tokenizer.ts";
 
 export interface ChatModelOptions {
   modelNameOrPath: string;
   adapterNameOrPath?: string[] | null;
   cacheDir?: string | null;
+  /** Branch, tag or commit of a hub id in the cache (`model_revision`). */
+  revision?: string;
+  /** `split_special_tokens`, `add_tokens`, `add_special_tokens`. */
+  tokenizer?: LoadTokenizerOptions;
   template?: string | null;
   defaultSystem?: string | null;
   enableThinking?: boolean | null;
+  /** Overrides the template's tool format (`tool_format`). */
+  toolFormat?: string | null;
+  /** Drop special tokens from answers (`skip_special_tokens`, default true). */
+  skipSpecialTokens?: boolean;
   inferDtype?: "auto" | "float32" | "bfloat16" | "float16";
   flashAttn?: "auto" | "disabled" | "sdpa" | "fa2" | "fa3";
   ropeScaling?: "linear" | "dynamic" | "yarn" | "llama3" | null;
@@ -29,12 +38,13 @@ export class ChatModel {
     readonly tokenizer: Tokenizer,
     readonly template: ChatTemplate,
     readonly defaults: GenerationSettings,
+    readonly skipSpecialTokens: boolean,
   ) {}
 
   /** A model loaded for inference by the one loader, with the folder's generation_config.json under `generation`. */
-  static fromLoaded(loaded: LoadedModel, generation: GenerationSettings = {}): ChatModel {
+  static fromLoaded(loaded: LoadedModel, generation: GenerationSettings = {}, skipSpecialTokens = true): ChatModel {
     const fromFolder = loadGenerationConfig(loaded.modelFolder);
-    return new ChatModel(loaded.model, loaded.tokenizer, loaded.template, { ...fromFolder, ...generation });
+    return new ChatModel(loaded.model, loaded.tokenizer, loaded.template, { ...fromFolder, ...generation }, skipSpecialTokens);
   }
 
   /** The library entry point: a model folder, its LoRA adapters (merged) and a template. */
@@ -45,8 +55,10 @@ export class ChatModel {
       {
         modelNameOrPath: options.modelNameOrPath,
         cacheDir: options.cacheDir,
+        revision: options.revision,
+        tokenizer: options.tokenizer,
         template: options.template ?? null,
-        templateOptions: { defaultSystem: options.defaultSystem, enableThinking: options.enableThinking },
+        templateOptions: { defaultSystem: options.defaultSystem, enableThinking: options.enableThinking, toolFormat: options.toolFormat },
       },
       {
         dtype,
@@ -57,7 +69,17 @@ export class ChatModel {
         finetuning: { finetuningType: "lora", adapterNameOrPath: options.adapterNameOrPath ?? null },
       },
     );
-    return ChatModel.fromLoaded(loaded, generation);
+    return ChatModel.fromLoaded(loaded, generation, options.skipSpecialTokens ?? true);
+  }
+
+  /** An answer's text: generated ids decoded, special tokens dropped unless `skip_special_tokens: false`. */
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: this.skipSpecialTokens });
+  }
+
+  /** The longest prompt + answer the model serves (its config after the rope_scaling patch). */
+  get contextLength(): number {
+    return contextLength(this.model.config);
   }
 
   /** The prompt ids for a conversation that ends with a user (or observation) turn. */
@@ -70,12 +92,12 @@ export class ChatModel {
     return { ...this.defaults, ...overrides, eosTokenId: stopIds, padTokenId: this.tokenizer.padTokenId ?? stopIds[0] ?? 0 };
   }
 
-  /** One answer per conversation, decoded without special tokens. */
+  /** One answer per conversation, decoded as `decode` does. */
   chat(conversations: Message[][], settings: GenerationSettings = {}, system?: string): { text: string; finishReason: string; promptTokens: number; completionTokens: number }[] {
     const prompts = conversations.map((messages) => this.promptIds(messages, system));
     const { sequences, finishReasons } = generate(this.model, prompts, this.options(settings));
     return sequences.map((ids, i) => ({
-      text: this.tokenizer.decode(ids, { skipSpecialTokens: true }),
+      text: this.decode(ids),
       finishReason: finishReasons[i]!,
       promptTokens: prompts[i]!.length,
       completionTokens: ids.length,
@@ -90,7 +112,7 @@ export class ChatModel {
     for (const token of generateStream(this.model, this.promptIds(messages, system), this.options(settings))) {
       if (stops.has(token)) break;
       generated.push(token);
-      const text = this.tokenizer.decode(generated, { skipSpecialTokens: true });
+      const text = this.decode(generated);
       // Hold back a piece that ends inside a multi-byte character.
       if (text.endsWith("\uFFFD")) continue;
       yield text.slice(emitted.length);

@@ -9,10 +9,12 @@ import { ChatModel } from "./chat_model.ts";
 export { generationSettingsFromArgs } from "../model/from_args.ts";
 
 /** Loads the model, adapters, tokenizer and template the arguments name (the one loader), with their generation defaults. */
-export function loadChatModelFromArgs(args: Pick<InferArgs, "model" | "data" | "finetuning">, generating?: InferArgs["generating"]): ChatModel {
+export function loadChatModelFromArgs(args: Pick<InferArgs, "model" | "data" | "finetuning"> & Partial<Pick<InferArgs, "generating">>): ChatModel {
+  const { generating } = args;
   const loaded = loadPretrained(
     tokenizerOptionsFromArgs(args),
     modelOptionsFromArgs(args, { dtype: inferDtype(args.model), device: "cpu", training: false }),
   );
-  return ChatModel.fromLoaded(loaded, generating ? generationSettingsFromArgs(generating) : {});
+  const settings = generating ? { ...generationSettingsFromArgs(generating), useKvCache: args.model.use_kv_cache } : { useKvCache: args.model.use_kv_cache };
+  return ChatModel.fromLoaded(loaded, settings, generating?.skip_special_tokens ?? true);
 }

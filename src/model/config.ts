@@ -103,3 +103,17 @@ export function loadConfig(folder: string): ModelConfig {
   }
   return normalizeConfig(raw, path);
 }
+
+/**
+ * The longest sequence (prompt + answer) the model serves. yarn extends its original length by its
+ * factor (transformers and vLLM: `original_max_position_embeddings`, else max_position_embeddings,
+ * times factor: Qwen2.5 and Qwen3 with yarn 4 serve 131072). Every other scaling is read as the
+ * config already stating the extended length in max_position_embeddings: llama3 checkpoints do, and
+ * so does LLaMA-Factory's rope_scaling patch for linear and dynamic (patches/config.ts).
+ */
+export function contextLength(config: ModelConfig): number {
+  const declared = config.max_position_embeddings;
+  const scaling = config.rope_scaling;
+  if (scaling?.rope_type !== "yarn" || !((scaling.factor ?? 1) > 1)) return declared;
+  return Math.floor((scaling.original_max_position_embeddings ?? declared) * scaling.factor!);
+}

@@ -1,6 +1,7 @@
 // The model arguments as the loader's flat options: the one mapping from LLaMA-Factory's model,
 // data and finetuning groups to `loadTokenizerAndTemplate` / `loadModelFor`, shared by train,
 // chat, api, eval and export (like a stage workflow, this file sees whole argument groups).
+import { join } from "node:path";
 import type { DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments } from "../hparams/index.ts";
 import type { DType } from "../torch/index.ts";
 import type { FinetuningOptions } from "./adapters/index.ts";
@@ -54,7 +55,8 @@ export function finetuningOptionsFromArgs(args: ArgGroups, dtype: DType): Finetu
     useDora: finetuning.use_dora,
     pissaInit: finetuning.pissa_init,
     pissaIter: finetuning.pissa_iter,
-    adapterNameOrPath: model.adapter_name_or_path,
+    // adapter_folder: the subfolder of each adapter path that holds its files (PEFT's `subfolder`).
+    adapterNameOrPath: model.adapter_folder ? (model.adapter_name_or_path?.map((path) => join(path, model.adapter_folder!)) ?? null) : model.adapter_name_or_path,
     createNewAdapter: finetuning.create_new_adapter,
     // LLaMA-Factory keeps trainable LoRA weights in float32 unless pure_bf16.
     loraDtype: finetuning.finetuning_type === "lora" && dtype !== "float32" && !finetuning.pure_bf16 ? "float32" : undefined,
@@ -64,7 +66,7 @@ export function finetuningOptionsFromArgs(args: ArgGroups, dtype: DType): Finetu
 /** Model options for training (`training`) or inference, in `dtype` on `device`. */
 export function modelOptionsFromArgs(
   args: ArgGroups,
-  options: { dtype: DType; device: string; training: boolean; modelMaxLength?: number | null; print?: (line: string) => void },
+  options: { dtype: DType; device: string; training: boolean; modelMaxLength?: number | null; print?: (line: string) => void; warn?: (line: string) => void },
 ): ModelOptions {
   const { model } = args;
   return {
@@ -83,6 +85,7 @@ export function modelOptionsFromArgs(
     finetuning: finetuningOptionsFromArgs(args, options.dtype),
     printParamStatus: model.print_param_status,
     print: options.print,
+    warn: options.warn,
   };
 }
 

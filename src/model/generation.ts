@@ -2,6 +2,7 @@
 // greedy search, sampling, beam search with BeamSearchScorer/BeamHypotheses) and
 // configuration_utils.py (GenerationConfig defaults). Prompts are left-padded into one batch with an
 // attention mask; a KV cache gives one prefill then one token per step; each step is a `tidy` block.
+// `generateSteps` runs one step per `next()`, so a server can interleave requests between steps.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
@@ -31,6 +32,21 @@ export interface GenerateOptions {
   padTokenId?: number | null;
   /** false recomputes the whole sequence each step (same output, slower). */
   useKvCache?: boolean;
+  /**
+   * Seconds after which no further step starts (HF's max_time / MaxTimeCriteria): unfinished rows
+   * end with finish reason "length", and beam search finishes with its open beams, as at the token budget.
+   */
+  maxTime?: number | null;
+  /** When `maxTime` starts counting, in ms since the epoch (MaxTimeCriteria's initial_timestamp); default: now. */
+  timeOrigin?: number;
+  /**
+   * Feeds the prompt to the KV cache this many tokens per step (chunked prefill, as vLLM does), so
+   * a step's attention scores span chunk × prompt positions instead of prompt², and each chunk is a
+   * step of `generateSteps`. For an unpadded batch with the KV cache (greedy, sampling, beam search),
+   * not with dynamic RoPE, whose frequencies follow the length of each forward; null feeds the whole
+   * prompt at once, as HF.
+   */
+  prefillChunk?: number | null;
 }
 
 export type FinishReason = "stop" | "length";
@@ -56,6 +72,10 @@ interface Settings {
   stopTokens: Set<number>;
   padTokenId: number;
   useKvCache: boolean;
+  /** Date.now() past which no further step starts; Infinity without maxTime. */
+  deadline: number;
+  /** Prompt tokens per prefill step; Infinity for the whole prompt. */
+  prefillChunk: number;
 }
 
 function resolveSettings(prompts: number[][], options: GenerateOptions): Settings {
@@ -79,6 +99,10 @@ function resolveSettings(prompts: number[][], options: GenerateOptions): Setting
     throw new UserError(`generate: temperature must be > 0 when sampling (got ${temperature})`, undefined, "set do_sample: false for greedy decoding");
   }
   if (doSample && !(topP > 0 && topP <= 1)) throw new UserError(`generate: top_p must be in (0, 1] (got ${topP})`);
+  const prefillChunk = options.prefillChunk ?? Infinity;
+  if (!(prefillChunk >= 1) || (prefillChunk !== Infinity && !Number.isInteger(prefillChunk))) {
+    throw new UserError(`generate: prefillChunk must be a positive integer (got ${prefillChunk})`);
+  }
   return {
     budget: Math.max(budget, 0),
     doSample,
@@ -92,14 +116,17 @@ function resolveSettings(prompts: number[][], options: GenerateOptions): Setting
     stopTokens,
     padTokenId: options.padTokenId ?? [...stopTokens][0] ?? 0,
     useKvCache: options.useKvCache ?? true,
+    deadline: options.maxTime != null ? (options.timeOrigin ?? Date.now()) + options.maxTime * 1000 : Infinity,
+    prefillChunk,
   };
 }
 
 /**
  * Greedy or sampled decoding of a left-padded batch: yields each step's next token per row (the
- * pad token for rows that already stopped) and returns each row's finish reason.
+ * pad token for rows that already stopped), or null for a prefill chunk, and returns each row's
+ * finish reason.
  */
-function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings): Generator<number[], FinishReason[]> {
+function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings): Generator<number[] | null, FinishReason[]> {
   const B = prompts.length;
   const width = Math.max(...prompts.map((prompt) => prompt.length));
   const device = modelDevice(model);
@@ -112,10 +139,12 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
   const reasons: (FinishReason | null)[] = new Array(B).fill(null);
   const cache = settings.useKvCache ? new KVCache(model.decoderLayers.length, { capacity: width + settings.budget }) : null;
   try {
+    if (cache && !padded && settings.budget > 0 && !(yield* prefillChunks(model, columns, cache, settings))) return reasons.map(() => "length");
     for (let step = 0; step < settings.budget; step++) {
       const chosen = tidy(() =>
         noGrad(() => {
-          const fresh = cache && step > 0 ? columns.map((row) => row.slice(-1)) : columns;
+          // With a cache, only what it does not hold yet: the prompt (or its last chunk), then the last token.
+          const fresh = cache ? columns.map((row) => row.slice(cache.length)) : columns;
           const logits = model.forward(tensor(fresh, { dtype: "int64", device }), {
             attentionMask: padded ? tensor(mask, { dtype: "int64", device }) : null,
             cache,
@@ -138,7 +167,7 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
         if (settings.stopTokens.has(tokens[b]!)) reasons[b] = "stop";
       }
       yield tokens;
-      if (reasons.every(Boolean)) break;
+      if (reasons.every(Boolean) || Date.now() > settings.deadline) break;
     }
   } finally {
     cache?.dispose();
@@ -146,12 +175,45 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
   return reasons.map((reason) => reason ?? "length");
 }
 
+/**
+ * Chunked prefill of equal-length rows: feeds all but the last `prefillChunk` tokens into `cache`,
+ * one forward per step (the caller's first step then feeds the rest and picks the first token).
+ * Returns false when the time limit passed meanwhile.
+ */
+function* prefillChunks(model: CausalLM, rows: number[][], cache: KVCache, settings: Settings): Generator<null, boolean> {
+  // Dynamic RoPE sets its frequencies from the length of each forward: chunks would change them.
+  if (model.config.rope_scaling?.rope_type === "dynamic") return true;
+  const width = rows[0]!.length;
+  const device = modelDevice(model);
+  for (let start = 0; start + settings.prefillChunk < width; start += settings.prefillChunk) {
+    const chunk = rows.map((row) => row.slice(start, start + settings.prefillChunk));
+    tidy(() => noGrad(() => void model.forward(tensor(chunk, { dtype: "int64", device }), { cache, logitsToKeep: 1 })));
+    yield null;
+    if (Date.now() > settings.deadline) return false;
+  }
+  return true;
+}
+
 /** Generates continuations of a batch of prompts (token ids); returns only the new tokens. */
 export function generate(model: CausalLM, inputIds: number[][], options: GenerateOptions = {}): GenerateOutput {
+  const steps = generateSteps(model, inputIds, options);
+  for (;;) {
+    const next = steps.next();
+    if (next.done) return next.value;
+  }
+}
+
+/**
+ * `generate` one model step per `next()`: each yields the token chosen for every row (the pad token
+ * for rows that stopped), or null for a prefill chunk or a beam-search step; the return value is
+ * generate's output. Closing it early frees the KV cache.
+ */
+export function* generateSteps(model: CausalLM, inputIds: number[][], options: GenerateOptions = {}): Generator<number[] | null, GenerateOutput> {
   const settings = resolveSettings(inputIds, options);
   if (settings.numBeams > 1) {
     // Each prompt is searched alone: a left-padded batch gives the same beams, so nothing is lost.
-    const results = inputIds.map((prompt) => beamSearch(model, prompt, settings));
+    const results: BeamResult[] = [];
+    for (const prompt of inputIds) results.push(yield* beamSearch(model, prompt, settings));
     return {
       sequences: results.map((result) => result.tokens),
       finishReasons: results.map((result) => result.reason),
@@ -162,11 +224,12 @@ export function generate(model: CausalLM, inputIds: number[][], options: Generat
   const steps = decodeSteps(model, inputIds, settings);
   const finished = new Array<boolean>(inputIds.length).fill(false);
   for (const tokens of steps) {
-    tokens.forEach((token, b) => {
+    tokens?.forEach((token, b) => {
       if (finished[b]) return;
       sequences[b]!.push(token);
       finished[b] = settings.stopTokens.has(token);
     });
+    yield tokens;
   }
   return { sequences, finishReasons: finished.map((stopped) => (stopped ? "stop" : "length")) };
 }
@@ -183,7 +246,7 @@ export function* generateStream(model: CausalLM, prompt: number[], options: Gene
     for (;;) {
       const next = steps.next();
       if (next.done) return next.value[0]!;
-      yield next.value[0]!;
+      if (next.value) yield next.value[0]!;
     }
   } finally {
     // A consumer that stops early reaches here; closing the steps frees their KV cache.
@@ -233,8 +296,14 @@ class BeamHypotheses {
   }
 }
 
-/** Beam search for one prompt (BeamSearchScorer with batch 1); returns the best hypothesis. */
-function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { tokens: number[]; reason: FinishReason; score: number } {
+interface BeamResult {
+  tokens: number[];
+  reason: FinishReason;
+  score: number;
+}
+
+/** Beam search for one prompt (BeamSearchScorer with batch 1), one step per `next()`; returns the best hypothesis. */
+function* beamSearch(model: CausalLM, prompt: number[], settings: Settings): Generator<null, BeamResult> {
   const numBeams = settings.numBeams;
   const device = modelDevice(model);
   const V = model.config.vocab_size;
@@ -246,11 +315,13 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
   const cache = settings.useKvCache ? new KVCache(model.decoderLayers.length, { capacity: prompt.length + settings.budget }) : null;
   let done = false;
   try {
+    if (cache && settings.budget > 0 && !(yield* prefillChunks(model, beams, cache, settings))) return { tokens: [], reason: "length", score: 0 };
     for (let step = 0; step < settings.budget && !done; step++) {
       const generatedLength = step + 1; // new tokens once this step's token is appended
       const [values, indices] = tidy(() =>
         noGrad(() => {
-          const fresh = cache && step > 0 ? beams.map((beam) => beam.slice(-1)) : beams;
+          // With a cache, only what it does not hold yet: the prompt (or its last chunk), then each beam's last token.
+          const fresh = cache ? beams.map((beam) => beam.slice(cache.length)) : beams;
           const logits = model.forward(tensor(fresh, { dtype: "int64", device }), { cache, logitsToKeep: 1 }); // [N, 1, V]
           const logprobs = logits.select(1, logits.shape[1]! - 1).to("float32").logSoftmax(-1); // [N, V]
           // HF applies the processors to log-probs in beam search.
@@ -277,6 +348,8 @@ function beamSearch(model: CausalLM, prompt: number[], settings: Settings): { to
       cache?.reorder(next.map((beam) => beam.source));
       beams = next.map((beam) => [...beams[beam.source]!, beam.token]);
       beamScores = next.map((beam) => beam.score);
+      yield null;
+      if (Date.now() > settings.deadline) break;
     }
   } finally {
     cache?.dispose();

@@ -55,6 +55,8 @@ export interface ModelOptions {
   finetuning: FinetuningOptions;
   printParamStatus?: boolean;
   print?: (line: string) => void;
+  /** Where notices go (warnings); `print` by default. */
+  warn?: (line: string) => void;
 }
 
 export interface LoadedModel extends LoadedTokenizer {
@@ -94,10 +96,22 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
     model.upcastLogits = options.upcastLmheadOutput ?? false;
     if (options.upcastLayernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);
-    if (options.resizeVocab || loaded.addedTokens > 0 || tokenizer.length > config.vocab_size) {
+    // Tokens from add_tokens / add_special_tokens grow the embeddings (LLaMA-Factory forces resize_vocab
+    // for them); the template's stop words alone do not, as in LLaMA-Factory, which only warns.
+    const ownLength = tokenizer.length - loaded.addedTokens;
+    if (options.resizeVocab || ownLength > config.vocab_size) {
       const before = config.vocab_size;
       const size = resizeTokenEmbeddings(model, tokenizer.length);
       if (size !== before) print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);
+    } else if (tokenizer.length > config.vocab_size) {
+      const rows = config.vocab_size;
+      const ids = Array.from({ length: tokenizer.length - rows }, (_, i) => rows + i);
+      const names = (tokenizer.convertIdsToTokens(ids) as (string | null)[]).map((name, i) => `${name ?? "?"} (id ${ids[i]})`);
+      (options.warn ?? print)(
+        `the template added ${names.join(", ")} to the tokenizer, beyond the model's ${rows} embedding rows; the model keeps ` +
+          `${rows} rows, so these tokens can only end generation. Set resize_vocab: true to grow the vocabulary to ` +
+          `${Math.ceil(tokenizer.length / 64) * 64} (LLaMA-Factory: "New tokens have been added, make sure resize_vocab is True").`,
+      );
     }
     const finetuning = applyFinetuning(model, { ...options.finetuning, isTrainable: options.training });
     if (options.training) print(paramSummary(model));

@@ -16,5 +16,6 @@ export * from "./optim/optimizer.ts";
 export * from "./optim/adamw.ts";
 export * from "./optim/sgd.ts";
 export * from "./optim/schedulers.ts";
+export * from "./optim/names.ts";
 export { seededRandom, shuffled } from "./seeded.ts";
 export * from "./distributed.ts";

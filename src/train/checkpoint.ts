@@ -1,8 +1,9 @@
 // Training checkpoints (`checkpoint-<step>/`): the model or adapter, optimizer and scheduler
 // state, the RNG state and the data position, written to a temporary folder and renamed so that a
-// kill at any moment leaves the last complete checkpoint intact; `save_total_limit` rotation.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// kill at any moment leaves the last complete checkpoint intact; `save_total_limit` rotation. Both
+// record in lmf_outputs.json what they write and remove only entries recorded there.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { UserError } from "../errors.ts";
 import {
   type BaseHyperParameters,
@@ -16,6 +17,7 @@ import {
   saveSafetensors,
   setRngState,
 } from "../torch/index.ts";
+import { forgetOutputs, isOurs, readManifest, recordOutputs, removeOurs, removeStaleCheckpoints } from "./output_manifest.ts";
 
 export const CHECKPOINT_PREFIX = "checkpoint-";
 
@@ -34,12 +36,17 @@ export interface TrainerStateJson {
   save_steps: number;
   eval_steps: number | null;
   train_batch_size: number;
+  /** Input tokens seen (include_num_input_tokens_seen); absent in checkpoints of older runs. */
+  num_input_tokens_seen?: number;
   total_flos: number;
   log_history: Record<string, number>[];
   best_metric: number | null;
+  best_global_step?: number | null;
   best_model_checkpoint: string | null;
   is_local_process_zero: boolean;
   is_world_process_zero: boolean;
+  /** HF's ExportableState callbacks: EarlyStoppingCallback's patience counter survives a resume. */
+  stateful_callbacks?: { EarlyStoppingCallback?: { args: Record<string, number>; attributes: { early_stopping_patience_counter: number } } };
   /** lmfactory's exact-resume data: the data position and the tokens seen so far. */
   lmf_data_position: DataPosition;
   lmf_total_tokens: number;
@@ -52,11 +59,24 @@ export interface CheckpointParts {
   state: TrainerStateJson;
 }
 
+/** The temporary folder a checkpoint is written to before it is renamed. */
+export function checkpointTemporaryName(name: string): string {
+  return `.${name}.tmp`;
+}
+
 /** Writes `checkpoint-<step>` atomically (a `.tmp` folder renamed at the end). */
 export function saveCheckpoint(outputDir: string, parts: CheckpointParts, saveOnlyModel: boolean): string {
   const name = `${CHECKPOINT_PREFIX}${parts.state.global_step}`;
   const final = join(outputDir, name);
-  const temporary = join(outputDir, `.${name}.tmp`);
+  const temporary = join(outputDir, checkpointTemporaryName(name));
+  mkdirSync(outputDir, { recursive: true });
+  const manifest = readManifest(outputDir);
+  for (const entry of [name, checkpointTemporaryName(name)]) {
+    if (existsSync(join(outputDir, entry)) && !isOurs(outputDir, entry, manifest)) {
+      throw new UserError(`${entry} exists and lmfactory did not write it; the checkpoint of step ${parts.state.global_step} would replace it`, outputDir, "move it away or choose another output_dir");
+    }
+  }
+  recordOutputs(outputDir, [name, checkpointTemporaryName(name)]);
   rmSync(temporary, { recursive: true, force: true });
   mkdirSync(temporary, { recursive: true });
   parts.saveModel(temporary);
@@ -77,7 +97,7 @@ export function saveCheckpoint(outputDir: string, parts: CheckpointParts, saveOn
 
 /** Checkpoint folders in `outputDir`, oldest first. */
 export function listCheckpoints(outputDir: string): string[] {
-  if (!existsSync(outputDir)) return [];
+  if (!existsSync(outputDir) || !statSync(outputDir).isDirectory()) return [];
   return readdirSync(outputDir)
     .filter((name) => new RegExp(`^${CHECKPOINT_PREFIX}\\d+$`).test(name) && existsSync(join(outputDir, name, "trainer_state.json")))
     .sort((a, b) => Number(a.slice(CHECKPOINT_PREFIX.length)) - Number(b.slice(CHECKPOINT_PREFIX.length)))
@@ -88,11 +108,30 @@ export function lastCheckpoint(outputDir: string): string | null {
   return listCheckpoints(outputDir).at(-1) ?? null;
 }
 
-/** Deletes the oldest checkpoints beyond `limit`, as HF's `save_total_limit` (null: keep all). */
-export function rotateCheckpoints(outputDir: string, limit: number | null): void {
+/**
+ * After a save: removes the stale checkpoints of a run that overwrite_output_dir started over from,
+ * then the oldest checkpoints beyond `limit`, as HF's `save_total_limit` (null: keep all), but only
+ * those lmfactory wrote (a checkpoint it did not write is kept, even when it is over the limit).
+ * The best checkpoint is never deleted: HF moves it next to the newest before rotating, and keeps
+ * two when the limit is 1 and the newest is not the best, so training can still resume.
+ */
+export function rotateCheckpoints(outputDir: string, limit: number | null, best: string | null = null): void {
+  removeStaleCheckpoints(outputDir);
   if (limit === null || limit <= 0) return;
   const checkpoints = listCheckpoints(outputDir);
-  for (const old of checkpoints.slice(0, Math.max(0, checkpoints.length - limit))) rmSync(old, { recursive: true, force: true });
+  const keep = best !== null && limit === 1 && checkpoints.at(-1) !== best ? 2 : limit;
+  if (checkpoints.length <= keep) return;
+  const bestIndex = best === null ? -1 : checkpoints.indexOf(best);
+  for (let i = bestIndex; i >= 0 && i < checkpoints.length - 2; i++) [checkpoints[i], checkpoints[i + 1]] = [checkpoints[i + 1]!, checkpoints[i]!];
+  const manifest = readManifest(outputDir);
+  const removed: string[] = [];
+  for (const old of checkpoints.slice(0, checkpoints.length - keep)) {
+    const name = basename(old);
+    if (!isOurs(outputDir, name, manifest)) continue;
+    removeOurs(outputDir, name, manifest);
+    removed.push(name, checkpointTemporaryName(name));
+  }
+  forgetOutputs(outputDir, removed);
 }
 
 export function readTrainerState(checkpoint: string): TrainerStateJson {

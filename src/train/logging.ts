@@ -2,7 +2,7 @@
 // line per logging step (step, epoch, loss, lr, tokens/s, ETA), `trainer_log.jsonl` (LogCallback's
 // fields), and the `*_results.json` files HF's Trainer writes; experiment trackers (`report_to`)
 // get each logged step's scalars through RunReporter, as HF's callbacks get `on_log`.
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface LogRecord {
@@ -46,6 +46,8 @@ export class RunLog {
     private readonly print: (line: string) => void = (line) => process.stderr.write(line + "\n"),
     resumed = false,
     private readonly reporters: readonly RunReporter[] = [],
+    /** progress: false (disable_tqdm) prints each log as HF's PrinterCallback does, without the progress line. */
+    private readonly display: { progress: boolean } = { progress: true },
   ) {
     this.logFile = join(outputDir, "trainer_log.jsonl");
     if (!resumed && existsSync(this.logFile)) writeFileSync(this.logFile, "");
@@ -57,7 +59,20 @@ export class RunLog {
   }
 
   /** One logging step: the terminal line and one JSON line in trainer_log.jsonl. */
-  step(values: { step: number; totalSteps: number; epoch: number; loss?: number; evalLoss?: number; lr?: number; gradNorm?: number; tokensPerSecond: number; totalTokens: number; stepsThisRun: number }): LogRecord {
+  step(values: {
+    step: number;
+    totalSteps: number;
+    epoch: number;
+    loss?: number;
+    evalLoss?: number;
+    lr?: number;
+    gradNorm?: number;
+    tokensPerSecond: number;
+    totalTokens: number;
+    stepsThisRun: number;
+    /** The record HF's Trainer.log keeps (log_history), printed as a dict under disable_tqdm. */
+    logs?: Record<string, number>;
+  }): LogRecord {
     const elapsed = this.elapsed();
     const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
     const remaining = perStep * (values.totalSteps - values.step);
@@ -84,6 +99,11 @@ export class RunLog {
       epoch: values.epoch,
     };
     for (const reporter of this.reporters) reporter.scalars(values.step, scalars);
+    if (!this.display.progress) {
+      const logs = values.logs ?? scalars;
+      this.print(`{${Object.entries(logs).map(([name, value]) => `'${name}': ${value}`).join(", ")}}`);
+      return record;
+    }
     const parts = [
       `[${values.step}/${values.totalSteps}]`,
       `epoch ${record.epoch!.toFixed(2)}`,
@@ -108,10 +128,20 @@ export class RunLog {
   }
 }
 
-/** `<split>_results.json`, merged into `all_results.json`, as HF's `save_metrics`. */
+/** `<split>_results.json`, merged into `all_results.json`, as HF's `save_metrics` (output_dir made if missing). */
 export function saveMetrics(outputDir: string, split: "train" | "eval" | "predict", metrics: Record<string, number>): void {
+  mkdirSync(outputDir, { recursive: true });
   writeFileSync(join(outputDir, `${split}_results.json`), JSON.stringify(metrics, null, 4) + "\n");
   const allPath = join(outputDir, "all_results.json");
-  const all = existsSync(allPath) ? (JSON.parse(readFileSync(allPath, "utf8")) as Record<string, number>) : {};
+  const all = existsSync(allPath) ? readEarlierResults(allPath) : {};
   writeFileSync(allPath, JSON.stringify({ ...all, ...metrics }, null, 4) + "\n");
+}
+
+/** The metrics an earlier step of the run merged; a file cut short by a kill mid-write counts as none. */
+function readEarlierResults(path: string): Record<string, number> {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as Record<string, number>;
+  } catch {
+    return {};
+  }
 }

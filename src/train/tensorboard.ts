@@ -82,6 +82,22 @@ export interface EventFields {
   fileVersion?: string;
   /** Scalars of one `Summary`, tag -> value, each a `Summary.Value` with `simple_value`. */
   scalars?: Record<string, number>;
+  /** One text summary, as torch's `add_text` writes it (tag `<tag>/text_summary`). */
+  text?: { tag: string; value: string };
+}
+
+const DT_STRING = 7;
+
+/**
+ * torch.utils.tensorboard.summary.text: `Summary.Value { tag = 1; metadata = 9; tensor = 8 }` with
+ * `SummaryMetadata { plugin_data = 1 { plugin_name = 1: "text" } }` and
+ * `TensorProto { dtype = 1: DT_STRING; tensor_shape = 2 { dim = 2 { size = 1: 1 } }; string_val = 8 }`.
+ */
+function textValue(tag: string, value: string): number[] {
+  const metadata = lengthDelimited(1, Uint8Array.from(lengthDelimited(1, Buffer.from("text", "utf8"))));
+  const shape = lengthDelimited(2, Uint8Array.from([...key(1, VARINT), ...varint(1)]));
+  const tensor = [...key(1, VARINT), ...varint(DT_STRING), ...lengthDelimited(2, Uint8Array.from(shape)), ...lengthDelimited(8, Buffer.from(value, "utf8"))];
+  return [...lengthDelimited(1, Buffer.from(`${tag}/text_summary`, "utf8")), ...lengthDelimited(9, Uint8Array.from(metadata)), ...lengthDelimited(8, Uint8Array.from(tensor))];
 }
 
 /**
@@ -99,6 +115,7 @@ export function encodeEvent(event: EventFields): Uint8Array {
     );
     bytes.push(...lengthDelimited(5, Uint8Array.from(values)));
   }
+  if (event.text) bytes.push(...lengthDelimited(5, Uint8Array.from(lengthDelimited(1, Uint8Array.from(textValue(event.text.tag, event.text.value))))));
   return Uint8Array.from(bytes);
 }
 
@@ -135,6 +152,10 @@ export class EventFileWriter {
     this.write({ wallTime, step, scalars: { [tag]: value } });
   }
 
+  addText(tag: string, value: string, step = 0, wallTime = Date.now() / 1000): void {
+    this.write({ wallTime, step, text: { tag, value } });
+  }
+
   close(): void {
     if (this.fd === null) return;
     closeSync(this.fd);
@@ -154,9 +175,14 @@ export function tensorBoardTag(name: string): string {
   return `train/${name}`;
 }
 
-/** The reporter RunLog calls with HF's log keys (`loss`, `learning_rate`, `epoch`, `grad_norm`, `eval_loss`). */
-export function tensorBoardReporter(logDir: string): RunReporter & { readonly path: string } {
+/**
+ * The reporter RunLog calls with HF's log keys (`loss`, `learning_rate`, `epoch`, `grad_norm`, `eval_loss`).
+ * `args`: the training arguments as JSON, written first as the `args` text, as HF's
+ * TensorBoardCallback.on_train_begin does (where TensorBoard shows `run_name`).
+ */
+export function tensorBoardReporter(logDir: string, options: { args?: string } = {}): RunReporter & { readonly path: string } {
   const writer = new EventFileWriter(logDir);
+  if (options.args !== undefined) writer.addText("args", options.args);
   return {
     path: writer.path,
     scalars(step, values) {

@@ -1,21 +1,17 @@
 // The one training loop, after Hugging Face's Trainer as LLaMA-Factory drives it: seeded shuffled
-// batches, gradient accumulation with the loss averaged over every trained token of the
-// accumulated batch, clipping, AdamW with HF's no-decay groups, the named LR schedule, gradient
-// checkpointing, logging, evaluation, checkpoints and exact resume. Each step runs in `tidy`.
-import { mkdirSync, writeFileSync } from "node:fs";
+// (or sequential) batches, gradient accumulation with the loss averaged over every trained token of
+// the accumulated batch, clipping, the optimizer and LR schedule, gradient checkpointing, and
+// DefaultFlowCallback's logging / evaluation / checkpoint decisions with best-model tracking,
+// early stopping and exact resume. Each step runs in `tidy`.
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
 import { checkpointedBackward } from "../model/patches/checkpointing.ts";
 import {
-  AdamW,
-  type BaseHyperParameters,
   type LambdaLR,
-  type Optimizer,
-  SGD,
   type Tensor,
   clipGradNorm,
-  decayParameterGroups,
   getScheduler,
   noGrad,
   seededRandom,
@@ -25,14 +21,18 @@ import {
   warmupSteps,
 } from "../torch/index.ts";
 import {
+  CHECKPOINT_PREFIX,
   type DataPosition,
   type TrainerStateJson,
+  listCheckpoints,
   loadTrainingState,
   readTrainerState,
   rotateCheckpoints,
   saveCheckpoint,
 } from "./checkpoint.ts";
 import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
+import { activateNeftune } from "./neftune.ts";
+import { createOptimizer } from "./optimizer.ts";
 import { plotLoss } from "./plot.ts";
 import type { CollatedBatch, Stage, TrainingExample } from "./stages/stage.ts";
 
@@ -47,6 +47,8 @@ export interface TrainerOptions {
   weightDecay: number;
   /** The HF optimizer name: adamw_torch (default), adamw_torch_fused, adamw_hf or sgd. */
   optim?: string;
+  /** LoRA+ (loraplus_lr_ratio, loraplus_lr_embedding): LLaMA-Factory's parameter groups. */
+  loraplus?: { ratio: number; embeddingLr: number } | null;
   adamBeta1: number;
   adamBeta2: number;
   adamEpsilon: number;
@@ -58,15 +60,43 @@ export interface TrainerOptions {
   lrSchedulerKwargs?: Record<string, number>;
   warmupSteps: number;
   warmupRatio: number;
+  /** logging_strategy: every loggingSteps steps (default), at each epoch's end, or never. */
+  loggingStrategy?: "no" | "steps" | "epoch";
+  /** Below 1: a fraction of all steps (HF rounds it up). */
   loggingSteps: number;
-  saveStrategy: "no" | "steps" | "epoch";
+  loggingFirstStep?: boolean;
+  /** `best`: a checkpoint whenever an evaluation finds a new best metric. */
+  saveStrategy: "no" | "steps" | "epoch" | "best";
+  /** Below 1: a fraction of all steps. */
   saveSteps: number;
   saveTotalLimit: number | null;
   saveOnlyModel: boolean;
   evalStrategy: "no" | "steps" | "epoch";
+  /** Below 1: a fraction of all steps. */
   evalSteps: number | null;
+  /** No evaluation before this many steps (eval_strategy steps) or epochs (epoch). */
+  evalDelay?: number;
+  evalOnStart?: boolean;
+  /** Evaluation records the stage's prediction metrics (compute_accuracy's eval_accuracy). */
+  predictionMetrics?: boolean;
+  loadBestModelAtEnd?: boolean;
+  /** The metric that ranks evaluations (`eval_` is prefixed when missing); null: none tracked. */
+  metricForBestModel?: string | null;
+  greaterIsBetter?: boolean | null;
+  /** early_stopping_steps: stop after this many evaluations without a better metric. */
+  earlyStoppingPatience?: number | null;
+  /** Count the input tokens (padding included, as HF) into the logs and trainer_state.json. */
+  includeNumInputTokensSeen?: boolean;
+  /** The effective tokens of one pass over the training rows: effective_tokens_per_sec in the train results. */
+  effectiveTokens?: number | null;
   dataSeed: number;
+  /** false: the rows in their order (disable_shuffling, a sequential sampler). */
+  shuffle?: boolean;
+  /** dataloader_drop_last: the last incomplete batch of an epoch (and of an evaluation) is dropped. */
+  dropLast?: boolean;
   gradientCheckpointing: boolean;
+  /** NEFTune noise on the input embeddings during training. */
+  neftuneNoiseAlpha?: number | null;
   /** Where batches go: the model's device ("cpu", "cuda", "cuda:N"). */
   device?: string;
   /** plot_loss: write training_loss.png (and training_eval_loss.png) at the end. */
@@ -76,6 +106,10 @@ export interface TrainerOptions {
   /** Stop after this many optimizer steps in this process (tests simulate a kill with it). */
   stopAfterSteps?: number;
   print?: (line: string) => void;
+  /** Where notices go (WARNING level); `print` by default. */
+  warn?: (line: string) => void;
+  /** disable_tqdm: each log is printed as HF's PrinterCallback prints it, without the progress line. */
+  disableTqdm?: boolean;
   /** report_to: trackers that get each logged step's scalars; closed when training ends. */
   reporters?: readonly RunReporter[];
 }
@@ -142,6 +176,8 @@ export interface BatchPassOptions {
   backward: boolean;
   gradientCheckpointing?: boolean;
   record?: (name: string, value: number) => void;
+  /** Evaluation: the stage also records its prediction metrics (compute_accuracy). */
+  predictionMetrics?: boolean;
 }
 
 /**
@@ -160,7 +196,7 @@ export function batchLoss<Batch extends CollatedBatch>(model: CausalLM, batch: B
     };
     const labels = tensor(batch.labels, { device });
     const record = options.record ?? (() => {});
-    const lossOf = (hidden: Tensor) => stage.loss({ model, hidden, batch, labels, denominator: options.denominator, record });
+    const lossOf = (hidden: Tensor) => stage.loss({ model, hidden, batch, labels, denominator: options.denominator, record, predictionMetrics: options.predictionMetrics });
     if (!options.backward) return noGrad(() => lossOf(model.hiddenStates(ids, forward)).item());
     if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, forward);
     // Whatever the loss made on the way (logits, their float copy) is freed before backward.
@@ -174,52 +210,69 @@ function tokensIn(batch: CollatedBatch): number {
   return batch.attention_mask.reduce((sum, row) => sum + row.reduce((a, b) => a + b, 0), 0);
 }
 
-/**
- * The HF Trainer's optimizer for `optim` over its no-decay groups: torch AdamW for the adamw_*
- * names (fused or HF's own: the same update), plain SGD (lr only, momentum 0) for `sgd`.
- */
-function createOptimizer(trainable: [string, Tensor][], options: TrainerOptions): Optimizer<BaseHyperParameters> {
-  const groups = decayParameterGroups(trainable, options.weightDecay);
-  switch (options.optim ?? "adamw_torch") {
-    case "adamw_torch":
-    case "adamw_torch_fused":
-    case "adamw_hf":
-      return new AdamW(groups, {
-        lr: options.learningRate,
-        betas: [options.adamBeta1, options.adamBeta2],
-        eps: options.adamEpsilon,
-        weightDecay: options.weightDecay,
-      });
-    case "sgd":
-      return new SGD(groups, { lr: options.learningRate });
-    default:
-      throw new UserError(`optim ${options.optim} is not built yet`, "optim", "use adamw_torch or sgd");
-  }
+/** HF's TrainerState.compute_steps: an interval below 1 is that fraction of all steps, rounded up. */
+export function absoluteSteps(interval: number, totalSteps: number): number {
+  return interval > 0 && interval < 1 ? Math.ceil(totalSteps * interval) : interval;
+}
+
+/** Batches of one pass over `count` rows: the last incomplete one is dropped with dataloader_drop_last. */
+function batchCount(count: number, batchSize: number, dropLast: boolean): number {
+  return dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
+}
+
+/** What the HF Trainer's callbacks ask of a step or an epoch's end. */
+interface Control {
+  log: boolean;
+  evaluate: boolean;
+  save: boolean;
+}
+
+/** HF's `<metric_for_best_model>` key in the evaluation metrics: `eval_` prefixed unless given. */
+function metricKey(metric: string): string {
+  return metric.startsWith("eval_") ? metric : `eval_${metric}`;
 }
 
 export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, options: TrainerOptions): TrainResult {
   const { model } = parts;
   const device = options.device ?? "cpu";
-  mkdirSync(options.outputDir, { recursive: true });
-  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters);
+  const warn = options.warn ?? options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const accumulation = Math.max(1, options.gradientAccumulationSteps);
-  const batchesPerEpoch = Math.ceil(parts.train.length / options.batchSize);
+  const dropLast = options.dropLast ?? false;
+  const batchesPerEpoch = batchCount(parts.train.length, options.batchSize, dropLast);
+  if (batchesPerEpoch === 0) {
+    throw new UserError(`dataloader_drop_last leaves no batch: ${parts.train.length} training examples are fewer than one batch of ${options.batchSize}`, "dataloader_drop_last", "set dataloader_drop_last: false or a smaller per_device_train_batch_size");
+  }
   const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accumulation));
   const totalSteps = options.maxSteps > 0 ? options.maxSteps : Math.ceil(options.numTrainEpochs * stepsPerEpoch);
   const numEpochs = Math.ceil(totalSteps / stepsPerEpoch);
+  const loggingStrategy = options.loggingStrategy ?? "steps";
+  const loggingSteps = absoluteSteps(options.loggingSteps, totalSteps);
+  const saveSteps = absoluteSteps(options.saveSteps, totalSteps);
+  const evalSteps = options.evalSteps === null ? null : absoluteSteps(options.evalSteps, totalSteps);
+  const evalDelay = options.evalDelay ?? 0;
+  const metric = options.metricForBestModel ? metricKey(options.metricForBestModel) : null;
+  const greaterIsBetter = options.greaterIsBetter ?? (metric !== null && !metric.endsWith("loss"));
+  const patience = options.earlyStoppingPatience ?? null;
 
-  const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options);
+  mkdirSync(options.outputDir, { recursive: true });
+  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm });
+  const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options, (line) => log.info(line));
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
     numTrainingSteps: totalSteps,
     schedulerSpecificKwargs: options.lrSchedulerKwargs,
   });
+  // Removed again in `finally`, as the HF Trainer deactivates NEFTune when train() ends.
+  const deactivateNeftune = options.neftuneNoiseAlpha ? activateNeftune(model, options.neftuneNoiseAlpha) : null;
 
   try {
     let globalStep = 0;
     let position: DataPosition = { epoch: 0, microBatch: 0 };
     let totalTokens = 0;
+    let inputTokensSeen = 0;
     let logHistory: Record<string, number>[] = [];
+    let best: { metric: number | null; globalStep: number | null; checkpoint: string | null } = { metric: null, globalStep: null, checkpoint: null };
+    let patienceCounter = 0;
     if (options.resumeFrom) {
       const saved = readTrainerState(options.resumeFrom);
       parts.loadModel(options.resumeFrom);
@@ -227,7 +280,10 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       globalStep = saved.global_step;
       position = saved.lmf_data_position;
       totalTokens = saved.lmf_total_tokens;
+      inputTokensSeen = saved.num_input_tokens_seen ?? 0;
       logHistory = saved.log_history;
+      best = { metric: saved.best_metric ?? null, globalStep: saved.best_global_step ?? null, checkpoint: saved.best_model_checkpoint ?? null };
+      patienceCounter = saved.stateful_callbacks?.EarlyStoppingCallback?.attributes.early_stopping_patience_counter ?? 0;
       log.info(`resuming from ${options.resumeFrom} at step ${globalStep}`);
     }
 
@@ -237,30 +293,80 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       max_steps: totalSteps,
       num_train_epochs: numEpochs,
       epoch: epochAt(position.epoch, position.microBatch),
-      logging_steps: options.loggingSteps,
-      save_steps: options.saveSteps,
-      eval_steps: options.evalSteps,
+      logging_steps: loggingSteps,
+      save_steps: saveSteps,
+      eval_steps: evalSteps,
       train_batch_size: options.batchSize,
+      num_input_tokens_seen: inputTokensSeen,
       total_flos: 0,
       log_history: logHistory,
-      best_metric: null,
-      best_model_checkpoint: null,
+      best_metric: best.metric,
+      best_global_step: best.globalStep,
+      best_model_checkpoint: best.checkpoint,
       is_local_process_zero: true,
       is_world_process_zero: true,
+      stateful_callbacks:
+        patience !== null
+          ? { EarlyStoppingCallback: { args: { early_stopping_patience: patience, early_stopping_threshold: 0 }, attributes: { early_stopping_patience_counter: patienceCounter } } }
+          : {},
       lmf_data_position: position,
       lmf_total_tokens: totalTokens,
     });
-    const checkpoint = () => {
-      saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
-      rotateCheckpoints(options.outputDir, options.saveTotalLimit);
+    // HF's Trainer.log: every record gets the epoch, the tokens seen when counted, and the step.
+    const record = (values: Record<string, number>, withSpeed = false): Record<string, number> => {
+      const entry: Record<string, number> = { ...values, epoch: Math.round(epochAt(position.epoch, position.microBatch) * 100) / 100 };
+      if (options.includeNumInputTokensSeen) {
+        entry.num_input_tokens_seen = inputTokensSeen;
+        if (withSpeed) {
+          const runtime = log.elapsed();
+          entry.train_runtime = Math.round(runtime * 1e4) / 1e4;
+          entry.train_tokens_per_second = Math.round((inputTokensSeen / runtime) * 1e3) / 1e3;
+        }
+      }
+      logHistory.push({ ...entry, step: globalStep });
+      return entry;
     };
-    const evaluateNow = (): number | undefined => {
-      if (!parts.eval?.length) return undefined;
-      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device);
-      const record = { eval_loss: evalLoss, ...evalMetrics, epoch: epochAt(position.epoch, position.microBatch), step: globalStep };
-      logHistory.push(record);
-      log.step({ step: globalStep, totalSteps, epoch: record.epoch, evalLoss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1 });
-      return evalLoss;
+    const checkpoint = () => {
+      // HF's _save_checkpoint: the best checkpoint is named once its folder exists (steps/epoch), or is
+      // the one being written (save_strategy best saves exactly at a new best).
+      const name = join(options.outputDir, `${CHECKPOINT_PREFIX}${globalStep}`);
+      if (options.saveStrategy === "best") best.checkpoint = name;
+      else if (best.globalStep !== null && (best.globalStep === globalStep || existsSync(join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`)))) {
+        best.checkpoint = join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`);
+      }
+      saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
+      rotateCheckpoints(options.outputDir, options.saveTotalLimit, best.checkpoint);
+    };
+    let stopEarly = false;
+    /** One evaluation (HF's _evaluate): logged, checked by early stopping, then ranked; true at a new best. */
+    const evaluateNow = (rank: boolean): boolean => {
+      if (!parts.eval?.length) return false;
+      const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics });
+      const metrics: Record<string, number> = { eval_loss: result.loss, ...result.metrics };
+      const entry = record(metrics);
+      log.step({ step: globalStep, totalSteps, epoch: entry.epoch!, evalLoss: result.loss, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1, logs: entry });
+      if (metric === null) return false;
+      const value = metrics[metric];
+      const better = (candidate: number) => best.metric === null || (greaterIsBetter ? candidate > best.metric : candidate < best.metric);
+      // transformers' EarlyStoppingCallback.on_evaluate runs before the best metric is updated.
+      if (patience !== null) {
+        if (value === undefined) warn(`early stopping needs ${metric}, which the evaluation does not report, so early stopping is disabled`);
+        else {
+          patienceCounter = better(value) ? 0 : patienceCounter + 1;
+          if (patienceCounter >= patience) {
+            stopEarly = true;
+            log.info(`early stopping: ${metric} has not improved for ${patience} evaluation(s)`);
+          }
+        }
+      }
+      if (!rank) return false;
+      if (value === undefined) {
+        throw new UserError(`metric_for_best_model ${metric} is not among the evaluation metrics (${Object.keys(metrics).join(", ")})`, "metric_for_best_model", "name one of the evaluation metrics, e.g. loss");
+      }
+      if (!better(value)) return false;
+      best.metric = value;
+      if (options.saveStrategy === "steps" || options.saveStrategy === "epoch") best.globalStep = globalStep;
+      return true;
     };
 
     log.info(
@@ -275,12 +381,41 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     let stepsSinceLog = 0;
     let tokensSinceLog = 0;
     let timeAtLastLog = log.elapsed();
-    let stopped = false;
+    let lastLoggedStep = globalStep;
+    let gradNorm: number | undefined;
+    let killed = false;
+    let stop = false;
 
-    for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stopped; epoch++) {
-      const order = parts.inStreamOrder ? [...parts.train.keys()] : shuffledOrder(parts.train.length, options.dataSeed + epoch);
+    /** HF's _maybe_log_save_evaluate: the training loss since the last log, an evaluation, a checkpoint. */
+    const maybeLogSaveEvaluate = (control: Control) => {
+      if (control.log && globalStep > lastLoggedStep) {
+        const now = log.elapsed();
+        totalTokens += tokensSinceLog;
+        const loss = lossSinceLog / stepsSinceLog;
+        const lr = scheduler.getLastLr()[0]!;
+        const entry = record({ loss: Math.round(loss * 1e4) / 1e4, ...(gradNorm !== undefined && { grad_norm: gradNorm }), ...metricsSinceLog.take(), learning_rate: lr }, true);
+        log.step({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), loss, lr, gradNorm, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun, logs: entry });
+        lossSinceLog = 0;
+        stepsSinceLog = 0;
+        tokensSinceLog = 0;
+        timeAtLastLog = now;
+        lastLoggedStep = globalStep;
+      }
+      let save = control.save;
+      if (control.evaluate) {
+        const newBest = evaluateNow(true);
+        if (options.saveStrategy === "best") save = newBest;
+      }
+      if (save) checkpoint();
+    };
+
+    if (options.evalOnStart) evaluateNow(false);
+
+    for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stop; epoch++) {
+      const inOrder = parts.inStreamOrder || options.shuffle === false;
+      const order = inOrder ? [...parts.train.keys()] : shuffledOrder(parts.train.length, options.dataSeed + epoch);
       let microBatch = epoch === position.epoch ? position.microBatch : 0;
-      while (microBatch < batchesPerEpoch && globalStep < totalSteps) {
+      while (microBatch < batchesPerEpoch && globalStep < totalSteps && !stop) {
         const group: Batch[] = [];
         for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
           const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
@@ -291,9 +426,11 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         for (const batch of group) {
           stepLoss += batchLoss(model, batch, parts.stage, { device, denominator, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
           tokensSinceLog += tokensIn(batch);
+          // HF counts input_ids.numel(): padding included.
+          inputTokensSeen += batch.input_ids.reduce((sum, row) => sum + row.length, 0);
         }
         // HF logs the total norm before clipping, of the last step before each log.
-        const gradNorm = options.maxGradNorm > 0 ? clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm) : undefined;
+        gradNorm = options.maxGradNorm > 0 ? clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm) : undefined;
         optimizer.step();
         scheduler.step();
         optimizer.zeroGrad();
@@ -306,40 +443,38 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         lossSinceLog += stepLoss;
         stepsSinceLog += 1;
 
-        if (globalStep % options.loggingSteps === 0 || globalStep === totalSteps) {
-          const now = log.elapsed();
-          totalTokens += tokensSinceLog;
-          const loss = lossSinceLog / stepsSinceLog;
-          const lr = scheduler.getLastLr()[0]!;
-          const epochNow = epochAt(epoch, microBatch);
-          logHistory.push({
-            loss: Math.round(loss * 1e4) / 1e4,
-            ...(gradNorm !== undefined && { grad_norm: gradNorm }),
-            ...metricsSinceLog.take(),
-            learning_rate: lr,
-            epoch: Math.round(epochNow * 100) / 100,
-            step: globalStep,
-          });
-          log.step({ step: globalStep, totalSteps, epoch: epochNow, loss, lr, gradNorm, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun });
-          lossSinceLog = 0;
-          stepsSinceLog = 0;
-          tokensSinceLog = 0;
-          timeAtLastLog = now;
+        // DefaultFlowCallback.on_step_end.
+        const control: Control = {
+          log: (globalStep === 1 && !!options.loggingFirstStep) || (loggingStrategy === "steps" && globalStep % loggingSteps === 0),
+          evaluate: options.evalStrategy === "steps" && evalSteps !== null && globalStep % evalSteps === 0 && evalDelay <= globalStep,
+          save: options.saveStrategy === "steps" && saveSteps > 0 && globalStep % saveSteps === 0,
+        };
+        if (globalStep >= totalSteps) {
+          stop = true;
+          if (options.saveStrategy === "steps") control.save = true; // HF saves the last step too
         }
-        if (options.evalStrategy === "steps" && options.evalSteps && globalStep % options.evalSteps === 0) evaluateNow();
-        if (options.saveStrategy === "steps" && globalStep % options.saveSteps === 0) checkpoint();
+        maybeLogSaveEvaluate(control);
+        if (stopEarly) stop = true;
         if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
-          stopped = true;
+          killed = true;
           break;
         }
       }
-      if (!stopped && position.microBatch === 0) {
-        if (options.evalStrategy === "epoch") evaluateNow();
-        if (options.saveStrategy === "epoch") checkpoint();
-      }
+      if (killed) break;
+      // DefaultFlowCallback.on_epoch_end, also for the last epoch when max_steps ends it early.
+      maybeLogSaveEvaluate({
+        log: loggingStrategy === "epoch",
+        evaluate: options.evalStrategy === "epoch" && evalDelay <= epochAt(position.epoch, position.microBatch),
+        save: options.saveStrategy === "epoch",
+      });
+      if (stopEarly) stop = true;
     }
 
     totalTokens += tokensSinceLog;
+    if (!killed && options.loadBestModelAtEnd && best.checkpoint !== null && existsSync(best.checkpoint)) {
+      log.info(`Loading best model from ${best.checkpoint} (score: ${best.metric}).`);
+      parts.loadModel(best.checkpoint);
+    }
     const trainLoss = logHistory.filter((r) => r.loss !== undefined).reduce((s, r, _, all) => s + r.loss! / all.length, 0);
     const runtime = log.elapsed();
     const metrics: Record<string, number> = {
@@ -350,7 +485,17 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize) / runtime) * 1e3) / 1e3,
       train_steps_per_second: Math.round((stepsThisRun / runtime) * 1e3) / 1e3,
     };
-    if (!stopped) {
+    // HF's final Trainer.log(metrics) adds the tokens seen to the train results.
+    if (options.includeNumInputTokensSeen) metrics.num_input_tokens_seen = inputTokensSeen;
+    // LLaMA-Factory's calculate_tps: the rows' tokens x epochs / runtime.
+    if (options.effectiveTokens !== undefined && options.effectiveTokens !== null) {
+      metrics.effective_tokens_per_sec = (options.effectiveTokens * metrics.epoch!) / metrics.train_runtime!;
+    }
+    if (!killed) {
+      // HF: with save_total_limit 1, only the best checkpoint is kept at the end.
+      if (options.saveTotalLimit === 1 && best.checkpoint !== null) {
+        for (const folder of listCheckpoints(options.outputDir)) if (folder !== best.checkpoint) rmSync(folder, { recursive: true, force: true });
+      }
       parts.saveModel(options.outputDir);
       writeFileSync(join(options.outputDir, "trainer_state.json"), JSON.stringify(trainerState(), null, 2) + "\n");
       saveMetrics(options.outputDir, "train", metrics);
@@ -358,10 +503,18 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     }
     return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
   } finally {
-    // Also when a step throws: the optimizer's state tensors are freed and the trackers' files closed either way.
+    // Also when a step throws: the optimizer's state tensors are freed, the embedding restored, the trackers' files closed.
+    deactivateNeftune?.();
     optimizer.dispose();
     log.close();
   }
+}
+
+export interface EvaluateOptions {
+  /** dataloader_drop_last: the last incomplete batch is left out. */
+  dropLast?: boolean;
+  /** The stage's prediction metrics too (compute_accuracy's eval_accuracy). */
+  predictionMetrics?: boolean;
 }
 
 /**
@@ -375,16 +528,21 @@ export function evaluate<Batch extends CollatedBatch>(
   parts: Pick<TrainerParts<Batch>, "collate" | "stage">,
   batchSize: number,
   device = "cpu",
+  options: EvaluateOptions = {},
 ): { loss: number; metrics: Record<string, number> } {
+  const batchTotal = batchCount(rows.length, batchSize, options.dropLast ?? false);
+  if (batchTotal === 0) {
+    throw new UserError(`dataloader_drop_last leaves no evaluation batch: ${rows.length} examples are fewer than one batch of ${batchSize}`, "dataloader_drop_last", "set dataloader_drop_last: false or a smaller per_device_eval_batch_size");
+  }
   const wasTraining = model.training;
   model.eval();
   const metrics = new MetricMeans();
   const batches: Batch[] = [];
   let lossSum = 0;
   try {
-    for (let start = 0; start < rows.length; start += batchSize) {
-      const batch = parts.collate(rows.slice(start, start + batchSize));
-      lossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record });
+    for (let b = 0; b < batchTotal; b++) {
+      const batch = parts.collate(rows.slice(b * batchSize, (b + 1) * batchSize));
+      lossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record, predictionMetrics: options.predictionMetrics });
       batches.push(batch);
     }
   } finally {

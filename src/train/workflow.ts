@@ -2,10 +2,11 @@
 // tokenizer -> template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save,
 // evaluate, predict. What differs between stages is declared by the stage (src/train/stages/).
 // Only this file and src/cli.ts see whole argument groups; the layers get flat values.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
 import { tokenizerFingerprint } from "../data/cache.ts";
+import { checkTrainedLabels } from "../data/label_check.ts";
 import type { MixStrategy } from "../data/mix.ts";
 import type { ProcessorOptions } from "../data/processors/factories.ts";
 import type { AlignedExample } from "../data/types.ts";
@@ -15,47 +16,18 @@ import { saveJson } from "../hparams/index.ts";
 import { appliedLoraConfig, restoreLoraWeights, saveLoraAdapter, savePissaConverted } from "../model/adapters/index.ts";
 import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_args.ts";
 import { loadWeights, saveModel } from "../model/loader.ts";
+import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
-import { lastCheckpoint } from "./checkpoint.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
+import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
+import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
 import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
 import { evaluate, train } from "./trainer.ts";
 
-const TOKENIZER_FILES = /^(tokenizer.*\.json|special_tokens_map\.json|vocab\.json|merges\.txt|.*\.model|added_tokens\.json|chat_template\.(json|jinja)|generation_config\.json)$/;
-
 export interface RunOptions {
   print?: (line: string) => void;
-}
-
-/** Where a run resumes: an explicit checkpoint, or the last one in output_dir (LLaMA-Factory's rule). */
-function resolveResume(args: TrainArgs, print: (line: string) => void): string | null {
-  const { training } = args;
-  const requested = training.resume_from_checkpoint;
-  if (requested && requested !== "false") {
-    if (requested === "true" || requested === "True") {
-      const last = lastCheckpoint(training.output_dir);
-      if (!last) throw new UserError(`no checkpoint found in ${training.output_dir}`, "resume_from_checkpoint", "train without resume_from_checkpoint first");
-      return last;
-    }
-    if (!existsSync(requested)) throw new UserError(`checkpoint ${requested} does not exist`, "resume_from_checkpoint");
-    return requested;
-  }
-  if (!training.do_train || !existsSync(training.output_dir) || training.overwrite_output_dir) return null;
-  const last = lastCheckpoint(training.output_dir);
-  if (last) {
-    print(`resuming training from ${last} (set overwrite_output_dir: true to start over)`);
-    return last;
-  }
-  if (readdirSync(training.output_dir).length > 0) {
-    throw new UserError(
-      `output directory ${training.output_dir} already exists and is not empty`,
-      "output_dir",
-      "set overwrite_output_dir: true to train into it anyway, or choose another output_dir",
-    );
-  }
-  return null;
 }
 
 /** The dtype weights are kept in: float32, or bfloat16 with bf16 (fp16 needs CUDA). */
@@ -64,10 +36,6 @@ function computeDtype(args: TrainArgs, device: string): DType {
     throw new UserError("fp16 is not supported on CPU by libtorch", "fp16", "use bf16: true (or neither) on CPU");
   }
   return (args.model.compute_dtype as DType | undefined) ?? "float32";
-}
-
-function copyTokenizerFiles(from: string, to: string): void {
-  for (const name of readdirSync(from)) if (TOKENIZER_FILES.test(name)) copyFileSync(join(from, name), join(to, name));
 }
 
 async function loadAligned(args: TrainArgs, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
@@ -206,28 +174,53 @@ export async function prepareTrainingData(args: TrainArgs, print: (line: string)
   return { ...prepared, stage, train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
 }
 
+/**
+ * A row holding a token id beyond the model's embedding rows (a template token added without
+ * resize_vocab) gets one clear error instead of libtorch's index error.
+ */
+function checkTokenIds(splits: Record<string, TrainingExample[]>, rows: number, prepared: LoadedTokenizer): void {
+  for (const [split, examples] of Object.entries(splits)) {
+    examples.forEach((example, index) => {
+      const id = example.input_ids.find((token) => token >= rows);
+      if (id === undefined) return;
+      throw new UserError(
+        `${split} example #${index} holds the token ${prepared.tokenizer.convertIdsToTokens(id) ?? id} (id ${id}), beyond the model's ${rows} embedding rows`,
+        "resize_vocab",
+        "set resize_vocab: true to grow the embeddings for the tokens the template added",
+      );
+    });
+  }
+}
+
 /** Runs `lmf train` for the stage the arguments name. */
 export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
   const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
-  const resumeFrom = resolveResume(args, print);
-  if (training.overwrite_output_dir && training.do_train && existsSync(training.output_dir) && !resumeFrom) {
-    for (const name of readdirSync(training.output_dir)) rmSync(join(training.output_dir, name), { recursive: true, force: true });
-  }
+  checkTrainingArgs(args);
+  const { info, warn } = logChannels(args, print);
+  // Checked now, written to only once the data and the model are loaded.
+  const outputPlan = planOutputDir(args, print);
+  const resumeFrom = outputPlan.resumeFrom;
   manualSeed(training.seed);
   const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedData = await prepareTrainingData(args, print);
+  const preparedData = await prepareTrainingData(args, info);
   const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
+  if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
 
   const dtype = computeDtype(args, device);
-  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print }));
+  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
   try {
+    checkTokenIds({ train: trainRows, eval: evalRows }, model.inputEmbeddings().weight.shape[0]!, prepared);
+    claimOutputDir(outputPlan, args, { modelFolder: prepared.modelFolder, isLora });
+    if (finetuning.compute_accuracy && !stage.computesAccuracy) warn(`compute_accuracy: stage ${stage.name} reports no accuracy (LLaMA-Factory computes it in run_sft only).`);
+    if (finetuning.include_effective_tokens_per_second && !stage.effectiveTokens) warn(`include_effective_tokens_per_second: stage ${stage.name} does not count effective tokens yet.`);
+    const predictionMetrics = finetuning.compute_accuracy && !!stage.computesAccuracy && !training.prediction_loss_only;
     const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const collateOptions = { padTokenId, padToMultipleOf: training.do_train ? 8 : null, labelPadTokenId: data.ignore_pad_token_for_loss ? -100 : padTokenId };
     const collate = (rows: TrainingExample[]) => stage.collate(rows, collateOptions);
@@ -241,17 +234,16 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     // at the start; at the end a backup in pissa_backup/ and, in pissa_converted/, an ordinary LoRA
     // adapter over the original base model.
     const pissaConvert = training.do_train && finetuning.pissa_convert && isLora && finetuning.pissa_init;
-    if (finetuning.pissa_convert && !pissaConvert && training.do_train) print("pissa_convert: nothing to convert without pissa_init; ignored.");
+    if (finetuning.pissa_convert && !pissaConvert && training.do_train) warn("pissa_convert: nothing to convert without pissa_init; ignored.");
     const pissaFolder = (name: string) => join(training.output_dir, name);
     const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
 
     if (training.do_train) {
-      mkdirSync(training.output_dir, { recursive: true });
       saveJson(join(training.output_dir, "lmf_args.json"), args);
-      // A resumed run keeps the initial adapter its first run saved.
-      if (pissaConvert && !existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors"))) {
+      // A resumed run keeps the initial adapter its first run saved; a run that starts (again) writes its own.
+      if (pissaConvert && !(resumeFrom && existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors")))) {
         saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
-        print(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
+        info(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
       }
       train(
         {
@@ -264,58 +256,36 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           inStreamOrder: data.streaming,
           loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
         },
-        {
-          outputDir: training.output_dir,
-          batchSize: training.per_device_train_batch_size,
-          evalBatchSize: training.per_device_eval_batch_size,
-          gradientAccumulationSteps: training.gradient_accumulation_steps,
-          learningRate: training.learning_rate,
-          weightDecay: training.weight_decay,
-          optim: training.optim,
-          adamBeta1: training.adam_beta1,
-          adamBeta2: training.adam_beta2,
-          adamEpsilon: training.adam_epsilon,
-          maxGradNorm: training.max_grad_norm,
-          numTrainEpochs: training.num_train_epochs,
-          maxSteps: training.max_steps,
-          lrSchedulerType: training.lr_scheduler_type,
-          lrSchedulerKwargs: (training.lr_scheduler_kwargs ?? undefined) as Record<string, number> | undefined,
-          warmupSteps: training.warmup_steps,
-          warmupRatio: training.warmup_ratio,
-          loggingSteps: training.logging_steps,
-          saveStrategy: training.save_strategy as "no" | "steps" | "epoch",
-          saveSteps: training.save_steps,
-          saveTotalLimit: training.save_total_limit,
-          saveOnlyModel: training.save_only_model,
-          evalStrategy: training.eval_strategy as "no" | "steps" | "epoch",
-          evalSteps: training.eval_steps ?? training.logging_steps,
-          dataSeed: training.data_seed ?? training.seed,
-          gradientCheckpointing: !args.model.disable_gradient_checkpointing,
-          plotLoss: finetuning.plot_loss,
+        trainerOptionsFromArgs(args, {
           device,
           resumeFrom,
-          print,
+          print: info,
+          warn,
           // `all` means every tracker lmfactory has, which is TensorBoard alone.
           reporters: training.report_to.some((name) => name === "tensorboard" || name === "all")
-            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir))]
+            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
             : [],
-        },
+          effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
+          computesAccuracy: !!stage.computesAccuracy,
+        }),
       );
       if (pissaConvert) {
         saveLoraAdapter(model, pissaFolder("pissa_backup"), asPlainLora());
         savePissaConverted(model, pissaFolder("pissa_converted"), pissaFolder("pissa_init"), { baseModelNameOrPath: args.model.model_name_or_path });
-        print(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
+        info(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
       }
     }
     if (training.do_eval && evalRows.length) {
-      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device);
+      const options = { dropLast: training.dataloader_drop_last, predictionMetrics };
+      const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
-      print(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
+      info(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
     if (training.do_predict && stage.predict) {
-      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, print);
+      stage.predict(prepared, aligned.eval.length ? aligned.eval : aligned.train, args, info);
     }
+    finishOutputDir(outputPlan);
   } finally {
     model.dispose();
   }

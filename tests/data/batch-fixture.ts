@@ -1,6 +1,7 @@
 // Batch functions for the worker tests, loaded by path inside worker threads. The output depends on
 // the batch (each row also carries its batch neighbour, like the KTO KL pair), so a changed batch
 // cut would show.
+import { threadId } from "node:worker_threads";
 import { UserError } from "../../src/errors.ts";
 import type { AlignedExample, DroppedExample, ProcessorResult } from "../../src/data/types.ts";
 
@@ -27,4 +28,9 @@ export function makeFailing(): (batch: AlignedExample[]) => never {
   return () => {
     throw new UserError("a processor refused the batch", "fixture", "nothing to fix");
   };
+}
+
+/** One row per example: the thread that processed it, and the size of the batch it came in. */
+export function makeThreadReporter(): (batch: AlignedExample[]) => ProcessorResult<{ thread: number; batch: number }> {
+  return (batch) => ({ rows: batch.map(() => ({ thread: threadId, batch: batch.length })), dropped: [] });
 }

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { threadId } from "node:worker_threads";
 import { describe, test } from "node:test";
 import { UserError } from "../../src/errors.ts";
 import { processDataset } from "../../src/data/dataset.ts";
@@ -33,6 +34,21 @@ describe("workers", () => {
     assert.deepEqual(single.dropped.map((drop) => drop.index), [7, 57, 107, 157, 207]);
     // The last row of a batch pairs with the first of the same batch, so batch cuts are kept.
     assert.equal(single.rows[18]!.neighbour, "example 0 ✓");
+  });
+
+  test("preprocessing_num_workers spreads the batches over that many threads; preprocessing_batch_size cuts them", async () => {
+    const reporter = { module: fixture, exportName: "makeThreadReporter" };
+    const threads = async (numWorkers: number | null, batchSize: number) => {
+      const { rows } = await processDataset<{ thread: number; batch: number }>(examples, reporter, { numWorkers, batchSize });
+      return { threads: new Set(rows.map((row) => row.thread)), batches: new Set(rows.map((row) => row.batch)) };
+    };
+    const inThread = await threads(null, 20);
+    assert.deepEqual([...inThread.threads], [threadId]);
+    assert.deepEqual([...inThread.batches].sort((a, b) => a - b), [17, 20]);
+    const onThree = await threads(3, 20);
+    assert.equal(onThree.threads.size, 3);
+    assert.ok(!onThree.threads.has(threadId));
+    assert.deepEqual([...(await threads(null, 100)).batches].sort((a, b) => a - b), [57, 100]);
   });
 
   test("progress is reported up to the total", async () => {

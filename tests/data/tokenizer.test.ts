@@ -1,7 +1,7 @@
 // The tokenizer wrapper on real Qwen3 and Llama 3 tokenizer files: ids known from Hugging Face,
 // special tokens, split_special_tokens, added tokens, decoding and the companion files.
 import assert from "node:assert/strict";
-import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -90,4 +90,41 @@ test("special_tokens_map.json, chat_template.jinja and generation_config.json ar
 test("a folder without tokenizer.json is a UserError", () => {
   const dir = mkdtempSync(join(tmpdir(), "lmf-tok-"));
   assert.throws(() => loadTokenizer(dir), (error: unknown) => error instanceof UserError && /tokenizer\.json/.test(error.message));
+});
+
+/** A folder holding the demo's byte-level BPE tokenizer.json, changed by `edit`. */
+function demoTokenizerFolder(edit: (json: Record<string, unknown>) => unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), "lmf-tok-"));
+  const json = JSON.parse(readFileSync("examples/demo/tiny-llama/tokenizer.json", "utf8")) as Record<string, unknown>;
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(edit(json)));
+  return dir;
+}
+
+test("a tokenizer.json that is JSON but not a usable tokenizer fails at load, naming the file", () => {
+  const cases: [string, (json: Record<string, unknown>) => unknown, RegExp][] = [
+    ["an empty object", () => ({}), /no `model`/],
+    ["an array", () => [], /no JSON object/],
+    ["a model without vocab", (json) => ({ ...json, model: { type: "BPE", merges: [] } }), /model \(BPE\) has no `vocab`/],
+    ["an unknown decoder", (json) => ({ ...json, decoder: { type: "NoSuchDecoder" } }), /cannot be used: .*NoSuchDecoder/],
+    ["another format version", (json) => ({ ...json, version: "2.0" }), /unknown tokenizer version "2\.0"/],
+  ];
+  for (const [name, edit, message] of cases) {
+    const dir = demoTokenizerFolder(edit);
+    assert.throws(
+      () => loadTokenizer(dir),
+      (error: unknown) => error instanceof UserError && error.where === join(dir, "tokenizer.json") && message.test(error.what),
+      name,
+    );
+  }
+});
+
+test("optional parts left out of tokenizer.json mean none, as HF tokenizers reads them: without a decoder, tokens are joined by spaces", () => {
+  const whole = loadTokenizer(demoTokenizerFolder((json) => json));
+  const bare = loadTokenizer(demoTokenizerFolder(({ decoder: _decoder, normalizer: _normalizer, ...json }) => json));
+  const ids = whole.encode("Mira saw a fox.", { addSpecialTokens: false });
+  assert.deepEqual(bare.encode("Mira saw a fox.", { addSpecialTokens: false }), ids);
+  const vocab = (JSON.parse(readFileSync("examples/demo/tiny-llama/tokenizer.json", "utf8")) as { model: { vocab: Record<string, number> } }).model.vocab;
+  const pieceOf = new Map(Object.entries(vocab).map(([piece, id]) => [id, piece]));
+  assert.equal(bare.decode(ids), ids.map((id) => pieceOf.get(id)).join(" "));
+  assert.equal(whole.decode(ids), "Mira saw a fox.");
 });

@@ -139,12 +139,85 @@ describe("tiers", () => {
     assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, freeze_vision_tower: true, report_to: "none", pref_beta: 0.1 }));
   });
 
+  test("later and out fields with non-default defaults pass when a config leaves them unset or gives the default", () => {
+    for (const command of commands) {
+      const unsupported = commandGroups[command].flatMap((key) =>
+        Object.entries(groupByKey(key).fields).filter(([, spec]) => (spec.tier === "later" || spec.tier === "out") && !spec.derived && spec.default !== null),
+      );
+      assert.ok(unsupported.length > 0, command);
+      const defaults = Object.fromEntries(unsupported.map(([name, spec]) => [name, spec.default]));
+      const unset = parseWith(command, baseConfigs[command], { allowUnsupported: true }).args;
+      const given = parseWith(command, { ...baseConfigs[command], ...defaults }, { allowUnsupported: true }).args;
+      // The base export config asks for export_dir (not built yet); nothing else is refused.
+      const expected = command === "export" ? ["export_dir"] : [];
+      assert.deepEqual(unsupportedSettings(command, unset as never).map((setting) => setting.name), expected, command);
+      assert.deepEqual(unsupportedSettings(command, given as never).map((setting) => setting.name), expected, command);
+    }
+  });
+
+  test("fsdp in HF's list or string form is refused as out of scope; empty means off", () => {
+    // examples/extras/fp8/llama3_fp8_fsdp_sft.yaml in LLaMA-Factory, in both of its forms.
+    for (const fsdp of [["full_shard", "auto_wrap"], "full_shard auto_wrap"]) {
+      assert.throws(() => parseWith("train", { ...baseConfigs.train, fsdp }), /out of scope for lmfactory: `fsdp: full_shard/);
+    }
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, fsdp_transformer_layer_cls_to_wrap: "LlamaDecoderLayer" }), /out of scope/);
+    assert.equal(parseWith("train", { ...baseConfigs.train, fsdp: "" }).args.training!.fsdp, null);
+    assert.equal(parseWith("train", { ...baseConfigs.train, fsdp: [] }).args.training!.fsdp, null);
+  });
+
   test("unsupportedSettings lists them without throwing; chat skips training-only ones", () => {
     const { args } = parseWith("train", { ...baseConfigs.train, stage: "kto", use_unsloth: true }, { allowUnsupported: true });
     const found = unsupportedSettings("train", args as never).map((setting) => `${setting.name}:${setting.tier}`);
     assert.deepEqual(found, ["use_unsloth:later", "stage:later"]);
     const chat = parseWith("chat", { ...baseConfigs.chat, stage: "kto" });
     assert.equal(chat.args.finetuning!.stage, "kto");
+  });
+});
+
+describe("no-effect fields", () => {
+  const noopFields = allGroups.flatMap((group) => Object.entries(group.fields).filter(([, spec]) => spec.tier === "noop"));
+
+  test("a field is noop exactly when it says why it has no effect", () => {
+    for (const group of allGroups) {
+      for (const [name, spec] of Object.entries(group.fields)) {
+        assert.equal(spec.tier === "noop", typeof spec.noEffect === "string" && spec.noEffect.length > 10, `${group.name}.${name}`);
+      }
+    }
+    assert.ok(noopFields.length >= 10);
+  });
+
+  test("a non-default value gets one notice with the reason; the default gets none", () => {
+    const given = { trust_remote_code: true, dataloader_num_workers: 4, ddp_timeout: 180000000, tf32: true, hf_hub_token: "hf_x" };
+    const { notices } = parseWith("train", { ...baseConfigs.train, ...given });
+    assert.deepEqual(notices, [
+      "`hf_hub_token: hf_x` has no effect in lmfactory: models load from local folders or the local Hugging Face cache; nothing is downloaded",
+      "`trust_remote_code: true` has no effect in lmfactory: no Python code is ever run: architectures are built in and picked by config.json's model_type",
+      "`tf32: true` has no effect in lmfactory: the engine cannot switch TF32: CPU runs have none, and CUDA runs keep libtorch's default (TF32 off for matmuls)",
+      "`dataloader_num_workers: 4` has no effect in lmfactory: the data is tokenized before training (see preprocessing_num_workers) and batches are collated in-process",
+      "`ddp_timeout: 180000000` has no effect in lmfactory: lmfactory trains in a single process, without distributed collectives, until distributed training is built",
+    ]);
+    const trainFields = commandGroups.train.flatMap((key) => Object.entries(groupByKey(key).fields));
+    const defaults = Object.fromEntries(trainFields.filter(([, spec]) => spec.tier === "noop").map(([name, spec]) => [name, spec.default]));
+    assert.deepEqual(parseWith("train", { ...baseConfigs.train, ...defaults }).notices, []);
+    // dataloader_num_workers must never be refused: LLaMA-Factory's own examples set it.
+    assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, dataloader_num_workers: 16 }));
+  });
+
+  test("a noop field's unsupported values are still refused (infer_backend)", () => {
+    assert.match(parseWith("chat", { ...baseConfigs.chat, infer_backend: "native" }).notices.join(), /`infer_backend: native` has no effect in lmfactory: lmfactory has one engine/);
+    assert.throws(() => parseWith("chat", { ...baseConfigs.chat, infer_backend: "vllm" }), /out of scope for lmfactory: `infer_backend: vllm`/);
+    assert.throws(() => parseWith("chat", { ...baseConfigs.chat, infer_backend: "llamacpp" }), /not yet supported by lmfactory: `infer_backend: llamacpp`/);
+  });
+
+  test("help shows each noop field's reason, in the listing and for the key", () => {
+    const listing = allFieldsHelp();
+    for (const [name, spec] of noopFields) {
+      assert.ok(listing.includes(`[no effect in lmfactory: ${spec.noEffect}]`), name);
+      const one = fieldHelp(name);
+      assert.ok(one.includes(`[no effect in lmfactory: ${spec.noEffect}]`), name);
+      assert.match(one, /tier: {5}.*noop \(accepted, no effect in lmfactory\)/, name);
+    }
+    assert.match(fieldHelp("infer_backend"), /tier: {5}later for llamacpp; out for vllm, sglang; noop \(accepted, no effect in lmfactory\) for any other value/);
   });
 });
 
@@ -224,5 +297,7 @@ describe("help and schema", () => {
     assert.ok(schema.properties.dpo_beta);
     assert.equal(schema.properties.compute_dtype, undefined);
     assert.ok((schema.properties.stage!.enum as string[]).includes("dpo"));
+    assert.equal(schema.properties.dataloader_num_workers!["x-tier"], "noop");
+    assert.match(String(schema.properties.dataloader_num_workers!["x-no-effect"]), /collated in-process/);
   });
 });

@@ -6,7 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { UserError } from "../../src/errors.ts";
-import { closestName, editDistance, readArgv } from "../../src/hparams/parser.ts";
+import { foreignKeys } from "../../src/hparams/foreign_keys.ts";
+import { fieldHelp } from "../../src/hparams/help.ts";
+import { allGroups } from "../../src/hparams/index.ts";
+import { readArgv } from "../../src/hparams/parser.ts";
+import { closestName } from "../../src/names.ts";
 import { baseConfigs, parseWith } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lmf-parser-"));
@@ -281,11 +285,40 @@ describe("aliases, derived fields and other commands' keys", () => {
 });
 
 describe("suggestions", () => {
-  test("edit distance and closest names", () => {
-    assert.equal(editDistance("kitten", "sitting"), 3);
-    assert.equal(editDistance("", "abc"), 3);
-    assert.equal(closestName("lora_rnak", ["lora_rank", "lora_alpha"]), "lora_rank");
-    assert.equal(closestName("rank", ["lora_rank", "galore_rank", "cutoff_len"]), "lora_rank");
-    assert.equal(closestName("zzzzzzzz", ["lora_rank"]), null);
+  test("real typos still get a suggestion; distant names do not", () => {
+    const names = allGroups.flatMap((group) => Object.keys(group.fields));
+    const typos: [string, string][] = [
+      ["lora_rnak", "lora_rank"],
+      ["learnig_rate", "learning_rate"],
+      ["per_device_train_batchsize", "per_device_train_batch_size"],
+      ["gradient_accumulation_step", "gradient_accumulation_steps"],
+      ["num_train_epoch", "num_train_epochs"],
+      ["lr_schedular_type", "lr_scheduler_type"],
+      ["model_name_or_pth", "model_name_or_path"],
+      ["cutof_len", "cutoff_len"],
+    ];
+    for (const [typo, name] of typos) assert.equal(closestName(typo, names), name, typo);
+    // Before: peft_config -> kt_config, model_class -> ... ; three edits in eleven letters is not a typo.
+    assert.equal(closestName("peft_config", ["kt_config", "vllm_config"]), null);
+  });
+
+  test("keys of Megatron, LLaMA-Factory v1 and Accelerate configs name where they come from", () => {
+    throwsUserError(
+      () => parseWith("train", { ...baseConfigs.train, tensor_model_parallel_size: 1 }),
+      "`tensor_model_parallel_size` is a Megatron argument",
+      "remove it",
+    );
+    const peft = throwsUserError(() => parseWith("train", { ...baseConfigs.train, peft_config: { name: "lora" } }), "`peft_config` is a LLaMA-Factory v1 argument");
+    assert.match(peft.fix!, /finetuning_type with the lora_\* or freeze_\* keys/);
+    assert.doesNotMatch(String(peft.fix), /kt_config/);
+    throwsUserError(() => parseWith("train", { ...baseConfigs.train, micro_batch_size: 2 }), "LLaMA-Factory v1", "per_device_train_batch_size");
+    throwsUserError(() => parseWith("chat", { ...baseConfigs.chat, model_class: "llm" }), "`model_class` is a LLaMA-Factory v1 argument");
+    throwsUserError(() => parseWith("train", { ...baseConfigs.train, distributed_type: "FSDP" }), "Accelerate launch-config key");
+    assert.throws(() => fieldHelp("pipeline_model_parallel_size"), /is a Megatron argument/);
+  });
+
+  test("no key of the foreign-key table is an lmfactory key", () => {
+    const names = new Set(allGroups.flatMap((group) => Object.entries(group.fields).flatMap(([name, spec]) => [name, ...(spec.aliases ?? [])])));
+    for (const key of Object.keys(foreignKeys)) assert.equal(names.has(key), false, key);
   });
 });

@@ -4,25 +4,20 @@
 // the sequential answers.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import OpenAI from "openai";
 import type { Message } from "../../src/data/types.ts";
 import { buildChoice } from "../../src/infer/api/completions.ts";
 import { type ApiServer, createApiServer } from "../../src/infer/api/server.ts";
 import { ChatModel } from "../../src/infer/chat_model.ts";
-import { makeTinyModel } from "../fixtures/tiny_model.ts";
+import { makeTinyChatModel } from "../fixtures/tiny_model.ts";
 
 const MODEL_NAME = "tiny-test";
 const API_KEY = "sk-test-key";
 const MAX_TOKENS = 10;
 const MAX_BODY_BYTES = 16 * 1024;
 
-function tinyChatModel(): string {
-  const folder = makeTinyModel({ vocab_size: 579, eos_token_id: 578, pad_token_id: 576, bos_token_id: null });
-  for (const file of ["tokenizer.json", "tokenizer_config.json"]) writeFileSync(join(folder, file), readFileSync(join("examples/demo/tiny-llama", file)));
-  return folder;
-}
+// A context long enough for the tool prompt (about 630 tokens with the qwen template).
+const tinyChatModel = (): string => makeTinyChatModel({ max_position_embeddings: 1024 });
 
 // The qwen template renders tools (Hermes-style <tool_call> blocks), so the tool path is exercised.
 const chat = ChatModel.load({ modelNameOrPath: tinyChatModel(), template: "qwen" });
@@ -261,21 +256,22 @@ test("concurrency: 20 clients at once (half streaming) all get the sequential an
 });
 
 test("lmf api starts from the command line, answers /v1/models with the key, and stops on SIGINT", async () => {
-  const { spawn } = await import("node:child_process");
+  const { spawn, spawnSync } = await import("node:child_process");
   const folder = tinyChatModel();
   const child = spawn(process.execPath, ["bin/lmf.mjs", "api", "--model_name_or_path", folder, "--template", "chatml"], {
     env: { ...process.env, API_PORT: "0", API_KEY: "sk-cli", API_MODEL_NAME: "tiny" },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  let startup = "";
   const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
     child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const found = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out);
+      startup += chunk;
+      const found = /at (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(startup);
       if (found) resolve(found[1]!);
     });
     child.once("exit", (code) => reject(new Error(`lmf api exited with ${code}`)));
   });
+  assert.match(startup, /context 1024 tokens; up to 4 sequences at once .*memory beyond the weights: at most \d+ MiB for one request/);
   const denied = await fetch(`${url}/v1/models`);
   assert.equal(denied.status, 401);
   const models = await (await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-cli" } })).json();
@@ -283,4 +279,8 @@ test("lmf api starts from the command line, answers /v1/models with the key, and
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   child.kill("SIGINT");
   assert.equal(await exited, 0);
+  // A bad limit is one clear error before the model loads.
+  const bad = spawnSync(process.execPath, ["bin/lmf.mjs", "api", "--model_name_or_path", folder, "--template", "chatml"], { env: { ...process.env, API_PORT: "0", API_MAX_CONCURRENT: "none" }, encoding: "utf8" });
+  assert.equal(bad.status, 1);
+  assert.equal(bad.stderr.trim(), 'error: environment: API_MAX_CONCURRENT must be an integer >= 1; got "none" (e.g. API_MAX_CONCURRENT=4)');
 });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { generate, generateStream, loadGenerationConfig } from "../../src/model/generation.ts";
+import { generate, generateSteps, generateStream, loadGenerationConfig } from "../../src/model/generation.ts";
 import { applyRepetitionPenalty, applyTemperature, applyTopK, applyTopP } from "../../src/model/logits_process.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { liveTensors, manualSeed, noGrad, tensor, tidy } from "../../src/torch/index.ts";
@@ -200,6 +200,60 @@ test("streaming yields the same tokens as generate and returns the finish reason
   assert.deepEqual([...generateStream(model, PROMPTS[2]!, { maxNewTokens: 7, eosTokenId: eos })], tokens.slice(0, tokens.indexOf(eos) + 1));
 });
 
+test("generateSteps runs one model step per next() and returns what generate returns", () => {
+  let forwards = 0;
+  const counted = new Proxy(model, { get: (target, key) => (key === "forward" ? (...args: Parameters<typeof model.forward>) => (forwards++, target.forward(...args)) : Reflect.get(target, key)) });
+  const expected = generate(model, PROMPTS, { maxNewTokens: 6, ...NO_EOS });
+  const steps = generateSteps(counted, PROMPTS, { maxNewTokens: 6, ...NO_EOS });
+  const yielded: (number[] | null)[] = [];
+  let next = steps.next();
+  while (!next.done) {
+    assert.equal(forwards, yielded.length + 1, "one forward per step");
+    yielded.push(next.value);
+    next = steps.next();
+  }
+  assert.deepEqual(next.value, expected);
+  assert.deepEqual(
+    yielded,
+    expected.sequences[0]!.map((_, step) => expected.sequences.map((row) => row[step]!)),
+  );
+});
+
+test("chunked prefill: the prompt in pieces gives greedy, sampled and beam answers equal to one prefill", () => {
+  const long = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37) % 95));
+  const whole = generate(model, [long, long], { maxNewTokens: 8, ...NO_EOS });
+  for (const prefillChunk of [1, 7, 16, 39, 40, 64]) {
+    const steps = generateSteps(model, [long, long], { maxNewTokens: 8, prefillChunk, ...NO_EOS });
+    let chunks = 0;
+    let next = steps.next();
+    for (; !next.done; next = steps.next()) if (next.value === null) chunks++;
+    assert.deepEqual(next.value, whole, `prefillChunk ${prefillChunk}`);
+    assert.equal(chunks, Math.ceil(long.length / prefillChunk) - 1, "all but the last piece are steps of their own");
+  }
+  assert.deepEqual(naiveGreedy(long, 8), whole.sequences[0]);
+  manualSeed(3);
+  const sampled = generate(model, [long], { maxNewTokens: 8, doSample: true, topK: 10, ...NO_EOS });
+  manualSeed(3);
+  assert.deepEqual(generate(model, [long], { maxNewTokens: 8, doSample: true, topK: 10, prefillChunk: 9, ...NO_EOS }), sampled);
+  const beam = generate(model, [long], { maxNewTokens: 6, numBeams: 3, ...NO_EOS });
+  const chunkedBeam = generate(model, [long], { maxNewTokens: 6, numBeams: 3, prefillChunk: 9, ...NO_EOS });
+  assert.deepEqual(chunkedBeam.sequences, beam.sequences);
+  assert.ok(Math.abs(chunkedBeam.scores![0]! - beam.scores![0]!) < 1e-5);
+  assert.throws(() => generate(model, [long], { prefillChunk: 0 }), /prefillChunk must be a positive integer/);
+});
+
+test("maxTime (HF max_time) ends generation after the step in progress, as the token budget does", () => {
+  const greedy = generate(model, [PROMPTS[0]!], { maxNewTokens: 8, ...NO_EOS });
+  const timed = generate(model, [PROMPTS[0]!], { maxNewTokens: 8, maxTime: 0, timeOrigin: Date.now() - 1, ...NO_EOS });
+  assert.deepEqual(timed, { sequences: [greedy.sequences[0]!.slice(0, 1)], finishReasons: ["length"] });
+  assert.deepEqual(generate(model, [PROMPTS[0]!], { maxNewTokens: 8, maxTime: 60, ...NO_EOS }), greedy);
+  // Beam search then finishes with its open beams, scored by their length so far.
+  const beam = generate(model, [PROMPTS[0]!], { maxNewTokens: 8, numBeams: 3, maxTime: 0, timeOrigin: Date.now() - 1, ...NO_EOS });
+  assert.equal(beam.sequences[0]!.length, 1);
+  assert.deepEqual(beam.finishReasons, ["length"]);
+  assert.ok(Math.abs(sequenceScore(PROMPTS[0]!, beam.sequences[0]!, 1) - beam.scores![0]!) < 1e-4);
+});
+
 test("beam search: one beam is greedy; more beams score at least as well as greedy", () => {
   const greedy = generate(model, [PROMPTS[0]!], { maxNewTokens: 8, ...NO_EOS });
   assert.deepEqual(generate(model, [PROMPTS[0]!], { maxNewTokens: 8, numBeams: 1, ...NO_EOS }).sequences, greedy.sequences);
@@ -240,6 +294,13 @@ test("generation leaves no tensor behind, including a stream left early", () => 
   generate(model, [PROMPTS[0]!], { maxNewTokens: 6, numBeams: 3, repetitionPenalty: 1.2, ...NO_EOS });
   for (const token of generateStream(model, PROMPTS[1]!, { maxNewTokens: 6, ...NO_EOS })) {
     if (token >= 0) break;
+  }
+  generate(model, [PROMPTS[2]!], { maxNewTokens: 3, prefillChunk: 2, numBeams: 2, ...NO_EOS });
+  // A step-wise generation closed mid-prefill and mid-decoding, as the API does for a client that left.
+  for (const stepsTaken of [1, 5]) {
+    const steps = generateSteps(model, [PROMPTS[2]!], { maxNewTokens: 6, prefillChunk: 2, ...NO_EOS });
+    for (let i = 0; i < stepsTaken; i++) steps.next();
+    steps.return({ sequences: [], finishReasons: [] });
   }
   assert.equal(liveTensors(), before);
 });

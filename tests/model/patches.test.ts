@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { loadConfig, normalizeConfig } from "../../src/model/config.ts";
+import { contextLength, loadConfig, normalizeConfig } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/loader.ts";
 import { patchConfig } from "../../src/model/patches/config.ts";
 import { applyShiftedSparseAttention, shiftedSparseAttention } from "../../src/model/patches/longlora.ts";
@@ -82,6 +82,24 @@ test("rope_scaling follows LLaMA-Factory: factor from the needed length in train
   const infer = base();
   patchConfig(infer, { ropeScaling: "dynamic", training: false });
   assert.deepEqual(infer.rope_scaling, { rope_type: "dynamic", factor: 2, original_max_position_embeddings: 128 });
+});
+
+test("contextLength: max_position_embeddings, yarn's original length × factor, what rope_scaling sets", () => {
+  const config = (extra: Record<string, unknown>) => normalizeConfig({ ...TINY_LLAMA, max_position_embeddings: 32768, ...extra });
+  assert.equal(contextLength(config({})), 32768);
+  // Qwen2.5 / Qwen3 as their model cards extend them; yarn without the original length scales max_position_embeddings (transformers).
+  assert.equal(contextLength(config({ rope_scaling: { type: "yarn", factor: 4, original_max_position_embeddings: 32768 } })), 131072);
+  assert.equal(contextLength(config({ max_position_embeddings: 40960, rope_scaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 32768 } })), 131072);
+  assert.equal(contextLength(config({ rope_scaling: { rope_type: "yarn", factor: 2 } })), 65536);
+  // Llama 3.2's config states its extended length; factor 32 × 8192 would overstate it.
+  const llama32 = { rope_type: "llama3", factor: 32, original_max_position_embeddings: 8192, low_freq_factor: 1, high_freq_factor: 4 };
+  assert.equal(contextLength(config({ max_position_embeddings: 131072, rope_scaling: llama32 })), 131072);
+  // At inference LLaMA-Factory's patch doubles the length, whatever the type.
+  for (const ropeScaling of ["linear", "dynamic", "yarn", "llama3"] as const) {
+    const patched = normalizeConfig({ ...TINY_LLAMA, max_position_embeddings: 128 });
+    patchConfig(patched, { ropeScaling, training: false });
+    assert.equal(contextLength(patched), 256, ropeScaling);
+  }
 });
 
 test("upcast_lmhead_output gives float32 logits from bfloat16 weights", () => {

@@ -108,6 +108,8 @@ interface ReadEvent {
   step: number;
   fileVersion?: string;
   scalars: [tag: string, value: number][];
+  /** Text summaries (torch's add_text): tag and the string of the DT_STRING tensor. */
+  texts: [tag: string, text: string][];
 }
 
 function readEventFile(path: string): ReadEvent[] {
@@ -130,6 +132,7 @@ function readEventFile(path: string): ReadEvent[] {
       wallTime: wall?.wireType === 1 ? wall.bytes.readDoubleLE(0) : NaN,
       step: step?.wireType === 0 ? Number(step.value) : 0,
       scalars: [],
+      texts: [],
     };
     if (version?.wireType === 2) read.fileVersion = version.bytes.toString("utf8");
     for (const summary of event.get(5) ?? []) {
@@ -137,6 +140,13 @@ function readEventFile(path: string): ReadEvent[] {
       for (const value of decodeMessage((summary as { bytes: Buffer }).bytes).get(1) ?? []) {
         const fields = decodeMessage((value as { bytes: Buffer }).bytes);
         const tag = fields.get(1)![0] as { bytes: Buffer };
+        const tensor = fields.get(8)?.[0] as { bytes: Buffer } | undefined;
+        if (tensor) {
+          const proto = decodeMessage(tensor.bytes);
+          assert.equal((proto.get(1)![0] as { value: bigint | number }).value.toString(), "7", "dtype DT_STRING");
+          read.texts.push([tag.bytes.toString("utf8"), (proto.get(8)![0] as { bytes: Buffer }).bytes.toString("utf8")]);
+          continue;
+        }
         const simple = fields.get(2)![0]!;
         assert.equal(simple.wireType, 5, "simple_value is a float");
         read.scalars.push([tag.bytes.toString("utf8"), (simple as { bytes: Buffer }).bytes.readFloatLE(0)]);
@@ -154,7 +164,7 @@ test("EventFileWriter: the version record first, then one event per scalar, read
   assert.match(writer.path, new RegExp(`events\\.out\\.tfevents\\.\\d{10}\\.${hostname().replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.${process.pid}\\.\\d+$`));
   writer.addScalar("train/loss", 2.5, 1, 1000.25);
   // Flushed: a reader sees the scalar before the writer is closed.
-  assert.deepEqual(readEventFile(writer.path).at(-1), { wallTime: 1000.25, step: 1, scalars: [["train/loss", 2.5]] });
+  assert.deepEqual(readEventFile(writer.path).at(-1), { wallTime: 1000.25, step: 1, scalars: [["train/loss", 2.5]], texts: [] });
   writer.addScalar("eval/loss", 1 / 3, 2 ** 40);
   writer.close();
   const events = readEventFile(writer.path);
@@ -230,7 +240,7 @@ test("a training run's scalars read back from its event file under HF's tags and
   const events = readEventFile(join(loggingDir, files[0]!));
   assert.equal(events[0]!.fileVersion, "brain.Event:2");
 
-  const written = events.slice(1).flatMap((event) => event.scalars.map(([tag, value]) => ({ step: event.step, tag, value })));
+  const written = events.slice(2).flatMap((event) => event.scalars.map(([tag, value]) => ({ step: event.step, tag, value })));
   // grad_norm is not a LLaMA-Factory log field; HF's log_history (trainer_state.json) has it.
   const history = JSON.parse(readFileSync(join(outputDir, "trainer_state.json"), "utf8")).log_history as { step: number; grad_norm?: number }[];
   const gradNorms = new Map(history.filter((h) => h.grad_norm !== undefined).map((h) => [h.step, h.grad_norm!]));
@@ -269,8 +279,22 @@ test("report_to: all writes to HF's default logging_dir; none writes no event fi
   assert.equal(runs.length, 1);
   assert.match(runs[0]!, new RegExp(`^[A-Z][a-z]{2}\\d{2}_\\d{2}-\\d{2}-\\d{2}_`));
   const events = readEventFile(join(withAll, "runs", runs[0]!, readdirSync(join(withAll, "runs", runs[0]!))[0]!));
-  assert.deepEqual(events.slice(1).map((e) => `${e.step} ${e.scalars[0]![0]}`), ["2 train/loss", "2 train/grad_norm", "2 train/learning_rate", "2 train/epoch"]);
+  assert.deepEqual(events.slice(2).map((e) => `${e.step} ${e.scalars[0]![0]}`), ["2 train/loss", "2 train/grad_norm", "2 train/learning_rate", "2 train/epoch"]);
 
   const withNone = await trainWith({ report_to: "none", max_steps: 2 });
   assert.ok(!readdirSync(withNone).includes("runs"));
+});
+
+test("run_name: TensorBoard's `args` text holds it (output_dir by default), as HF's TensorBoardCallback writes the training arguments; the folder stays logging_dir", async () => {
+  const textOf = (dir: string) => {
+    const runs = readdirSync(join(dir, "runs"));
+    const events = readEventFile(join(dir, "runs", runs[0]!, readdirSync(join(dir, "runs", runs[0]!))[0]!));
+    assert.deepEqual(events[1]!.texts.map(([tag]) => tag), ["args/text_summary"]);
+    return JSON.parse(events[1]!.texts[0]![1]) as Record<string, unknown>;
+  };
+  const named = await trainWith({ report_to: "tensorboard", max_steps: 1, run_name: "fox-run" });
+  assert.equal(textOf(named).run_name, "fox-run");
+  assert.equal(readdirSync(join(named, "runs")).length, 1, "HF names the TensorBoard folder after the time and host, not run_name");
+  const unnamed = await trainWith({ report_to: "tensorboard", max_steps: 1 });
+  assert.equal(textOf(unnamed).run_name, unnamed);
 });

@@ -134,8 +134,10 @@ test("bad configs fail with one clear error before any model is loaded", async (
   const base = { model_name_or_path: MODEL, do_train: true, dataset_dir: DATA, output_dir: outputDir, stage: "sft", template: "chatml" };
   await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "missing_set" }, { onWarning: () => {} }), { print: () => {} }), /missing_set/);
   await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "alpaca", template: "chatmll" }, { onWarning: () => {} }), { print: () => {} }), /unknown template "chatmll"/);
+  // LLaMA-Factory refuses a folder that holds a finished model and no checkpoint to resume from.
   mkdirSync(outputDir, { recursive: true });
   writeFileSync(join(outputDir, "notes.txt"), "keep me");
+  writeFileSync(join(outputDir, "model.safetensors"), "someone's model");
   await assert.rejects(runTrain(parseTrainArgs({ ...base, dataset: "alpaca" }, { onWarning: () => {} }), { print: () => {} }), /already exists and is not empty/);
   assert.equal(readFileSync(join(outputDir, "notes.txt"), "utf8"), "keep me");
 });

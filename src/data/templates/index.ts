@@ -2,7 +2,7 @@
 // built-in by name, or (name `auto` or none) the tokenizer's own Jinja chat_template, then the
 // DataArguments overrides (default_system, tool_format, enable_thinking) and the EOS/pad fix-up.
 import { UserError } from "../../errors.ts";
-import { closestName } from "../../hparams/parser.ts";
+import { closestName } from "../../names.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import { BUILTIN_TEMPLATES } from "./builtin.ts";
 import { JinjaTemplate } from "./jinja.ts";

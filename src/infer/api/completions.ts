@@ -2,12 +2,14 @@
 // (create_chat_completion_response / create_stream_chat_completion_response) and the OpenAI
 // Chat Completions objects (`chat.completion`, `chat.completion.chunk`): one batched generate for
 // the n choices, or a token-by-token stream; `stop` strings cut the text; tool calls parsed by the
-// template become `tool_calls`.
+// template become `tool_calls`. The prompt and answer must fit the model's context (OpenAI's
+// context_length_exceeded). Both run one model step per `next()`, for the server's scheduler.
 import { randomUUID } from "node:crypto";
 import type { FunctionCall } from "../../data/templates/tools.ts";
-import { type FinishReason, type GenerateOptions, generate, generateStream } from "../../model/generation.ts";
-import type { ChatModel, GenerationSettings } from "../chat_model.ts";
-import type { ChatRequest } from "./protocol.ts";
+import { type FinishReason, type GenerateOptions, generateSteps } from "../../model/generation.ts";
+import type { ChatModel } from "../chat_model.ts";
+import { PREFILL_TOKENS_PER_STEP } from "./memory_budget.ts";
+import { ApiError, type ChatRequest } from "./protocol.ts";
 
 export interface Usage {
   prompt_tokens: number;
@@ -51,14 +53,60 @@ export interface ChatCompletionChunk {
 export const completionId = (): string => `chatcmpl-${randomUUID().replaceAll("-", "")}`;
 export const unixSeconds = (): number => Math.floor(Date.now() / 1000);
 
-/** The request's settings over the model's defaults, stopping on the template's stop tokens (as ChatModel does). */
-function generateOptions(chat: ChatModel, settings: GenerationSettings): GenerateOptions {
-  const stopIds = chat.template.getStopTokenIds(chat.tokenizer);
-  return { ...chat.defaults, ...settings, eosTokenId: stopIds, padTokenId: chat.tokenizer.padTokenId ?? stopIds[0] ?? 0 };
+/** A request's prompt ids and generation options, checked against the model's context. */
+export interface PreparedChat {
+  prompt: number[];
+  options: GenerateOptions;
+  /** Sequences generated at once: the n choices, or the beams of beam search. */
+  rows: number;
 }
 
-function promptFor(chat: ChatModel, request: ChatRequest): number[] {
-  return chat.promptIds(request.messages, request.system, request.tools || undefined);
+/** Generation time limit of a request: `maxTime` seconds counted from `timeOrigin` (ms, its arrival). */
+export interface TimeLimit {
+  maxTime: number;
+  timeOrigin: number;
+}
+
+function contextExceeded(message: string): ApiError {
+  return new ApiError(400, message, "messages", "context_length_exceeded");
+}
+
+/**
+ * Renders the prompt and fixes the token budget within the model's context C, as OpenAI does: a
+ * prompt of C tokens or more, or prompt + max_tokens over C, is a 400 context_length_exceeded;
+ * without max_tokens the model's default budget (max_new_tokens, or max_length - prompt) is cut
+ * to C - prompt. The prompt is fed PREFILL_TOKENS_PER_STEP tokens per step over all rows.
+ */
+export function prepareChat(chat: ChatModel, request: ChatRequest, timeLimit: TimeLimit | null = null): PreparedChat {
+  const prompt = chat.promptIds(request.messages, request.system, request.tools || undefined);
+  const context = chat.contextLength;
+  const stopIds = chat.template.getStopTokenIds(chat.tokenizer);
+  const rows = request.n * Math.max(1, request.settings.numBeams ?? chat.defaults.numBeams ?? 1);
+  const options: GenerateOptions = {
+    ...chat.defaults,
+    ...request.settings,
+    eosTokenId: stopIds,
+    padTokenId: chat.tokenizer.padTokenId ?? stopIds[0] ?? 0,
+    prefillChunk: Math.max(1, Math.floor(PREFILL_TOKENS_PER_STEP / rows)),
+    ...(timeLimit ?? {}),
+  };
+  if (prompt.length >= context) {
+    throw contextExceeded(
+      `This model's maximum context length is ${context} tokens. However, your messages resulted in ${prompt.length} tokens, which leaves no room for an answer. Please reduce the length of the messages.`,
+    );
+  }
+  const requested = request.settings.maxNewTokens;
+  if (requested != null && requested > 0) {
+    if (prompt.length + requested > context) {
+      throw contextExceeded(
+        `This model's maximum context length is ${context} tokens. However, you requested ${prompt.length + requested} tokens (${prompt.length} in the messages, ${requested} in the completion). Please reduce the length of the messages or completion.`,
+      );
+    }
+    return { prompt, options, rows };
+  }
+  const defaultBudget = options.maxNewTokens != null && options.maxNewTokens > 0 ? options.maxNewTokens : (options.maxLength ?? 20) - prompt.length;
+  if (defaultBudget > 0) options.maxNewTokens = Math.min(defaultBudget, context - prompt.length);
+  return { prompt, options, rows };
 }
 
 /** Where the first stop string starts in `text`, or -1. */
@@ -110,11 +158,11 @@ export function buildChoice(
   return { index, message: { role: "assistant", content: text }, finish_reason: finishReason, logprobs: null };
 }
 
-/** All n choices in one batched generate (the same prompt n times). Runs synchronously. */
-export function completeChat(chat: ChatModel, request: ChatRequest, modelName: string): ChatCompletion {
-  const prompt = promptFor(chat, request);
-  const { sequences, finishReasons } = generate(chat.model, new Array<number[]>(request.n).fill(prompt), generateOptions(chat, request.settings));
-  const decode = (ids: number[]) => chat.tokenizer.decode(ids, { skipSpecialTokens: true });
+/** All n choices in one batched generate (the same prompt n times), one model step per `next()`. */
+export function* completeChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string): Generator<unknown, ChatCompletion> {
+  const { prompt, options } = prepared;
+  const { sequences, finishReasons } = yield* generateSteps(chat.model, new Array<number[]>(request.n).fill(prompt), options);
+  const decode = (ids: number[]) => chat.decode(ids);
   let completionTokens = 0;
   const choices = sequences.map((ids, index) => {
     let text = decode(ids);
@@ -161,14 +209,14 @@ export interface StreamEnd {
 }
 
 /**
- * One answer as text pieces while it is generated; the return value is the finish reason and usage.
- * Pieces are held back while they end inside a multi-byte character or could begin a stop string.
- * Synchronous per token: the caller yields to the event loop between pieces.
+ * One answer as text pieces while it is generated, one piece per token (one model step per
+ * `next()`); the return value is the finish reason and usage. Text is held back (the piece is "")
+ * while it ends inside a multi-byte character or could begin a stop string.
  */
-export function* streamChat(chat: ChatModel, request: ChatRequest): Generator<string, StreamEnd> {
-  const prompt = promptFor(chat, request);
+export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat): Generator<string, StreamEnd> {
+  const { prompt, options } = prepared;
   const stopTokens = new Set(chat.template.getStopTokenIds(chat.tokenizer));
-  const tokens = generateStream(chat.model, prompt, generateOptions(chat, request.settings));
+  const steps = generateSteps(chat.model, [prompt], options);
   const generated: number[] = [];
   let completionTokens = 0;
   let emitted = 0;
@@ -176,36 +224,39 @@ export function* streamChat(chat: ChatModel, request: ChatRequest): Generator<st
   let text = "";
   try {
     for (;;) {
-      const next = tokens.next();
+      const next = steps.next();
       if (next.done) {
-        finishReason = next.value;
+        finishReason = next.value.finishReasons[0]!;
         break;
       }
+      // A prefill chunk: no token yet.
+      if (next.value === null) {
+        yield "";
+        continue;
+      }
+      const token = next.value[0]!;
       completionTokens += 1;
-      if (stopTokens.has(next.value)) {
+      if (stopTokens.has(token)) {
         finishReason = "stop";
         break;
       }
-      generated.push(next.value);
-      text = chat.tokenizer.decode(generated, { skipSpecialTokens: true });
+      generated.push(token);
+      text = chat.decode(generated);
       const stopAt = firstStopIndex(text, request.stop);
       if (stopAt !== -1) {
         text = text.slice(0, stopAt);
         finishReason = "stop";
         break;
       }
-      if (text.endsWith("\uFFFD")) continue;
-      const safe = text.length - partialStopLength(text, request.stop);
-      if (safe > emitted) {
-        yield text.slice(emitted, safe);
-        emitted = safe;
-      }
+      const safe = text.endsWith("\uFFFD") ? emitted : Math.max(emitted, text.length - partialStopLength(text, request.stop));
+      yield text.slice(emitted, safe);
+      emitted = safe;
     }
     // What was held back (a partial stop string that never completed, a trailing odd byte) goes out now.
     if (text.length > emitted) yield text.slice(emitted);
   } finally {
     // Stopping early (stop string, client gone) frees the generation's KV cache.
-    tokens.return("stop");
+    steps.return({ sequences: [], finishReasons: [] });
   }
   return { finishReason, usage: { prompt_tokens: prompt.length, completion_tokens: completionTokens, total_tokens: prompt.length + completionTokens } };
 }

@@ -16,17 +16,30 @@ export const sft: Stage = {
   name: "sft",
   processor: (options) => processorSpec("makeSupervisedProcessor", options),
   ...languageModeling,
+  computesAccuracy: true,
   predict,
 };
 
+/**
+ * The generation settings of prediction, as LLaMA-Factory passes them: its gen_kwargs (the
+ * generating arguments, always holding num_beams and max_new_tokens or max_length) go to
+ * Seq2SeqTrainer.predict, which falls back to generation_num_beams (eval_num_beams) and
+ * generation_max_length only where gen_kwargs leave those unset, so they never apply (the parameter
+ * system declares them as having no effect).
+ */
+export function predictionSettings(args: TrainArgs) {
+  const { generating } = args;
+  return generationSettingsFromArgs(generating);
+}
+
 /** do_predict with predict_with_generate: the answer to each prompt, batch by batch. */
 function predict(loaded: LoadedModel, examples: AlignedExample[], args: TrainArgs, print: (line: string) => void): void {
-  const { training, generating, data } = args;
+  const { training, data } = args;
   const { model, tokenizer, template } = loaded;
   model.eval();
   const stopIds = template.getStopTokenIds(tokenizer);
   const batchSize = training.per_device_eval_batch_size;
-  const settings = { ...generationSettingsFromArgs(generating), numBeams: training.generation_num_beams ?? generating.num_beams, maxLength: undefined };
+  const settings = predictionSettings(args);
   const rows: { prompt: string; predict: string; label: string }[] = [];
   for (let start = 0; start < examples.length; start += batchSize) {
     const batch = examples.slice(start, start + batchSize);
@@ -43,7 +56,8 @@ function predict(loaded: LoadedModel, examples: AlignedExample[], args: TrainArg
         label: example._response[0]?.content ?? "",
       });
     });
-    print(`predicted ${rows.length}/${examples.length}`);
+    // The progress line is the prediction bar HF's disable_tqdm turns off.
+    if (!training.disable_tqdm) print(`predicted ${rows.length}/${examples.length}`);
   }
   writeGeneratedPredictions(training.output_dir, rows);
   const metrics = computeSimilarity(rows.map((r) => r.predict), rows.map((r) => r.label));

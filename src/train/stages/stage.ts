@@ -43,6 +43,8 @@ export interface LossInputs<Batch extends CollatedBatch = CollatedBatch> {
   denominator: number;
   /** Records a metric of this batch (averaged over the batches of a log or an evaluation). */
   record: (name: string, value: number) => void;
+  /** Evaluation asks for the stage's prediction metrics too (compute_accuracy without prediction_loss_only). */
+  predictionMetrics?: boolean;
 }
 
 export interface Stage<Batch extends CollatedBatch = CollatedBatch> {
@@ -59,6 +61,13 @@ export interface Stage<Batch extends CollatedBatch = CollatedBatch> {
   loss(inputs: LossInputs<Batch>): Tensor;
   /** Rows are packed into cutoff_len blocks unless `packing` says otherwise (pt). */
   packsByDefault?: boolean;
+  /**
+   * The stage records `accuracy` per example when `predictionMetrics` is asked (compute_accuracy:
+   * LLaMA-Factory's ComputeAccuracy, which only run_sft installs).
+   */
+  computesAccuracy?: boolean;
+  /** The tokens `include_effective_tokens_per_second` counts in a set of rows (LLaMA-Factory's calculate_tps). */
+  effectiveTokens?(rows: readonly TrainingExample[]): number;
   /** Metrics derived from the evaluation loss (perplexity for language modelling). */
   evalMetrics?(evalLoss: number): Record<string, number>;
   /** do_predict: writes the stage's predictions into output_dir. */
