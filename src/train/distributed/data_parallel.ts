@@ -118,6 +118,19 @@ function hostKey(): number {
   return hash & 0x7fffffff;
 }
 
+/**
+ * Runs a collective on `tensor` in place. Gloo in libtorch 1.13 has no bfloat16: such a tensor
+ * travels as float32 (exact both ways; sums are rounded to bfloat16 once, at the end).
+ */
+function onTheWire(tensor: Tensor, collective: (wire: Tensor) => void): void {
+  if (tensor.dtype !== "bfloat16") return collective(tensor);
+  tidy(() => {
+    const wire = tensor.to("float32");
+    collective(wire);
+    noGrad(() => tensor.copy_(wire));
+  });
+}
+
 /** W processes on one c10d process group (Gloo), joined from the torchrun environment. */
 export class ProcessGroupParallel implements DataParallel {
   readonly rank: number;
@@ -197,7 +210,7 @@ export class ProcessGroupParallel implements DataParallel {
 
   prepareGradients(parameters: readonly [string, Tensor][]): void {
     this.gradients = new GradientSync(parameters, {
-      allReduce: (tensors) => this.collective("the gradient all-reduce", () => allReduce(tensors)),
+      allReduce: (tensors) => this.collective("the gradient all-reduce", () => tensors.forEach((tensor) => onTheWire(tensor, (wire) => allReduce(wire)))),
       findUnusedParameters: this.options.findUnusedParameters,
     });
   }
@@ -213,7 +226,7 @@ export class ProcessGroupParallel implements DataParallel {
       tidy(() =>
         noGrad(() => {
           const flat = cat(bucket.map((index) => parameters[index]!.detach().reshape(-1)));
-          this.collective("sending the parameters from rank 0", () => broadcast(flat, 0));
+          this.collective("sending the parameters from rank 0", () => onTheWire(flat, (wire) => broadcast(wire, 0)));
           let offset = 0;
           for (const index of bucket) {
             const parameter = parameters[index]!;
