@@ -1,6 +1,6 @@
 // Data parallelism through the trainer on two local processes (Gloo): two processes x batch b
 // train exactly as one process x batch 2b (per-step losses, evaluation losses and final weights
-// within 1e-6 relative, fp32, with gradient accumulation, LoRA and full), and
+// within 1e-6 relative, fp32, with gradient accumulation, LoRA, full and freeze), and
 // ddp_find_unused_parameters decides what a trainable parameter without a gradient does.
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -46,7 +46,7 @@ function assertSameWeights(actual: Record<string, number[]>, expected: Record<st
   assert.ok(Math.sqrt(difference) <= 1e-6 * Math.sqrt(norm), `|difference| ${Math.sqrt(difference)} vs |weights| ${Math.sqrt(norm)}`);
 }
 
-for (const mode of ["lora", "full"] as const) {
+for (const mode of ["lora", "full", "freeze"] as const) {
   test(`2 processes x batch 2 train as 1 process x batch 4: per-step losses, sharded evaluation and final weights agree (fp32, accumulation 2, ${mode})`, async () => {
     // 32 rows: 8 global batches of 4 per epoch, 4 optimizer steps; 6 steps cross into the second (reshuffled) epoch.
     const job: DataParallelJob = { model: MODEL, mode, batchSize: 2, accumulation: 2, maxSteps: 6, rows: 32, evalSteps: 3, evalRows: 7 };

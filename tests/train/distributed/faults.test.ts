@@ -14,11 +14,11 @@ import { freePort, printed, rankEnv, start } from "../../fixtures/workers.ts";
 const MODEL = tinyModelWithTokenizer();
 const DATA = alpacaDataDir();
 
-/** A long LoRA run (it is always stopped first), logging every step. */
+/** A long pre-training run with freeze tuning (it is always stopped first), logging every step. */
 function trainArgs(extra: string[] = []): string[] {
   return [
-    "bin/lmf.mjs", "train", "--model_name_or_path", MODEL, "--stage", "sft", "--do_train", "--dataset", "alpaca", "--dataset_dir", DATA,
-    "--template", "chatml", "--finetuning_type", "lora", "--cutoff_len", "32", "--per_device_train_batch_size", "2", "--max_steps", "5000",
+    "bin/lmf.mjs", "train", "--model_name_or_path", MODEL, "--stage", "pt", "--do_train", "--dataset", "alpaca", "--dataset_dir", DATA,
+    "--finetuning_type", "freeze", "--freeze_trainable_layers", "1", "--cutoff_len", "16", "--per_device_train_batch_size", "2", "--max_steps", "5000",
     "--logging_steps", "1", "--save_strategy", "no", "--output_dir", mkdtempSync(join(tmpdir(), "lmf-ddp-fault-")), ...extra,
   ];
 }
