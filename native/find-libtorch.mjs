@@ -69,6 +69,20 @@ function blasLibraries(lib) {
   }
 }
 
+/**
+ * c10d with Gloo (distributed training on CPU): libtorch's c10d headers, Gloo's own headers and
+ * library (Debian's libgloo-dev; a pytorch.org libtorch bundles Gloo inside libtorch_cpu).
+ */
+function findC10d(found) {
+  const header = found.include.map((dir) => join(dir, "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp")).find(existsSync);
+  if (!header) return null;
+  const glooHeaders = [...found.include, "/usr/include"].some((dir) => existsSync(join(dir, "gloo/config.h")));
+  if (!glooHeaders) return null;
+  const gloo = ["/usr/lib/libgloo.so.0", "/usr/lib/x86_64-linux-gnu/libgloo.so.0", "/usr/lib/aarch64-linux-gnu/libgloo.so.0"].find(existsSync);
+  // A libtorch that carries Gloo itself needs no separate library.
+  return { gloo: gloo ?? "" };
+}
+
 const mode = process.argv[2];
 if (mode) {
   const found = findLibtorch();
@@ -77,15 +91,21 @@ if (mode) {
     process.exit(1);
   }
   const cuda = existsSync(join(found.lib, "libtorch_cuda.so"));
-  if (mode === "json") console.log(JSON.stringify({ ...found, cuda, blas: blasLibraries(found.lib) }));
+  const c10d = findC10d(found);
+  if (mode === "json") console.log(JSON.stringify({ ...found, cuda, c10d: c10d !== null, blas: blasLibraries(found.lib) }));
   if (mode === "include") console.log(found.include.join(" "));
-  if (mode === "defines") console.log(found.abi === null ? "" : `_GLIBCXX_USE_CXX11_ABI=${found.abi}`);
+  if (mode === "defines") {
+    const defines = found.abi === null ? [] : [`_GLIBCXX_USE_CXX11_ABI=${found.abi}`];
+    if (c10d) defines.push("LMF_WITH_C10D", "USE_C10D_GLOO");
+    console.log(defines.join(" "));
+  }
   if (mode === "libs") {
     // --no-as-needed: nothing references libtorch_cuda directly, and without it the linker
     // drops the library, so CUDA kernels never register and `cuda` devices look absent.
     const libs = [`-L${found.lib}`, "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10"];
     if (cuda) libs.push("-ltorch_cuda", "-lc10_cuda");
     libs.push("-Wl,--as-needed");
+    if (c10d) libs.push(c10d.gloo);
     if (found.rpath) libs.push(`-Wl,-rpath,${found.lib}`);
     console.log(libs.join(" "));
   }

@@ -48,6 +48,12 @@ if [ "$build_only" = 0 ]; then
     fi
   fi
 
+  # 2b. Gloo's headers, for distributed training over c10d (libtorch_cpu has ProcessGroupGloo;
+  # Debian ships Gloo's own headers and library apart).
+  if [ -e /usr/include/torch/csrc/distributed/c10d/ProcessGroupGloo.hpp ] && [ ! -e /usr/include/gloo/config.h ]; then
+    apt_install libgloo-dev || echo "setup: warning: libgloo-dev is missing and could not be installed; distributed training will be unavailable (sudo apt-get install libgloo-dev)" >&2
+  fi
+
   # 3. The PyTorch reference the tests compare against (same libtorch, Debian's python3-torch).
   if [ "${LMF_SKIP_REFERENCE:-0}" != 1 ] && ! /usr/bin/python3 -c "import torch" >/dev/null 2>&1; then
     apt_install python3-torch || echo "setup: warning: python3-torch is not installed; tests that compare against PyTorch will be skipped" >&2

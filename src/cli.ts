@@ -30,8 +30,17 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     return 0;
   }
   const hparams = await import("./hparams/index.ts");
-  const onWarning = (message: string) => console.error(`notice: ${message}`);
+  // In a data-parallel run only rank 0 prints the notices.
+  const replica = process.env.WORLD_SIZE !== undefined && process.env.RANK !== "0";
+  const onWarning = replica ? () => {} : (message: string) => console.error(`notice: ${message}`);
   if (job === "train") {
+    // `--nproc_per_node N` (or FORCE_TORCHRUN): this process launches the workers, once the arguments are known to be good.
+    const { launchPlan, launchWorkers } = await import("./train/distributed/launcher.ts");
+    const launch = launchPlan(tokens, process.env);
+    if (launch) {
+      hparams.parseTrainArgs(launch.workerTokens, { onWarning: () => {} });
+      return launchWorkers(launch);
+    }
     const args = hparams.parseTrainArgs(tokens, { onWarning });
     const { runTrain } = await import("./train/workflow.ts");
     await runTrain(args);

@@ -59,7 +59,9 @@ export const dataFields = {
   enable_thinking: optBool(true, "Reasoning mode for templates with thinking."),
   preserve_thinking: bool(false, "Keep the thinking text of earlier turns.", { tier: "later" }),
   tokenized_path: optStr("Where the tokenized dataset is saved to or loaded from.", { aliases: ["cache_path"] }),
-  data_shared_file_system: bool(false, "Datasets live on a file system shared between nodes.", { tier: "later" }),
+  data_shared_file_system: bool(false, "Datasets live on a file system shared between nodes.", {
+    noEffect: "in a distributed run rank 0 alone preprocesses the data and sends the rows to the other workers, so no file system needs to be shared",
+  }),
 };
 
 export type DataArguments = ArgsOf<typeof dataFields>;

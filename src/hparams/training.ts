@@ -1,6 +1,7 @@
 // TrainingArguments: the part of Hugging Face's `Seq2SeqTrainingArguments` that LLaMA-Factory
-// configs, examples and web board use (LLaMA-Factory `hparams/training_args.py`). Distributed
-// back-ends (DeepSpeed, FSDP, Ray), the profiler and FP8 are out of scope.
+// configs, examples and web board use (LLaMA-Factory `hparams/training_args.py`). Data-parallel
+// training runs on c10d (src/train/distributed/); a DeepSpeed config is read and runs as the same
+// data-parallel training. FSDP, Ray, the profiler and FP8 are out of scope.
 import {
   type ArgsOf,
   bool,
@@ -57,8 +58,6 @@ const builtOptimizers: readonly string[] = Object.keys(OPTIMIZER_FOR_NAME);
 const laterOptimizers: Record<string, ValueTier> = Object.fromEntries(
   optimizers.filter((name) => !builtOptimizers.includes(name)).map((name) => [name, "later"]),
 );
-
-const singleProcess = "lmfactory trains in a single process, without distributed collectives, until distributed training is built";
 
 const core = {
   output_dir: str("trainer_output", "Folder for checkpoints, logs and the final model."),
@@ -122,10 +121,12 @@ const core = {
     noEffect: "the data is tokenized before training (see preprocessing_num_workers) and batches are collated in-process",
   }),
   dataloader_drop_last: bool(false, "Drop the last incomplete batch."),
-  ddp_timeout: int(1800, "Timeout in seconds of distributed collectives.", { min: 1, noEffect: singleProcess }),
-  ddp_find_unused_parameters: optBool(null, "Let distributed training look for parameters without gradients.", {
-    noEffect: singleProcess,
-  }),
+  ddp_timeout: int(1800, "Seconds a distributed worker waits for the others (rendezvous and each collective) before it stops.", { min: 1 }),
+  ddp_find_unused_parameters: optBool(
+    null,
+    "Distributed training: allow trainable parameters without a gradient in a step (zeros where another rank has one); unset: false for LoRA or with gradient checkpointing, as LLaMA-Factory and HF decide.",
+  ),
+  deepspeed: optJson("DeepSpeed config file or dict: runs as the same data-parallel training (ZeRO does not shard here); its values must agree with the training arguments or be \"auto\"."),
   include_num_input_tokens_seen: bool(false, "Count and log the input tokens seen."),
   neftune_noise_alpha: optFloat("Add NEFTune noise of this scale to the input embeddings while training.", { min: 0 }),
   torch_compile: bool(false, "Compile the model.", { tier: "later" }),
@@ -176,7 +177,6 @@ const generation = {
 };
 
 const outOfScope = {
-  deepspeed: optJson("DeepSpeed config file or dict.", { tier: "out" }),
   // HF's `fsdp` is `Union[list[FSDPOption], str]`: `full_shard auto_wrap` or `[full_shard, auto_wrap]`.
   fsdp: optList("FSDP options.", { tier: "out" }),
   fsdp_config: optJson("FSDP config file or dict.", { tier: "out" }),
@@ -210,5 +210,5 @@ export const trainingGroup = defineGroup<typeof trainingFields>("TrainingArgumen
   ["Logging", logging],
   ["Checkpoints", saving],
   ["Prediction", generation],
-  ["Distributed, profiler and FP8 (out of scope)", outOfScope],
+  ["FSDP, Ray, profiler and FP8 (out of scope)", outOfScope],
 ]);

@@ -18,3 +18,4 @@ export * from "./optim/sgd.ts";
 export * from "./optim/schedulers.ts";
 export * from "./optim/names.ts";
 export { seededRandom, shuffled } from "./seeded.ts";
+export * from "./distributed.ts";

@@ -35,6 +35,13 @@ export interface NativeCore {
   is_grad_enabled(): boolean;
   pickle_save(names: string[], tensors: number[], path: string): void;
   pickle_load(path: string): { names: string[]; tensors: number[] };
+  dist_available(): boolean;
+  dist_init?(rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number): void;
+  dist_all_reduce?(tensors: number[], op: number): void;
+  dist_broadcast?(tensors: number[], root: number): void;
+  dist_all_gather?(tensor: number): number[];
+  dist_barrier?(): void;
+  dist_destroy?(): void;
 }
 
 export type Native = NativeOps & NativeCore;

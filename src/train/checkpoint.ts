@@ -36,6 +36,8 @@ export interface TrainerStateJson {
   save_steps: number;
   eval_steps: number | null;
   train_batch_size: number;
+  /** The processes of the run that wrote it (data parallelism); absent: one. */
+  lmf_world_size?: number;
   /** Input tokens seen (include_num_input_tokens_seen); absent in checkpoints of older runs. */
   num_input_tokens_seen?: number;
   total_flos: number;
@@ -57,6 +59,13 @@ export interface CheckpointParts {
   optimizer: Optimizer<BaseHyperParameters>;
   scheduler: LambdaLR;
   state: TrainerStateJson;
+  /** Every rank's RNG state, rank 0 first, in a run of several processes (HF's rng_state_<rank>). */
+  rngStates?: readonly Tensor[];
+}
+
+/** The RNG state file of one rank: rng_state.safetensors in one process, rng_state_<rank> in several (as HF names them). */
+function rngStateFile(rank: number, worldSize: number): string {
+  return worldSize > 1 ? `rng_state_${rank}.safetensors` : "rng_state.safetensors";
 }
 
 /** The temporary folder a checkpoint is written to before it is renamed. */
@@ -85,9 +94,13 @@ export function saveCheckpoint(outputDir: string, parts: CheckpointParts, saveOn
     saveSafetensors(join(temporary, "optimizer.safetensors"), optimizerState.tensors);
     writeFileSync(join(temporary, "optimizer.json"), JSON.stringify(optimizerState.meta));
     writeFileSync(join(temporary, "scheduler.json"), JSON.stringify(parts.scheduler.stateDict()));
-    const rng = getRngState();
-    saveSafetensors(join(temporary, "rng_state.safetensors"), { cpu: rng });
-    rng.dispose();
+    if (parts.rngStates && parts.rngStates.length > 1) {
+      parts.rngStates.forEach((state, rank) => saveSafetensors(join(temporary, rngStateFile(rank, parts.rngStates!.length)), { cpu: state }));
+    } else {
+      const rng = getRngState();
+      saveSafetensors(join(temporary, "rng_state.safetensors"), { cpu: rng });
+      rng.dispose();
+    }
   }
   writeFileSync(join(temporary, "trainer_state.json"), JSON.stringify(parts.state, null, 2) + "\n");
   rmSync(final, { recursive: true, force: true });
@@ -142,8 +155,15 @@ export function readTrainerState(checkpoint: string): TrainerStateJson {
   return JSON.parse(readFileSync(path, "utf8")) as TrainerStateJson;
 }
 
-/** Restores optimizer, scheduler and RNG state saved by `saveCheckpoint`. */
-export function loadTrainingState(checkpoint: string, optimizer: Optimizer<BaseHyperParameters>, scheduler: LambdaLR): void {
+/** This process's place in a data-parallel run, for the RNG state it resumes. */
+export interface ResumingProcess {
+  rank: number;
+  worldSize: number;
+  warn: (line: string) => void;
+}
+
+/** Restores optimizer, scheduler and RNG state saved by `saveCheckpoint` (this rank's RNG state in a run of several processes). */
+export function loadTrainingState(checkpoint: string, optimizer: Optimizer<BaseHyperParameters>, scheduler: LambdaLR, resuming: ResumingProcess = { rank: 0, worldSize: 1, warn: () => {} }): void {
   const optimizerFile = join(checkpoint, "optimizer.safetensors");
   if (!existsSync(optimizerFile)) {
     throw new UserError(
@@ -163,7 +183,14 @@ export function loadTrainingState(checkpoint: string, optimizer: Optimizer<BaseH
     for (const tensor of Object.values(tensors)) tensor.dispose();
   }
   scheduler.loadStateDict(JSON.parse(readFileSync(join(checkpoint, "scheduler.json"), "utf8")) as SchedulerState);
-  const rngReader = openSafetensors(join(checkpoint, "rng_state.safetensors"));
+  let rngFile = join(checkpoint, rngStateFile(resuming.rank, resuming.worldSize));
+  if (!existsSync(rngFile)) {
+    // HF: "Didn't find an RNG file for process ...": the run continues, its random draws differ.
+    const saved = readTrainerState(checkpoint).lmf_world_size ?? 1;
+    resuming.warn(`${checkpoint} was written by a run of ${saved} process(es) and holds no RNG state for rank ${resuming.rank} of ${resuming.worldSize}; dropout and NEFTune draw other numbers than an uninterrupted run`);
+    rngFile = join(checkpoint, existsSync(join(checkpoint, "rng_state.safetensors")) ? "rng_state.safetensors" : rngStateFile(0, saved));
+  }
+  const rngReader = openSafetensors(rngFile);
   try {
     const rng = rngReader.get("cpu");
     setRngState(rng);

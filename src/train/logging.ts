@@ -48,11 +48,14 @@ export class RunLog {
     private readonly print: (line: string) => void = (line) => process.stderr.write(line + "\n"),
     resumed = false,
     private readonly reporters: readonly RunReporter[] = [],
-    /** progress: false (disable_tqdm) prints each log as HF's PrinterCallback does, without the progress line. */
-    private readonly display: { progress: boolean } = { progress: true },
+    /**
+     * progress: false (disable_tqdm) prints each log as HF's PrinterCallback does, without the
+     * progress line; writes: false keeps trainer_log.jsonl untouched (the ranks other than 0).
+     */
+    private readonly display: { progress: boolean; writes?: boolean } = { progress: true },
   ) {
     this.logFile = join(outputDir, "trainer_log.jsonl");
-    if (!resumed && existsSync(this.logFile)) writeFileSync(this.logFile, "");
+    if (!resumed && this.display.writes !== false && existsSync(this.logFile)) writeFileSync(this.logFile, "");
   }
 
   /** Seconds since this process started training. */
@@ -95,7 +98,7 @@ export class RunLog {
       throughput: round(values.tokensPerSecond, 2),
       total_tokens: values.totalTokens,
     };
-    appendFileSync(this.logFile, JSON.stringify(record) + "\n");
+    if (this.display.writes !== false) appendFileSync(this.logFile, JSON.stringify(record) + "\n");
     // HF's keys and values: the loss rounded to 4 decimals as Trainer.log rounds it, the rest as computed.
     const scalars: Record<string, number> = {
       ...(record.loss !== undefined && { loss: record.loss }),

@@ -5,6 +5,7 @@
 // `disable_tqdm` decide what `lmf train` prints.
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
+import type { DataParallel } from "./distributed/data_parallel.ts";
 import type { RunReporter } from "./logging.ts";
 import type { TrainerOptions } from "./trainer.ts";
 
@@ -120,6 +121,8 @@ export interface RunParts {
   effectiveTokens: number | null;
   /** Whether the stage records prediction metrics (compute_accuracy). */
   computesAccuracy: boolean;
+  /** This process's part in data parallelism. */
+  parallel?: DataParallel;
 }
 
 /** The trainer's options for these arguments. */
@@ -175,5 +178,6 @@ export function trainerOptionsFromArgs(args: TrainArgs, run: RunParts): TrainerO
     warn: run.warn,
     disableTqdm: progressDisabled(args),
     reporters: run.reporters,
+    parallel: run.parallel,
   };
 }

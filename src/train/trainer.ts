@@ -2,7 +2,10 @@
 // (or sequential) batches, gradient accumulation with the loss averaged over every trained token of
 // the accumulated batch, clipping, the optimizer and LR schedule, gradient checkpointing, and
 // DefaultFlowCallback's logging / evaluation / checkpoint decisions with best-model tracking,
-// early stopping and exact resume. Each step runs in `tidy`.
+// early stopping and exact resume. Each step runs in `tidy`. Under data parallelism (a
+// DataParallel of W ranks, src/train/distributed/) each rank reads its shard of every global batch,
+// the loss is normalised by the tokens of the whole global batch, gradients are summed over the
+// ranks once per step, and only rank 0 writes; one process is W = 1 on the same path.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
@@ -12,6 +15,7 @@ import {
   type LambdaLR,
   type Tensor,
   clipGradNorm,
+  getRngState,
   getScheduler,
   noGrad,
   seededRandom,
@@ -30,6 +34,7 @@ import {
   rotateCheckpoints,
   saveCheckpoint,
 } from "./checkpoint.ts";
+import { type DataParallel, SINGLE_PROCESS } from "./distributed/data_parallel.ts";
 import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { activateNeftune } from "./neftune.ts";
 import { createOptimizer } from "./optimizer.ts";
@@ -112,6 +117,8 @@ export interface TrainerOptions {
   disableTqdm?: boolean;
   /** report_to: trackers that get each logged step's scalars; closed when training ends. */
   reporters?: readonly RunReporter[];
+  /** This process's part in data parallelism (one process when absent). */
+  parallel?: DataParallel;
 }
 
 export interface TrainerParts<Batch extends CollatedBatch = CollatedBatch> {
@@ -160,10 +167,17 @@ class MetricMeans {
     const [sum, count] = this.sums.get(name) ?? [0, 0];
     this.sums.set(name, [sum + value * weight, count + weight]);
   };
-  /** The means so far with what the stage derives from them (names prefixed), and a fresh start. */
-  take(prefix = ""): Record<string, number> {
-    const means = Object.fromEntries([...this.sums].filter(([, [, count]]) => count > 0).map(([name, [sum, count]]) => [name, sum / count]));
+  /** The means so far over every rank's records, with what the stage derives from them (names prefixed), and a fresh start. */
+  take(prefix = "", parallel: DataParallel = SINGLE_PROCESS): Record<string, number> {
+    const merged = new Map<string, [number, number]>();
+    for (const entries of parallel.allGatherJson([...this.sums])) {
+      for (const [name, [sum, count]] of entries) {
+        const [total, counted] = merged.get(name) ?? [0, 0];
+        merged.set(name, [total + sum, counted + count]);
+      }
+    }
     this.sums.clear();
+    const means = Object.fromEntries([...merged].filter(([, [, count]]) => count > 0).map(([name, [sum, count]]) => [name, sum / count]));
     const all = { ...means, ...this.derive?.(means) };
     return Object.fromEntries(Object.entries(all).map(([name, value]) => [prefix + name, value]));
   }
@@ -216,11 +230,6 @@ export function absoluteSteps(interval: number, totalSteps: number): number {
   return interval > 0 && interval < 1 ? Math.ceil(totalSteps * interval) : interval;
 }
 
-/** Batches of one pass over `count` rows: the last incomplete one is dropped with dataloader_drop_last. */
-function batchCount(count: number, batchSize: number, dropLast: boolean): number {
-  return dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
-}
-
 /** What the HF Trainer's callbacks ask of a step or an epoch's end. */
 interface Control {
   log: boolean;
@@ -236,10 +245,12 @@ function metricKey(metric: string): string {
 export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, options: TrainerOptions): TrainResult {
   const { model } = parts;
   const device = options.device ?? "cpu";
+  const parallel = options.parallel ?? SINGLE_PROCESS;
   const warn = options.warn ?? options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const accumulation = Math.max(1, options.gradientAccumulationSteps);
   const dropLast = options.dropLast ?? false;
-  const batchesPerEpoch = batchCount(parts.train.length, options.batchSize, dropLast);
+  // The batches this rank reads per epoch (accelerate's sharded data loader's length).
+  const batchesPerEpoch = parallel.trainBatchCount(parts.train.length, options.batchSize, dropLast);
   if (batchesPerEpoch === 0) {
     throw new UserError(`dataloader_drop_last leaves no batch: ${parts.train.length} training examples are fewer than one batch of ${options.batchSize}`, "dataloader_drop_last", "set dataloader_drop_last: false or a smaller per_device_train_batch_size");
   }
@@ -255,9 +266,16 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
   const greaterIsBetter = options.greaterIsBetter ?? (metric !== null && !metric.endsWith("loss"));
   const patience = options.earlyStoppingPatience ?? null;
 
-  mkdirSync(options.outputDir, { recursive: true });
-  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm });
-  const optimizer = createOptimizer([...model.namedParameters({ trainableOnly: true }), ...(parts.extraParameters ?? [])], options, (line) => log.info(line));
+  // Only rank 0 writes and prints; the other ranks keep the same bookkeeping quietly.
+  if (parallel.isMain) mkdirSync(options.outputDir, { recursive: true });
+  const log = parallel.isMain
+    ? new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm })
+    : new RunLog(options.outputDir, () => {}, true, [], { progress: true, writes: false });
+  const trainable = [...model.namedParameters({ trainableOnly: true }), ...(parts.extraParameters ?? [])];
+  // DDP's construction: rank 0's trainable weights everywhere (random initialisations included).
+  parallel.broadcastParameters(trainable.map(([, parameter]) => parameter));
+  parallel.prepareGradients(trainable);
+  const optimizer = createOptimizer(trainable, options, (line) => log.info(line));
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
     numTrainingSteps: totalSteps,
@@ -277,7 +295,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     if (options.resumeFrom) {
       const saved = readTrainerState(options.resumeFrom);
       parts.loadModel(options.resumeFrom);
-      loadTrainingState(options.resumeFrom, optimizer, scheduler);
+      loadTrainingState(options.resumeFrom, optimizer, scheduler, { rank: parallel.rank, worldSize: parallel.worldSize, warn });
       globalStep = saved.global_step;
       position = saved.lmf_data_position;
       totalTokens = saved.lmf_total_tokens;
@@ -285,6 +303,9 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       logHistory = saved.log_history;
       best = { metric: saved.best_metric ?? null, globalStep: saved.best_global_step ?? null, checkpoint: saved.best_model_checkpoint ?? null };
       patienceCounter = saved.stateful_callbacks?.EarlyStoppingCallback?.attributes.early_stopping_patience_counter ?? 0;
+      if ((saved.lmf_world_size ?? 1) !== parallel.worldSize) {
+        warn(`${options.resumeFrom} was written by a run of ${saved.lmf_world_size ?? 1} process(es), this run has ${parallel.worldSize}: it continues from step ${globalStep}, but the rest of the epoch is dealt to the ranks differently than in an uninterrupted run`);
+      }
       log.info(`resuming from ${options.resumeFrom} at step ${globalStep}`);
     }
 
@@ -298,6 +319,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       save_steps: saveSteps,
       eval_steps: evalSteps,
       train_batch_size: options.batchSize,
+      lmf_world_size: parallel.worldSize,
       num_input_tokens_seen: inputTokensSeen,
       total_flos: 0,
       log_history: logHistory,
@@ -328,21 +350,29 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       return entry;
     };
     const checkpoint = () => {
-      // HF's _save_checkpoint: the best checkpoint is named once its folder exists (steps/epoch), or is
-      // the one being written (save_strategy best saves exactly at a new best).
-      const name = join(options.outputDir, `${CHECKPOINT_PREFIX}${globalStep}`);
-      if (options.saveStrategy === "best") best.checkpoint = name;
-      else if (best.globalStep !== null && (best.globalStep === globalStep || existsSync(join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`)))) {
-        best.checkpoint = join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`);
+      // Every rank's RNG state goes into the checkpoint (HF's rng_state_<rank>), written by rank 0.
+      const rngStates = options.saveOnlyModel ? [] : parallel.gatherRngStates(getRngState());
+      try {
+        if (!parallel.isMain) return;
+        // HF's _save_checkpoint: the best checkpoint is named once its folder exists (steps/epoch), or is
+        // the one being written (save_strategy best saves exactly at a new best).
+        const name = join(options.outputDir, `${CHECKPOINT_PREFIX}${globalStep}`);
+        if (options.saveStrategy === "best") best.checkpoint = name;
+        else if (best.globalStep !== null && (best.globalStep === globalStep || existsSync(join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`)))) {
+          best.checkpoint = join(options.outputDir, `${CHECKPOINT_PREFIX}${best.globalStep}`);
+        }
+        saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState(), rngStates }, options.saveOnlyModel);
+        rotateCheckpoints(options.outputDir, options.saveTotalLimit, best.checkpoint);
+      } finally {
+        for (const state of rngStates) state.dispose();
+        parallel.barrier(`waiting for rank 0 to save checkpoint-${globalStep}`);
       }
-      saveCheckpoint(options.outputDir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState() }, options.saveOnlyModel);
-      rotateCheckpoints(options.outputDir, options.saveTotalLimit, best.checkpoint);
     };
     let stopEarly = false;
     /** One evaluation (HF's _evaluate): logged, checked by early stopping, then ranked; true at a new best. */
     const evaluateNow = (rank: boolean): boolean => {
       if (!parts.eval?.length) return false;
-      const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics });
+      const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics, parallel });
       const metrics: Record<string, number> = { eval_loss: result.loss, ...result.metrics };
       const entry = record(metrics);
       log.step({ step: globalStep, totalSteps, epoch: entry.epoch!, evalLoss: result.loss, metrics: result.metrics, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1, logs: entry });
@@ -370,9 +400,10 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       return true;
     };
 
+    const processes = parallel.worldSize > 1 ? ` x ${parallel.worldSize} processes = ${options.batchSize * accumulation * parallel.worldSize} per step` : "";
     log.info(
       `training: ${parts.train.length} examples, ${numEpochs} epoch(s), ${totalSteps} steps ` +
-        `(batch ${options.batchSize} x accumulation ${accumulation}), ${model.numParameters({ trainableOnly: true })} trainable parameters`,
+        `(batch ${options.batchSize} x accumulation ${accumulation}${processes}), ${model.numParameters({ trainableOnly: true })} trainable parameters`,
     );
     model.train();
     const stepLosses: number[] = [];
@@ -394,7 +425,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         totalTokens += tokensSinceLog;
         const loss = lossSinceLog / stepsSinceLog;
         const lr = scheduler.getLastLr()[0]!;
-        const stageMetrics = metricsSinceLog.take();
+        const stageMetrics = metricsSinceLog.take("", parallel);
         const entry = record({ loss: Math.round(loss * 1e4) / 1e4, ...(gradNorm !== undefined && { grad_norm: gradNorm }), ...stageMetrics, learning_rate: lr }, true);
         log.step({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), loss, lr, gradNorm, metrics: stageMetrics, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun, logs: entry });
         lossSinceLog = 0;
@@ -416,21 +447,31 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     for (let epoch = position.epoch; epoch < numEpochs && globalStep < totalSteps && !stop; epoch++) {
       const inOrder = parts.inStreamOrder || options.shuffle === false;
       const order = inOrder ? [...parts.train.keys()] : shuffledOrder(parts.train.length, options.dataSeed + epoch);
+      const epochBatches = parallel.trainBatches(order, options.batchSize, dropLast);
       let microBatch = epoch === position.epoch ? position.microBatch : 0;
       while (microBatch < batchesPerEpoch && globalStep < totalSteps && !stop) {
         const group: Batch[] = [];
         for (let k = microBatch; k < Math.min(microBatch + accumulation, batchesPerEpoch); k++) {
-          const rows = order.slice(k * options.batchSize, (k + 1) * options.batchSize).map((i) => parts.train[i]!);
-          group.push(parts.collate(rows));
+          group.push(parts.collate(epochBatches[k]!.map((i) => parts.train[i]!)));
         }
-        const denominator = parts.stage.lossDenominator(group);
+        // transformers' num_items_in_batch, gathered over the ranks (average_tokens_across_devices):
+        // each rank's summed loss over the global count, so that the ranks' gradients sum to the
+        // global batch's (DDP averages the ranks' losses scaled by the world size: the same).
+        const [denominator] = parallel.sum([parts.stage.lossDenominator(group)]);
         let stepLoss = 0;
+        let stepTokens = 0;
+        let stepInputTokens = 0;
         for (const batch of group) {
-          stepLoss += batchLoss(model, batch, parts.stage, { device, denominator, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
-          tokensSinceLog += tokensIn(batch);
+          stepLoss += batchLoss(model, batch, parts.stage, { device, denominator: denominator!, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
+          stepTokens += tokensIn(batch);
           // HF counts input_ids.numel(): padding included.
-          inputTokensSeen += batch.input_ids.reduce((sum, row) => sum + row.length, 0);
+          stepInputTokens += batch.input_ids.reduce((sum, row) => sum + row.length, 0);
         }
+        // One all-reduce per optimizer step, after the last micro-batch (no_sync before it).
+        parallel.reduceGradients();
+        [stepLoss, stepTokens, stepInputTokens] = parallel.sum([stepLoss, stepTokens, stepInputTokens]) as [number, number, number];
+        tokensSinceLog += stepTokens;
+        inputTokensSeen += stepInputTokens;
         // HF logs the total norm before clipping, of the last step before each log.
         gradNorm = options.maxGradNorm > 0 ? clipGradNorm(optimizer.paramGroups.flatMap((g) => g.params), options.maxGradNorm) : undefined;
         optimizer.step();
@@ -473,9 +514,14 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     }
 
     totalTokens += tokensSinceLog;
-    if (!killed && options.loadBestModelAtEnd && best.checkpoint !== null && existsSync(best.checkpoint)) {
-      log.info(`Loading best model from ${best.checkpoint} (score: ${best.metric}).`);
-      parts.loadModel(best.checkpoint);
+    if (!killed && options.loadBestModelAtEnd) {
+      // Rank 0 tracks the checkpoints; the others get the best weights from it.
+      const loadBest = parallel.isMain && best.checkpoint !== null && existsSync(best.checkpoint);
+      if (loadBest) {
+        log.info(`Loading best model from ${best.checkpoint} (score: ${best.metric}).`);
+        parts.loadModel(best.checkpoint!);
+      }
+      if (parallel.sum([loadBest ? 1 : 0])[0]) parallel.broadcastParameters(trainable.map(([, parameter]) => parameter));
     }
     const trainLoss = logHistory.filter((r) => r.loss !== undefined).reduce((s, r, _, all) => s + r.loss! / all.length, 0);
     const runtime = log.elapsed();
@@ -484,16 +530,16 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       total_flos: 0,
       train_loss: stepLosses.length ? stepLosses.reduce((a, b) => a + b, 0) / stepLosses.length : trainLoss,
       train_runtime: Math.round(runtime * 1e4) / 1e4,
-      train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize) / runtime) * 1e3) / 1e3,
+      train_samples_per_second: Math.round(((stepsThisRun * accumulation * options.batchSize * parallel.worldSize) / runtime) * 1e3) / 1e3,
       train_steps_per_second: Math.round((stepsThisRun / runtime) * 1e3) / 1e3,
     };
     // HF's final Trainer.log(metrics) adds the tokens seen to the train results.
     if (options.includeNumInputTokensSeen) metrics.num_input_tokens_seen = inputTokensSeen;
-    // LLaMA-Factory's calculate_tps: the rows' tokens x epochs / runtime.
+    // LLaMA-Factory's calculate_tps: the rows' tokens x epochs / runtime, per process.
     if (options.effectiveTokens !== undefined && options.effectiveTokens !== null) {
-      metrics.effective_tokens_per_sec = (options.effectiveTokens * metrics.epoch!) / metrics.train_runtime!;
+      metrics.effective_tokens_per_sec = (options.effectiveTokens * metrics.epoch!) / metrics.train_runtime! / parallel.worldSize;
     }
-    if (!killed) {
+    if (!killed && parallel.isMain) {
       // HF: with save_total_limit 1, only the best checkpoint is kept at the end.
       if (options.saveTotalLimit === 1 && best.checkpoint !== null) {
         for (const folder of listCheckpoints(options.outputDir)) if (folder !== best.checkpoint) rmSync(folder, { recursive: true, force: true });
@@ -503,6 +549,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
       saveMetrics(options.outputDir, "train", metrics);
       if (options.plotLoss) for (const file of plotLoss(options.outputDir, logHistory, parts.stage.plotKeys)) log.info(`wrote ${file}`);
     }
+    if (!killed) parallel.barrier("waiting for rank 0 to save the model");
     return { globalStep, trainLoss: metrics.train_loss!, stepLosses, logHistory, metrics };
   } finally {
     // Also when a step throws: the optimizer's state tensors are freed, the embedding restored, the trackers' files closed.
@@ -517,6 +564,8 @@ export interface EvaluateOptions {
   dropLast?: boolean;
   /** The stage's prediction metrics too (compute_accuracy's eval_accuracy). */
   predictionMetrics?: boolean;
+  /** Each rank evaluates its shard; the sums are gathered, so every rank gets the whole set's result. */
+  parallel?: DataParallel;
 }
 
 /**
@@ -532,7 +581,9 @@ export function evaluate<Batch extends CollatedBatch>(
   device = "cpu",
   options: EvaluateOptions = {},
 ): { loss: number; metrics: Record<string, number> } {
-  const batchTotal = batchCount(rows.length, batchSize, options.dropLast ?? false);
+  const parallel = options.parallel ?? SINGLE_PROCESS;
+  const shard = parallel.evaluationBatches(rows.length, batchSize, options.dropLast ?? false);
+  const [batchTotal] = parallel.sum([shard.length]);
   if (batchTotal === 0) {
     throw new UserError(`dataloader_drop_last leaves no evaluation batch: ${rows.length} examples are fewer than one batch of ${batchSize}`, "dataloader_drop_last", "set dataloader_drop_last: false or a smaller per_device_eval_batch_size");
   }
@@ -540,15 +591,16 @@ export function evaluate<Batch extends CollatedBatch>(
   model.eval();
   const metrics = new MetricMeans(parts.stage.deriveMetrics);
   const batches: Batch[] = [];
-  let lossSum = 0;
+  let localLossSum = 0;
   try {
-    for (let b = 0; b < batchTotal; b++) {
-      const batch = parts.collate(rows.slice(b * batchSize, (b + 1) * batchSize));
-      lossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record, predictionMetrics: options.predictionMetrics });
+    for (const indices of shard) {
+      const batch = parts.collate(indices.map((i) => rows[i]!));
+      localLossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record, predictionMetrics: options.predictionMetrics });
       batches.push(batch);
     }
   } finally {
     model.train(wasTraining);
   }
-  return { loss: lossSum / Math.max(parts.stage.lossDenominator(batches), 1), metrics: metrics.take("eval_") };
+  const [lossSum, denominator] = parallel.sum([localLossSum, parts.stage.lossDenominator(batches)]);
+  return { loss: lossSum! / Math.max(denominator!, 1), metrics: metrics.take("eval_", parallel) };
 }

@@ -1,7 +1,9 @@
 // `lmf train`: any stage in one order of work, as LLaMA-Factory's run_pt / run_sft / ...:
 // tokenizer -> template -> dataset -> model (patches, vocabulary, adapters) -> trainer -> save,
 // evaluate, predict. What differs between stages is declared by the stage (src/train/stages/).
-// Only this file and src/cli.ts see whole argument groups; the layers get flat values.
+// Only this file and src/cli.ts see whole argument groups; the layers get flat values. A worker of
+// a data-parallel run (src/train/distributed/) takes the same order: rank 0 alone plans and claims
+// the output folder, preprocesses the data (the others receive the rows), writes and predicts.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type LoadDatasetsOptions, dataFilesFingerprint, loadDatasets, processDataset } from "../data/dataset.ts";
@@ -19,6 +21,9 @@ import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
+import type { DataParallel } from "./distributed/data_parallel.ts";
+import { broadcastRows, fromMain } from "./distributed/from_main.ts";
+import { startDataParallel } from "./distributed/start.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
 import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
@@ -38,7 +43,7 @@ function computeDtype(args: TrainArgs, device: string): DType {
   return (args.model.compute_dtype as DType | undefined) ?? "float32";
 }
 
-async function loadAligned(args: TrainArgs, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
+async function loadAligned(args: TrainArgs, print: (line: string) => void, worldSize: number): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
   const { data, training } = args;
   const options = {
     datasetNames: data.dataset ?? [],
@@ -54,20 +59,25 @@ async function loadAligned(args: TrainArgs, print: (line: string) => void): Prom
     skipBadRows: data.skip_bad_rows,
     log: print,
   };
-  if (data.streaming) return streamAligned(args, options, print);
+  if (data.streaming) return streamAligned(args, options, print, worldSize);
   const loaded = await loadDatasets({ ...options, streaming: false });
   return { train: loaded.train ?? [], eval: loaded.eval ?? [] };
 }
 
 /**
  * `streaming: true`: the datasets are read as streams through a shuffle buffer of `buffer_size`,
- * and only the examples training consumes are taken (max_steps x batch x accumulation). A stream
+ * and only the examples training consumes are taken (max_steps x batch x accumulation x processes). A stream
  * that runs out starts again reshuffled with seed + epoch, as an IterableDataset's set_epoch does.
  * Memory grows with the examples trained on, not with the dataset.
  */
-async function streamAligned(args: TrainArgs, options: Omit<LoadDatasetsOptions, "streaming">, print: (line: string) => void): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
+async function streamAligned(
+  args: TrainArgs,
+  options: Omit<LoadDatasetsOptions, "streaming">,
+  print: (line: string) => void,
+  worldSize: number,
+): Promise<{ train: AlignedExample[]; eval: AlignedExample[] }> {
   const { data, training } = args;
-  const needed = training.do_train ? Math.max(training.max_steps, 0) * training.per_device_train_batch_size * training.gradient_accumulation_steps : 0;
+  const needed = training.do_train ? Math.max(training.max_steps, 0) * training.per_device_train_batch_size * training.gradient_accumulation_steps * worldSize : 0;
   const train: AlignedExample[] = [];
   const evaluation: AlignedExample[] = [];
   for (let epoch = 0; epoch === 0 || train.length < needed; epoch++) {
@@ -83,7 +93,7 @@ async function streamAligned(args: TrainArgs, options: Omit<LoadDatasetsOptions,
     if (epoch === 0 && loaded.eval) for await (const example of loaded.eval) evaluation.push(example);
     if (taken === 0) break; // nothing (left) to stream: training reports it
   }
-  print(`streaming: ${train.length} training examples taken from the stream (max_steps x batch x accumulation)${evaluation.length ? `, ${evaluation.length} for evaluation` : ""}`);
+  print(`streaming: ${train.length} training examples taken from the stream (max_steps x batch x accumulation${worldSize > 1 ? " x processes" : ""})${evaluation.length ? `, ${evaluation.length} for evaluation` : ""}`);
   return { train, eval: evaluation };
 }
 
@@ -168,10 +178,40 @@ export interface PreparedData extends LoadedTokenizer {
 export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void): Promise<PreparedData> {
   const stage = stageFor(args.finetuning.stage);
   const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
-  const aligned = await loadAligned(args, print);
+  return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1)) };
+}
+
+type ProcessedRows = Pick<PreparedData, "train" | "eval" | "aligned" | "dropped">;
+
+async function processTrainingRows(args: TrainArgs, stage: Stage, prepared: LoadedTokenizer, print: (line: string) => void, worldSize: number): Promise<ProcessedRows> {
+  const aligned = await loadAligned(args, print, worldSize);
   const train = await processRows("train", aligned.train, stage, prepared, args, print);
   const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print);
-  return { ...prepared, stage, train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
+  return { train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
+}
+
+/**
+ * The rows on every rank: rank 0 loads and preprocesses them (LLaMA-Factory's main_process_first,
+ * once for the run), the others wait and receive them; the aligned examples stay on rank 0.
+ */
+async function sharedTrainingData(args: TrainArgs, print: (line: string) => void, parallel: DataParallel): Promise<PreparedData> {
+  const stage = stageFor(args.finetuning.stage);
+  const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
+  if (parallel.worldSize === 1) return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1)) };
+  let processed: ProcessedRows | null = null;
+  const { dropped } = await fromMain(parallel, async () => {
+    processed = await processTrainingRows(args, stage, prepared, print, parallel.worldSize);
+    return { dropped: processed.dropped };
+  });
+  const mine = processed as ProcessedRows | null;
+  return {
+    ...prepared,
+    stage,
+    train: broadcastRows(parallel, mine?.train ?? null),
+    eval: broadcastRows(parallel, mine?.eval ?? null),
+    aligned: mine?.aligned ?? { train: [], eval: [] },
+    dropped,
+  };
 }
 
 /**
@@ -202,15 +242,27 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const unread = unreadSettingsNotice(finetuning.stage, finetuning);
   if (unread) print(unread);
   checkTrainingArgs(args);
-  const { info, warn } = logChannels(args, print);
+  const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
+  const channels = logChannels(args, print);
+  const { parallel, finish } = startDataParallel(args, device, channels.warn);
+  try {
+    await runWorker(args, parallel, device, parallel.isMain ? { ...channels, print } : { info: () => {}, warn: () => {}, print: () => {} });
+  } finally {
+    finish();
+  }
+}
+
+/** One process's part of `lmf train` (the whole run when it is the only one). */
+async function runWorker(args: TrainArgs, parallel: DataParallel, device: string, channels: { info: (line: string) => void; warn: (line: string) => void; print: (line: string) => void }): Promise<void> {
+  const { training, finetuning, data } = args;
+  const { info, warn, print } = channels;
   // Checked now, written to only once the data and the model are loaded.
-  const outputPlan = planOutputDir(args, print);
+  const outputPlan = await fromMain(parallel, () => planOutputDir(args, print));
   const resumeFrom = outputPlan.resumeFrom;
   manualSeed(training.seed);
-  const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedData = await prepareTrainingData(args, info);
+  const preparedData = await sharedTrainingData(args, info, parallel);
   const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
   if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
@@ -222,7 +274,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   let stageRun: StageRun | null = null;
   try {
     checkTokenIds({ train: trainRows, eval: evalRows }, model.inputEmbeddings().weight.shape[0]!, prepared);
-    claimOutputDir(outputPlan, args, { modelFolder: prepared.modelFolder, isLora });
+    await fromMain(parallel, () => claimOutputDir(outputPlan, args, { modelFolder: prepared.modelFolder, isLora }));
     if (finetuning.compute_accuracy && !stage.computesAccuracy) warn(`compute_accuracy: stage ${stage.name} reports no accuracy (LLaMA-Factory computes it in run_sft only).`);
     if (finetuning.include_effective_tokens_per_second && !stage.effectiveTokens) warn(`include_effective_tokens_per_second: stage ${stage.name} does not count effective tokens yet.`);
     const predictionMetrics = finetuning.compute_accuracy && !!stage.computesAccuracy && !training.prediction_loss_only;
@@ -249,9 +301,9 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
     const asPlainLora = () => ({ ...appliedLoraConfig(model)!, init_lora_weights: true, base_model_name_or_path: args.model.model_name_or_path });
 
     if (training.do_train) {
-      saveJson(join(training.output_dir, "lmf_args.json"), args);
+      if (parallel.isMain) saveJson(join(training.output_dir, "lmf_args.json"), args);
       // A resumed run keeps the initial adapter its first run saved; a run that starts (again) writes its own.
-      if (pissaConvert && !(resumeFrom && existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors")))) {
+      if (parallel.isMain && pissaConvert && !(resumeFrom && existsSync(join(pissaFolder("pissa_init"), "adapter_model.safetensors")))) {
         saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
         info(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
       }
@@ -277,26 +329,29 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           print: info,
           warn,
           // `all` means every tracker lmfactory has, which is TensorBoard alone.
-          reporters: training.report_to.some((name) => name === "tensorboard" || name === "all")
+          reporters: parallel.isMain && training.report_to.some((name) => name === "tensorboard" || name === "all")
             ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
             : [],
           effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
           computesAccuracy: !!stage.computesAccuracy,
+          parallel,
         }),
       );
-      if (pissaConvert) {
+      if (pissaConvert && parallel.isMain) {
         saveLoraAdapter(model, pissaFolder("pissa_backup"), asPlainLora());
         savePissaConverted(model, pissaFolder("pissa_converted"), pissaFolder("pissa_init"), { baseModelNameOrPath: args.model.model_name_or_path });
         info(`Converted PiSSA adapter (an ordinary LoRA adapter over the original model) saved at ${pissaFolder("pissa_converted")}.`);
       }
     }
     if (training.do_eval && evalRows.length) {
-      const options = { dropLast: training.dataloader_drop_last, predictionMetrics };
+      const options = { dropLast: training.dataloader_drop_last, predictionMetrics, parallel };
       const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage: trainerStage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
-      saveMetrics(training.output_dir, "eval", metrics);
+      if (parallel.isMain) saveMetrics(training.output_dir, "eval", metrics);
       info(Object.entries(metrics).map(([name, value]) => `${name} ${value.toFixed(4)}`).join("  "));
     }
+    // Prediction runs on rank 0 alone (its rows are rank 0's); the other ranks are done here.
+    if (!parallel.isMain) return;
     if (training.do_predict && run.predict) {
       run.predict(aligned.eval.length ? aligned.eval : aligned.train, evalRows.length ? evalRows : trainRows);
     } else if (training.do_predict) {

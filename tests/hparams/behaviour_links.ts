@@ -113,11 +113,24 @@ const EXPORT_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   export_gguf_type: exportGguf,
 };
 
+const distributed = "tests/train/distributed";
+/** Data-parallel training (issue 21): each field shown on two local processes. */
+const DISTRIBUTED_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  ddp_timeout: [`${distributed}/faults.test.ts`, "ddp_timeout: a worker that stops answering ends the other after that many seconds, with a message saying so"],
+  ddp_find_unused_parameters: [`${distributed}/data_parallel.test.ts`, "ddp_find_unused_parameters: false stops at a trainable parameter without a gradient, naming it; true trains it as one process does"],
+  deepspeed: [
+    [`${distributed}/launch.test.ts`, "LLaMA-Factory's full-SFT example with deepspeed: examples/deepspeed/ds_z3_config.json runs on two processes unchanged but for model and size, with one notice"],
+    [`${distributed}/deepspeed.test.ts`, "a DeepSpeed value that disagrees with its training argument is refused with HF's list; auto and equal values pass"],
+  ],
+};
+
 /** Field name -> the test(s) showing its effect. A name in two groups (seed) links one test per group. */
 export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ...TRAINER_LINKS,
   ...PREFERENCE_LINKS,
   ...EXPORT_LINKS,
+  ...DISTRIBUTED_LINKS,
+  moe_aux_loss_coef: ["tests/model/moe.test.ts", "moe_aux_loss_coef switches the router loss on for training only, for the model types that have it"],
   // ModelArguments
   model_name_or_path: modelArgs,
   adapter_name_or_path: modelArgs,

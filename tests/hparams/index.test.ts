@@ -136,7 +136,7 @@ describe("tiers", () => {
   });
 
   test("out-of-scope features are refused as such; their defaults pass", () => {
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, deepspeed: "ds_z3.json" }), /out of scope for lmfactory: `deepspeed: ds_z3.json`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, fsdp: "full_shard auto_wrap" }), /out of scope for lmfactory: `fsdp: full_shard auto_wrap`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, finetuning_type: "oft" }), /out of scope.*`finetuning_type: oft`/);
     assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, freeze_vision_tower: true, report_to: "none", pref_beta: 0.1 }));
   });
@@ -194,7 +194,6 @@ describe("no-effect fields", () => {
       "`trust_remote_code: true` has no effect in lmfactory: no Python code is ever run: architectures are built in and picked by config.json's model_type",
       "`tf32: true` has no effect in lmfactory: the engine cannot switch TF32: CPU runs have none, and CUDA runs keep libtorch's default (TF32 off for matmuls)",
       "`dataloader_num_workers: 4` has no effect in lmfactory: the data is tokenized before training (see preprocessing_num_workers) and batches are collated in-process",
-      "`ddp_timeout: 180000000` has no effect in lmfactory: lmfactory trains in a single process, without distributed collectives, until distributed training is built",
     ]);
     const trainFields = commandGroups.train.flatMap((key) => Object.entries(groupByKey(key).fields));
     const defaults = Object.fromEntries(trainFields.filter(([, spec]) => spec.tier === "noop").map(([name, spec]) => [name, spec.default]));
