@@ -4,6 +4,7 @@
 // parameter system's own; path fields stay inside the opened folders; the YAML a run starts with
 // parses back to the same arguments; dataset_info.json problems are spelled out.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -182,6 +183,12 @@ describe("web board words", async () => {
   const { MESSAGES } = (await import(i18n)) as { MESSAGES: Record<"en" | "zh", Record<string, string>> };
   const staticDir = new URL("../../src/webui/static/", import.meta.url).pathname;
   const source = readdirSync(staticDir).filter((name) => /\.(js|html)$/.test(name)).map((name) => readFileSync(join(staticDir, name), "utf8")).join("\n");
+
+  test("the page's modules type-check (JSDoc types, strict, DOM)", () => {
+    const tsc = new URL("../../node_modules/typescript/bin/tsc", import.meta.url).pathname;
+    const result = spawnSync(process.execPath, [tsc, "-p", join(staticDir, "tsconfig.json")], { encoding: "utf8" });
+    assert.equal(result.status, 0, result.stdout + result.stderr);
+  });
 
   test("English and Chinese have the same keys, and every Chinese text differs from the English", () => {
     assert.deepEqual(Object.keys(MESSAGES.zh).sort(), Object.keys(MESSAGES.en).sort());

@@ -31,6 +31,43 @@ let activeTab = "train";
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let checkTimer;
 
+/** Where the forms' values are kept, so a refreshed or reopened page starts where it was left. */
+const STORE_KEY = `lmf-webui-forms-${info.mode}`;
+
+/** The values a form shows that are worth keeping: in view, or changed. @param {Form} form */
+function snapshot(form) {
+  return Object.fromEntries([...form.controls].map(([name, control]) => [name, control.get()]).filter(([name]) => form.inView.has(name) || form.isChanged(String(name))));
+}
+
+function saveForms() {
+  const state = { autoOutput, forms: Object.fromEntries(Object.entries({ top, ...forms }).map(([scope, form]) => [scope, snapshot(form)])) };
+  try {
+    localStorage.setItem(STORE_KEY, JSON.stringify(state));
+  } catch {
+    // Storage may be off or full: the page then forgets on refresh.
+  }
+}
+
+function restoreForms() {
+  let state;
+  try {
+    state = JSON.parse(localStorage.getItem(STORE_KEY) ?? "null");
+  } catch {
+    state = null;
+  }
+  if (!state?.forms) return;
+  Object.assign(autoOutput, state.autoOutput ?? {});
+  for (const [scope, values] of Object.entries(state.forms)) {
+    const form = scope === "top" ? top : forms[scope];
+    if (!form) continue;
+    for (const [name, value] of Object.entries(/** @type {Record<string, unknown>} */ (values))) {
+      // A folder the page chose itself is chosen again (a new one per run).
+      if (name === "output_dir" && autoOutput[/** @type {"train" | "eval"} */ (scope)]) continue;
+      if (form.controls.has(name)) form.set(name, value);
+    }
+  }
+}
+
 /** @param {string} name */
 const basename = (name) => name.replace(/\/+$/, "").split("/").pop() || "model";
 
@@ -54,7 +91,7 @@ const templateControl = {
   set: (/** @type {unknown} */ v) => (templateSelect.value = v ? String(v) : "auto"),
 };
 const modelsList = el("datalist", { id: "model-folders" });
-const noCheckpoints = label("p", "top.noCheckpoints", { class: "muted", id: "no-checkpoints" });
+const noCheckpoints = label("div", "top.noCheckpoints", { class: "help", id: "no-checkpoints" });
 
 function buildTopBar() {
   const bar = /** @type {HTMLElement} */ (document.getElementById("topbar"));
@@ -84,6 +121,7 @@ async function refreshCheckpoints() {
   checkpoints.setOptions(found.map((/** @type {string} */ path) => ({ value: path, text: path })));
   checkpoints.set(checkpoints.get());
   noCheckpoints.toggleAttribute("hidden", found.length > 0);
+  checkpoints.element.toggleAttribute("hidden", found.length === 0);
 }
 
 function updateOutputDirs() {
@@ -129,6 +167,7 @@ function showErrors(job, errors) {
 // ---- checks and runs ----
 
 function scheduleCheck() {
+  saveForms();
   if (chatOnly) return;
   clearTimeout(checkTimer);
   checkTimer = setTimeout(() => {
@@ -195,7 +234,7 @@ function datasetPicker(job, form) {
   const control = checklistControl(`${job}-${name}`);
   const box = el("div", { class: "error-box", id: `datasets-error-${job}`, hidden: "" });
   const problems = el("ul", { class: "problems", id: `datasets-problems-${job}` });
-  const from = el("p", { class: "muted" });
+  const from = el("div", { class: "help" });
   const reloadButton = label("button", "datasets.reload", { class: "secondary small" });
   const picker = {
     listing: /** @type {any} */ (null),
@@ -311,6 +350,8 @@ function showTab(tab) {
   const hash = tab === "runs" && runs?.selected ? `#runs/${runs.selected}` : `#${tab}`;
   if (location.hash !== hash) history.replaceState(null, "", hash);
   if (tab !== "runs") scheduleCheck();
+  // Outputs of runs that finished since are offered in the picker.
+  if (!chatOnly && tab !== "runs") refreshCheckpoints();
 }
 
 // ---- start ----
@@ -332,6 +373,7 @@ languageSelect.addEventListener("change", () => setLanguage(languageSelect.value
 
 if (chatOnly) {
   document.body.classList.add("chat-only");
+  restoreForms();
   new ChatTab(/** @type {HTMLElement} */ (document.getElementById("tab-chat")), chatForm, chatBoard);
   showTab("chat");
 } else {
@@ -350,6 +392,7 @@ if (chatOnly) {
     origSelect(id);
     if (activeTab === "runs") history.replaceState(null, "", `#runs/${id}`);
   };
+  restoreForms();
   updateOutputDirs();
   refreshCheckpoints();
   datasetPickers.train.reload();

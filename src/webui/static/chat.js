@@ -110,6 +110,7 @@ export class ChatTab {
     this.reply = new AbortController();
     this.renderState();
     let content = "";
+    let pieces = 0;
     let failed = false;
     try {
       await postStream(
@@ -119,6 +120,8 @@ export class ChatTab {
           if (typeof line.piece === "string") {
             content += line.piece;
             answer.textContent = content;
+            pieces += 1;
+            answer.parentElement?.setAttribute("data-pieces", String(pieces));
             this.messages.scrollTop = this.messages.scrollHeight;
           } else if (line.error) {
             failed = true;

@@ -118,6 +118,12 @@ export class RunsTab {
       const more = detail.log.text.length > 0 || detail.records.records.length > 0;
       const changed = more || !this.last || this.last.run.status !== detail.run.status;
       this.last = detail;
+      // The list shows the same status as the detail, without waiting for its own poll.
+      const listed = this.runs.findIndex((run) => run.id === detail.run.id);
+      if (listed >= 0 && this.runs[listed]?.status !== detail.run.status) {
+        this.runs[listed] = detail.run;
+        this.renderList();
+      }
       // An ended run is read to its end once more, then left alone.
       this.complete = detail.run.endedAt !== null && !more;
       if (changed || this.complete) this.renderDetail();
