@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets lmfactory up on a fresh machine, idempotently: npm dependencies, libtorch and a fast BLAS
-# (installed with apt when missing and we may), the native addon. Used by `npm test`,
-# `npm run demo` and .ci/run.
+# (installed with apt when missing and we may), Chromium for the web board's browser tests, the
+# native addon. Used by `npm test`, `npm run demo` and .ci/run.
 #   --quiet       print only what changes
 #   --build-only  rebuild the addon and nothing else
 set -euo pipefail
@@ -59,14 +59,19 @@ if [ "$build_only" = 0 ]; then
     apt_install python3-torch || echo "setup: warning: python3-torch is not installed; tests that compare against PyTorch will be skipped" >&2
   fi
 
-  # 4. npm dependencies.
+  # 4. Chromium for the web board's browser tests (playwright-core drives it; it downloads no browser).
+  if [ "${LMF_SKIP_CHROMIUM:-0}" != 1 ] && [ -z "${LMF_CHROMIUM:-}" ] && ! [ -x /usr/bin/chromium ]; then
+    apt_install chromium || echo "setup: warning: chromium is not installed and could not be installed; the web board's browser tests will be skipped, saying so (sudo apt-get install chromium, or set LMF_CHROMIUM)" >&2
+  fi
+
+  # 5. npm dependencies.
   if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
     say "installing npm dependencies"
     npm install --no-audit --no-fund --loglevel=error >/dev/null
   fi
 fi
 
-# 5. The addon, rebuilt when a source, the op table or the libtorch found has changed.
+# 6. The addon, rebuilt when a source, the op table or the libtorch found has changed.
 addon=native/build/Release/lmfactory.node
 stamp=native/build/libtorch.json
 found=$(node native/find-libtorch.mjs json)

@@ -1,4 +1,4 @@
-// The `lmf` command line: train | chat | api | eval | export | webui | env | version | help, each a
+// The `lmf` command line: train | chat | api | eval | export | webui | webchat | env | version | help, each a
 // thin call into the layers (LLaMA-Factory's `llamafactory-cli`). Heavy modules (the parameter
 // system, libtorch) load inside the actions, so `lmf --help` starts fast.
 import { readFileSync } from "node:fs";
@@ -153,13 +153,22 @@ function buildProgram(setStatus: (status: number) => void): Command {
       .argument("[args...]", "a config file, then overrides")
       .action(async (tokens: string[]) => setStatus(await runJob(job, tokens)));
   }
-  program
-    .command("webui")
-    .description("the web board (forms generated from the parameter system)")
-    .action(() => {
-      console.error("lmf webui: the web board is not built yet.");
-      setStatus(NOT_BUILT);
-    });
+  for (const [name, description] of [
+    ["webui", "the web board: train, evaluate, chat and export in a browser (`lmf webui --help`)"],
+    ["webchat", "the chat page alone, for the model a config names (`lmf webchat --help`)"],
+  ] as const) {
+    program
+      .command(name)
+      .description(description)
+      .helpOption(false)
+      .allowUnknownOption()
+      .allowExcessArguments()
+      .argument("[args...]", "flags (and for webchat a config file, then overrides)")
+      .action(async (tokens: string[]) => {
+        const { webuiMain, webchatMain } = await import("./webui/main.ts");
+        setStatus(await (name === "webui" ? webuiMain(tokens) : webchatMain(tokens)));
+      });
+  }
   program
     .command("data")
     .description("`lmf data inspect <config> [--n 3] [--json]`: the first examples as the model will see them")

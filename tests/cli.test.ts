@@ -103,7 +103,7 @@ describe("lmf", () => {
   test("lmf help lists the commands and every group", () => {
     const result = lmf("help");
     assert.equal(result.status, 0);
-    for (const word of ["train", "chat", "api", "eval", "export", "webui", "env", "version", "EvaluationArguments"]) {
+    for (const word of ["train", "chat", "api", "eval", "export", "webui", "webchat", "env", "version", "EvaluationArguments"]) {
       assert.ok(result.stdout.includes(word), word);
     }
   });
@@ -115,8 +115,17 @@ describe("lmf", () => {
     assert.equal(result.stdout.trim(), `lmfactory ${version}`);
   });
 
-  test("webui is not built yet; an unknown command is an error", () => {
-    assert.equal(lmf("webui").status, 3);
+  test("webui and webchat explain their flags; a bad flag is one clear error; an unknown command is an error", () => {
+    const help = lmf("webui", "--help");
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /usage: lmf webui \[--host HOST\] \[--port PORT\] \[--token TOKEN\] \[--dir FOLDER \.\.\.\]/);
+    assert.match(lmf("webchat", "--help").stdout, /usage: lmf webchat <config\.yaml>/);
+    const badPort = lmf("webui", "--port", "web");
+    assert.equal(badPort.status, 1);
+    assertOneCleanError(badPort.stderr, '--port: the port must be a whole number from 0 to 65535, got "web"');
+    const badFlag = lmf("webui", "--hots", "0.0.0.0");
+    assert.equal(badFlag.status, 1);
+    assertOneCleanError(badFlag.stderr, "lmf webui: Unknown option '--hots'");
     const unknown = lmf("trian");
     assert.equal(unknown.status, 1);
     assert.match(unknown.stderr, /unknown command 'trian'/);
