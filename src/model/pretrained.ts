@@ -104,8 +104,9 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     if (options.upcastLayernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);
     // Tokens from add_tokens / add_special_tokens grow the embeddings (LLaMA-Factory forces resize_vocab
     // for them); the template's stop words alone do not, as in LLaMA-Factory, which only warns.
+    // At inference the prompt itself holds the template's tokens, so the embeddings must cover them.
     const ownLength = tokenizer.length - loaded.addedTokens;
-    if (options.resizeVocab || ownLength > config.vocab_size) {
+    if (options.resizeVocab || ownLength > config.vocab_size || (!options.training && tokenizer.length > config.vocab_size)) {
       const before = config.vocab_size;
       const size = resizeTokenEmbeddings(model, tokenizer.length);
       if (size !== before) print(`resized the vocabulary to ${size} for ${tokenizer.length} tokens`);

@@ -98,6 +98,8 @@ for (const family of FAMILIES) {
         `dataset_dir=${DATA}`,
         "dataset=alpaca",
         `output_dir=${outputDir}`,
+        // The tiny tokenizer lacks the family template's special tokens: resize_vocab grows the embeddings for them.
+        "resize_vocab=true",
         "cutoff_len=64",
         "max_samples=16",
         "per_device_train_batch_size=4",
