@@ -117,9 +117,10 @@ function parseFor(command: Command, input: ArgsInput, options: ParseOptions): Re
     onWarning,
   });
   const ruleArgs = { command, ...values } as unknown as RuleArgs;
+  // A feature that is not built is refused before its own rules: their fixes could not help.
+  if (!options.allowUnsupported) refuseUnsupported(unsupportedSettings(command, values));
   const broken = firstBrokenRule(ruleArgs);
   if (broken) throw new UserError(ruleMessage(broken, ruleArgs), `rule ${broken.name}`, broken.fix);
-  if (!options.allowUnsupported) refuseUnsupported(unsupportedSettings(command, values));
   for (const setting of noEffectSettings(command, values)) {
     onWarning(`\`${setting.name}: ${formatValue(setting.value)}\` has no effect in lmfactory: ${setting.reason}`);
   }
