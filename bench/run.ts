@@ -149,6 +149,25 @@ function writeResultTables(): void {
     }
     out.push("");
   }
+  const ddp = read("distributed.json");
+  if (ddp) {
+    const s = ddp.shape;
+    out.push(
+      `### Data-parallel step on ${ddp.world} processes (bench/distributed.ts): Llama ${s.layers}x${s.hidden} (0.1B), ${f(ddp.parameters / 1e6, 0)}M parameters, batch ${ddp.batch}x${ddp.seq} per process, fp32, ${ddp.threadsPerRank} thread per process, Gloo over loopback${ddp.quick ? ", --quick" : ""}`,
+      "",
+      `Medians over steps ${ddp.warmup + 1}-${ddp.steps}. Reduction: the Reducer's whole gradient reduction per step (flatten, all-reduce, copy back); all-reduce: the time inside Gloo's all-reduce calls. ` +
+        "Sent: bytes one rank wrote to its sockets during the reduction (/proc/self/io wchar); ring all-reduce theory: 2 x (N - 1) / N x gradient bytes.",
+      "",
+      "| mode | trainable | gradient MiB | buckets | step s | reduction s | all-reduce s | share of step | sent MiB | theory MiB | sent / theory | load |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    );
+    for (const r of ddp.rows) {
+      out.push(
+        `| ${r.mode} | ${(r.trainable / 1e6).toFixed(2)}M | ${f(r.gradient_bytes / 2 ** 20, 1)} | ${r.buckets} | ${f(r.step_s, 3)} | ${f(r.reduce_s, 3)} | ${f(r.all_reduce_s, 3)} | **${f(100 * r.share, 1)} %** | ${f(r.sent_bytes / 2 ** 20, 1)} | ${f(r.theoretical_bytes / 2 ** 20, 1)} | ${f(r.sent_over_theoretical, 3)} | ${f(r.load, 1)} |`,
+      );
+    }
+    out.push("");
+  }
   const ops = read("ops.json");
   if (ops) {
     out.push("### Per-op overhead (bench/ops.ts)", "", "| op | µs |", "| --- | ---: |");

@@ -47,7 +47,7 @@ export async function fromMain<T, S = T>(parallel: DataParallel, produce: () => 
 
 /** Rank 0's rows on every rank, in chunks (the ranks must call it together, after fromMain agreed). */
 export function broadcastRows<Row>(parallel: DataParallel, rows: readonly Row[] | null): Row[] {
-  if (parallel.worldSize === 1) return [...rows!];
+  if (parallel.worldSize === 1) return rows as Row[];
   const count = parallel.sum([parallel.isMain ? rows!.length : 0])[0]!;
   const out: Row[] = [];
   for (let start = 0; start < count; start += ROWS_PER_CHUNK) {
@@ -56,5 +56,5 @@ export function broadcastRows<Row>(parallel: DataParallel, rows: readonly Row[] 
     if (parallel.isMain) continue;
     for (const row of JSON.parse(decoder.decode(received)) as Row[]) out.push(row);
   }
-  return parallel.isMain ? [...rows!] : out;
+  return parallel.isMain ? (rows as Row[]) : out;
 }

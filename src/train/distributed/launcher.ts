@@ -76,6 +76,11 @@ export function launchPlan(tokens: readonly string[], env: Environment): LaunchP
     return null;
   }
   if (given.length === 0 && !envEnabled(env, "FORCE_TORCHRUN")) return null;
+  // LLaMA-Factory switches torchrun to an elastic rendezvous with these; lmfactory's launcher has a static one.
+  const elastic = ["RDZV_ID", "MIN_NNODES", "MAX_NNODES"].filter((name) => env[name]).concat(env.MAX_RESTARTS && env.MAX_RESTARTS !== "0" ? ["MAX_RESTARTS"] : []);
+  if (elastic.length > 0) {
+    throw new UserError(`${elastic.join(", ")} ask for an elastic launch (restarts, a changing number of nodes), which lmfactory's launcher does not do`, "lmf train", `unset ${elastic.join(", ")}: every node then runs with --nnodes, --node_rank and the master's address`);
+  }
   const value = (flag: Flag) => flags[flag] ?? env[FLAGS[flag]];
   const nnodes = count("--nnodes (NNODES)", value("nnodes") ?? "1", 1);
   const nodeRank = count("--node_rank (NODE_RANK)", value("node_rank") ?? "0", 0);

@@ -36,6 +36,9 @@ test("bad launcher values are refused with the flag named", () => {
   assert.throws(() => launchPlan(["--nnodes", "2", "--node_rank", "2"], {}), /--node_rank 2 is not below --nnodes 2/);
   assert.throws(() => launchPlan(["--master_port", "70000", "--nproc_per_node", "2"], {}), /--master_port \(MASTER_PORT\) 70000 is not a whole number from 1 to 65535/);
   assert.throws(() => launchPlan(["--nproc_per_node"], {}), /--nproc_per_node needs a value/);
+  // LLaMA-Factory's elastic launch (torchrun --rdzv-*) is not built: refused, not ignored.
+  assert.throws(() => launchPlan(CONFIG, { FORCE_TORCHRUN: "1", RDZV_ID: "job7", MAX_RESTARTS: "3" }), /RDZV_ID, MAX_RESTARTS ask for an elastic launch/);
+  assert.doesNotThrow(() => launchPlan(CONFIG, { FORCE_TORCHRUN: "1", MAX_RESTARTS: "0" }));
 });
 
 test("a worker is the process WORLD_SIZE marks, with its rank and the master's address", () => {
