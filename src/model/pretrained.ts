@@ -57,6 +57,8 @@ export interface ModelOptions {
   print?: (line: string) => void;
   /** Where notices go (warnings); `print` by default. */
   warn?: (line: string) => void;
+  /** Called as checkpoint tensors are copied in (a terminal's progress bar). */
+  onLoadProgress?: (done: number, total: number) => void;
 }
 
 export interface LoadedModel extends LoadedTokenizer {
@@ -92,7 +94,7 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     init: options.trainFromScratch ? "hf" : "empty",
   });
   try {
-    if (!options.trainFromScratch) loadWeights(model, modelFolder, options.dtype);
+    if (!options.trainFromScratch) loadWeights(model, modelFolder, options.dtype, options.onLoadProgress);
     if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
     model.upcastLogits = options.upcastLmheadOutput ?? false;
     if (options.upcastLayernorm) print(`upcast_layernorm: ${upcastLayernorm(model).length} norm weights kept in float32`);

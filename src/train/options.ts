@@ -5,6 +5,7 @@
 // `disable_tqdm` decide what `lmf train` prints.
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
+import type { ProgressBar } from "../terminal/progress.ts";
 import type { RunReporter } from "./logging.ts";
 import type { TrainerOptions } from "./trainer.ts";
 
@@ -120,6 +121,8 @@ export interface RunParts {
   effectiveTokens: number | null;
   /** Whether the stage records prediction metrics (compute_accuracy). */
   computesAccuracy: boolean;
+  /** The terminal's progress bar (null when output is piped or disable_tqdm is set). */
+  progressBar?: ProgressBar | null;
 }
 
 /** The trainer's options for these arguments. */
@@ -174,6 +177,7 @@ export function trainerOptionsFromArgs(args: TrainArgs, run: RunParts): TrainerO
     print: run.print,
     warn: run.warn,
     disableTqdm: progressDisabled(args),
+    progressBar: run.progressBar,
     reporters: run.reporters,
   };
 }

@@ -34,6 +34,7 @@ import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { activateNeftune } from "./neftune.ts";
 import { createOptimizer } from "./optimizer.ts";
 import { plotLoss } from "./plot.ts";
+import type { ProgressBar } from "../terminal/progress.ts";
 import type { CollatedBatch, Stage, TrainingExample } from "./stages/stage.ts";
 
 export type { CollatedBatch, TrainingExample } from "./stages/stage.ts";
@@ -110,6 +111,8 @@ export interface TrainerOptions {
   warn?: (line: string) => void;
   /** disable_tqdm: each log is printed as HF's PrinterCallback prints it, without the progress line. */
   disableTqdm?: boolean;
+  /** On a terminal: the progress bar redrawn after each optimizer step (`print` should go through its `line`). */
+  progressBar?: ProgressBar | null;
   /** report_to: trackers that get each logged step's scalars; closed when training ends. */
   reporters?: readonly RunReporter[];
 }
@@ -255,7 +258,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
   const patience = options.earlyStoppingPatience ?? null;
 
   mkdirSync(options.outputDir, { recursive: true });
-  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm });
+  const log = new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm, bar: options.progressBar });
   const optimizer = createOptimizer(model.namedParameters({ trainableOnly: true }), options, (line) => log.info(line));
   const scheduler: LambdaLR = getScheduler(options.lrSchedulerType, optimizer, {
     numWarmupSteps: warmupSteps(totalSteps, { warmupSteps: options.warmupSteps, warmupRatio: options.warmupRatio }),
@@ -423,9 +426,10 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         }
         const denominator = parts.stage.lossDenominator(group);
         let stepLoss = 0;
+        let stepTokens = 0;
         for (const batch of group) {
           stepLoss += batchLoss(model, batch, parts.stage, { device, denominator, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
-          tokensSinceLog += tokensIn(batch);
+          stepTokens += tokensIn(batch);
           // HF counts input_ids.numel(): padding included.
           inputTokensSeen += batch.input_ids.reduce((sum, row) => sum + row.length, 0);
         }
@@ -442,6 +446,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         stepLosses.push(stepLoss);
         lossSinceLog += stepLoss;
         stepsSinceLog += 1;
+        tokensSinceLog += stepTokens;
 
         // DefaultFlowCallback.on_step_end.
         const control: Control = {
@@ -454,6 +459,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
           if (options.saveStrategy === "steps") control.save = true; // HF saves the last step too
         }
         maybeLogSaveEvaluate(control);
+        log.tick({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), tokens: stepTokens });
         if (stopEarly) stop = true;
         if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
           killed = true;

@@ -18,9 +18,10 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
+import { type ProgressBar, progressBarFor } from "../terminal/progress.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
-import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
+import { checkTrainingArgs, logChannels, progressDisabled, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
 import { type Stage, type TrainingExample, stageFor } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
@@ -114,6 +115,7 @@ async function processRows(
   prepared: LoadedTokenizer,
   args: TrainArgs,
   print: (line: string) => void,
+  bar: ProgressBar | null,
 ): Promise<{ rows: TrainingExample[]; dropped: number }> {
   const { data } = args;
   if (examples.length === 0) return { rows: [], dropped: 0 };
@@ -143,13 +145,15 @@ async function processRows(
       log: print,
       onProgress: (done, total) => {
         const now = performance.now();
+        const rate = done / Math.max((now - started) / 1000, 1e-9);
+        if (bar) return bar.update(`preprocessing ${split}`, done, total, [`${rate.toFixed(0)} examples/s`, `ETA ${formatDuration((total - done) / rate)}`]);
         if (now - lastReport < 2000 || done >= total) return;
-        const rate = done / ((now - started) / 1000);
         print(`preprocessing ${split}: ${done}/${total} examples, ${rate.toFixed(0)} examples/s, ETA ${formatDuration((total - done) / rate)}`);
         lastReport = now;
       },
     },
   );
+  bar?.end();
   if (result.dropped.length) {
     print(`dropped ${result.dropped.length} ${split} example(s): ${result.dropped.slice(0, 3).map((d) => `#${d.index} ${d.reason}`).join("; ")}`);
   }
@@ -164,13 +168,13 @@ export interface PreparedData extends LoadedTokenizer {
   dropped: number;
 }
 
-/** Tokenizer, template and the processed rows exactly as the trainer receives them. */
-export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void): Promise<PreparedData> {
+/** Tokenizer, template and the processed rows exactly as the trainer receives them (with a terminal's bar while tokenizing). */
+export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void, bar: ProgressBar | null = null): Promise<PreparedData> {
   const stage = stageFor(args.finetuning.stage);
   const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
   const aligned = await loadAligned(args, print);
-  const train = await processRows("train", aligned.train, stage, prepared, args, print);
-  const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print);
+  const train = await processRows("train", aligned.train, stage, prepared, args, print, bar);
+  const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print, bar);
   return { ...prepared, stage, train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
 }
 
@@ -192,9 +196,13 @@ function checkTokenIds(splits: Record<string, TrainingExample[]>, rows: number, 
   }
 }
 
-/** Runs `lmf train` for the stage the arguments name. */
+/**
+ * Runs `lmf train` for the stage the arguments name. Without a `print` of the caller's, lines go
+ * to stderr, with a progress bar (tokenizing, loading weights, training steps) when it is a terminal.
+ */
 export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
-  const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
+  const bar = options.print ? null : progressBarFor(process.stderr, { disabled: progressDisabled(args) });
+  const print = options.print ?? (bar ? (line: string) => bar.line(line) : (line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
   checkTrainingArgs(args);
@@ -206,13 +214,15 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const device = engineInfo().cudaAvailable && !training.use_cpu ? "cuda" : "cpu";
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedData = await prepareTrainingData(args, info);
+  const preparedData = await prepareTrainingData(args, info, bar);
   const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
   if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
 
   const dtype = computeDtype(args, device);
-  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
+  const onLoadProgress = bar ? (done: number, total: number) => bar.update("loading weights", done, total) : undefined;
+  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn, onLoadProgress }));
+  bar?.end();
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
   try {
@@ -267,6 +277,7 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
             : [],
           effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
           computesAccuracy: !!stage.computesAccuracy,
+          progressBar: bar,
         }),
       );
       if (pissaConvert) {
