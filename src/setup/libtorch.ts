@@ -61,8 +61,9 @@ export function ensureLibtorch(say: (line: string) => void, warn: (line: string)
     found = findLibtorch();
     if (!found) throw new UserError(HOW_TO_GET_LIBTORCH);
   }
-  // Debian's libtorch runs matmul on the reference BLAS unless OpenBLAS is installed.
-  const debian = ["/usr/lib/x86_64-linux-gnu/libtorch_cpu.so", "/usr/lib/aarch64-linux-gnu/libtorch_cpu.so"].some((path) => existsSync(path));
+  // Debian's libtorch (libtorch-dev, or python3-torch's under /usr/lib/python3) runs matmul on
+  // the reference BLAS unless OpenBLAS is installed.
+  const debian = found.lib.startsWith("/usr/lib/") && existsSync("/usr/bin/dpkg");
   if (debian && !dpkgHas("libopenblas0-pthread") && !aptInstall(["libopenblas0-pthread"], say)) {
     warn("libopenblas0-pthread is missing and could not be installed; matmul will be ~15x slower (sudo apt-get install libopenblas0-pthread)");
   }

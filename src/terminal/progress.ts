@@ -48,8 +48,8 @@ export class ProgressBar {
     const filled = Math.round(fraction * BAR_WIDTH);
     const bar = this.colors.green("█".repeat(filled)) + this.colors.dim("░".repeat(BAR_WIDTH - filled));
     const head = `${label} ${String(Math.floor(fraction * 100)).padStart(3)}% ${bar} ${done}/${total}`;
-    // Fields that do not fit the terminal's width are left off from the end.
-    const width = (this.stream.columns ?? 100) - 1;
+    // Fields that do not fit the terminal's width are left off from the end (a terminal of unknown size counts as 100 columns).
+    const width = (this.stream.columns || 100) - 1;
     let text = head;
     let visible = visibleLength(head);
     for (const field of fields) {
