@@ -42,7 +42,8 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
     const { loadChatModelFromArgs, generationSettingsFromArgs } = await import("./infer/from_args.ts");
     const { runChatCli } = await import("./infer/chat_cli.ts");
-    const chat = loadChatModelFromArgs(args);
+    const { progressBarFor } = await import("./terminal/progress.ts");
+    const chat = loadChatModelFromArgs(args, progressBarFor(process.stderr));
     await runChatCli(chat, generationSettingsFromArgs(args.generating));
     chat.dispose();
     return 0;

@@ -11,9 +11,11 @@ import { type LibtorchStamp, packageRoot } from "../torch/addon_paths.ts";
 export function findLibtorch(): LibtorchStamp | null {
   const result = spawnSync(process.execPath, [join(packageRoot, "native", "find-libtorch.mjs"), "json"], { encoding: "utf8" });
   if (result.status === 0) return JSON.parse(result.stdout) as LibtorchStamp;
-  const reason = result.stderr.trim().split("\n").pop() ?? "";
   // A LIBTORCH that is not a libtorch folder is the user's to fix, not a reason to install another.
-  if (process.env.LIBTORCH) throw new UserError(reason || `LIBTORCH=${process.env.LIBTORCH} is not a libtorch folder`, "LIBTORCH", "point LIBTORCH at an unpacked libtorch (it holds include/ and lib/), or unset it");
+  if (process.env.LIBTORCH) {
+    const reason = /^Error: (.*)$/m.exec(result.stderr)?.[1] ?? `LIBTORCH=${process.env.LIBTORCH} is not a libtorch folder`;
+    throw new UserError(reason, "lmf setup", "point LIBTORCH at an unpacked libtorch (it holds include/ and lib/), or unset it");
+  }
   return null;
 }
 

@@ -83,4 +83,13 @@ test("the packed tarball installs into a project, type-checks a consumer and run
   assert.match(run.stderr, /\[10\/10\]/);
   const log = readFileSync(join(project, "saves/api-demo/lora/trainer_log.jsonl"), "utf8").trim().split("\n");
   assert.deepEqual(log.map((line) => (JSON.parse(line) as { current_steps: number }).current_steps), [10]);
+
+  // The installed command from dist/: tokenizing on worker threads (they load the compiled
+  // processors by URL), and the shipped evaluation task.
+  const workers = lmf("train", "examples/demo/sft_lora.yaml", "model_name_or_path=saves/api-demo/pretrain", "output_dir=saves/cli-workers", "max_steps=2", "preprocessing_num_workers=2", "preprocessing_batch_size=4");
+  assert.equal(workers.status, 0, workers.stderr);
+  assert.match(workers.stderr, /\[2\/2\]/);
+  const evaluation = lmf("eval", "--model_name_or_path", "saves/api-demo/pretrain", "--template", "chatml", "--task", "tinyfacts_test", "--task_dir", join(installed, "evaluation"), "--n_shot", "0", "--save_dir", "saves/eval");
+  assert.equal(evaluation.status, 0, evaluation.stderr);
+  assert.match(evaluation.stdout + evaluation.stderr, /Average/);
 });
