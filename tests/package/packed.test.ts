@@ -86,7 +86,7 @@ test("the packed tarball installs into a project, type-checks a consumer and run
 
   // The installed command from dist/: tokenizing on worker threads (they load the compiled
   // processors by URL), and the shipped evaluation task.
-  const workers = lmf("train", "examples/demo/sft_lora.yaml", "model_name_or_path=saves/api-demo/pretrain", "output_dir=saves/cli-workers", "max_steps=2", "preprocessing_num_workers=2", "preprocessing_batch_size=4");
+  const workers = lmf("train", "examples/demo/sft_lora.yaml", "model_name_or_path=saves/api-demo/pretrain", "output_dir=saves/cli-workers", "max_steps=2", "logging_steps=1", "preprocessing_num_workers=2", "preprocessing_batch_size=4");
   assert.equal(workers.status, 0, workers.stderr);
   assert.match(workers.stderr, /\[2\/2\]/);
   const evaluation = lmf("eval", "--model_name_or_path", "saves/api-demo/pretrain", "--template", "chatml", "--task", "tinyfacts_test", "--task_dir", join(installed, "evaluation"), "--n_shot", "0", "--save_dir", "saves/eval");
