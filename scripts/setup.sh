@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Sets a clone of lmfactory up on a fresh machine, idempotently: the PyTorch reference of the tests
-# and npm dependencies, then `lmf setup` (src/setup/): libtorch and a fast BLAS (installed with apt
-# when missing and we may) and the native addon. Used by `npm test`, `npm run demo` and .ci/run.
+# Sets lmfactory up on a fresh machine, idempotently: npm dependencies, libtorch and a fast BLAS
+# (installed with apt when missing and we may), the native addon. Used by `npm test`,
+# `npm run demo` and .ci/run.
 #   --quiet       print only what changes
 #   --build-only  rebuild the addon and nothing else
 set -euo pipefail
@@ -33,20 +33,35 @@ apt_install() {
 }
 
 if [ "$build_only" = 0 ]; then
-  # 1. The PyTorch reference the tests compare against (same libtorch, Debian's python3-torch).
+  # 1. libtorch: LIBTORCH, python3's torch, or the system package.
+  if ! node native/find-libtorch.mjs json >/dev/null 2>&1; then
+    apt_install libtorch-dev libopenblas0-pthread || fail "no libtorch found. Install one of:
+  - Debian/Ubuntu:  sudo apt-get install libtorch-dev libopenblas0-pthread
+  - any Linux:      a libtorch folder from pytorch.org, then export LIBTORCH=/path/to/libtorch
+  - or:             a python3 with torch installed (pip install torch)"
+  fi
+
+  # 2. A fast BLAS: Debian's libtorch otherwise runs matmul on the reference BLAS, ~15x slower.
+  if [ -e /usr/lib/x86_64-linux-gnu/libtorch_cpu.so ] || [ -e /usr/lib/aarch64-linux-gnu/libtorch_cpu.so ]; then
+    if command -v dpkg >/dev/null && ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; then
+      apt_install libopenblas0-pthread || echo "setup: warning: libopenblas0-pthread is missing and could not be installed; matmul will be ~15x slower (sudo apt-get install libopenblas0-pthread)" >&2
+    fi
+  fi
+
+  # 3. The PyTorch reference the tests compare against (same libtorch, Debian's python3-torch).
   if [ "${LMF_SKIP_REFERENCE:-0}" != 1 ] && ! /usr/bin/python3 -c "import torch" >/dev/null 2>&1; then
     apt_install python3-torch || echo "setup: warning: python3-torch is not installed; tests that compare against PyTorch will be skipped" >&2
   fi
 
-  # 2. npm dependencies.
+  # 4. npm dependencies.
   if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
     say "installing npm dependencies"
     npm install --no-audit --no-fund --loglevel=error >/dev/null
   fi
 fi
 
-# 3. libtorch (found, or installed with apt), a fast BLAS and the addon: `lmf setup`, which
-#    rebuilds the addon when a source, the op table or the libtorch found has changed.
+# 5. The addon: `lmf setup` (src/setup/), which also finds libtorch as steps 1-2 do, rebuilds the
+#    addon when a source, the op table or the libtorch found has changed, and loads it once.
 flags=()
 [ "$quiet" = 1 ] && flags+=(--quiet)
 [ "$build_only" = 1 ] && flags+=(--rebuild)

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { accessSync, constants, cpSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus } from "node:os";
-import { delimiter, dirname, join } from "node:path";
+import { delimiter, dirname, join, sep } from "node:path";
 import { UserError } from "../errors.ts";
 import { type LibtorchStamp, addonFile, packageRoot, readStamp, stampFile, versionCache } from "../torch/addon_paths.ts";
 import { formatDuration } from "../train/logging.ts";
@@ -38,10 +38,12 @@ export function cacheKey(found: LibtorchStamp, torchVersion: string): string {
   return `${process.platform}-${process.arch}-torch${torchVersion}-${found.cuda ? "cuda" : "cpu"}-abi${found.abi ?? "default"}`;
 }
 
+/** The package folder, unless it cannot be written or is npx's cache (which npm may empty at any time). */
 export function buildTarget(found: LibtorchStamp, torchVersion: string): BuildTarget {
   const packageBuild = join(NATIVE, "build");
   const packageWritable = writable(NATIVE) && (!existsSync(packageBuild) || writable(packageBuild));
-  if (packageWritable) return { folder: NATIVE, build: packageBuild, inCache: false };
+  const inNpxCache = packageRoot.split(sep).includes("_npx");
+  if (packageWritable && !inNpxCache) return { folder: NATIVE, build: packageBuild, inCache: false };
   const folder = join(versionCache(), cacheKey(found, torchVersion));
   return { folder, build: join(folder, "build"), inCache: true };
 }

@@ -47,7 +47,8 @@ test("the packed tarball installs into a project, type-checks a consumer and run
   }
   // The engine the repo built, where `lmf setup` would have put it for a read-only package folder.
   const cache = join(work, "cache");
-  const found = readStamp(packageBuild)!;
+  const found = readStamp(packageBuild);
+  assert.ok(found, `no engine built in ${packageBuild} to reuse (run npm run setup)`);
   const key = cacheKey(found, libtorchVersion(found));
   mkdirSync(join(cache, manifest.version, key), { recursive: true });
   symlinkSync(realpathSync(packageBuild), join(cache, manifest.version, key, "build"));
