@@ -38,12 +38,13 @@ export function cacheKey(found: LibtorchStamp, torchVersion: string): string {
   return `${process.platform}-${process.arch}-torch${torchVersion}-${found.cuda ? "cuda" : "cpu"}-abi${found.abi ?? "default"}`;
 }
 
+export const packageTarget: BuildTarget = { folder: NATIVE, build: join(NATIVE, "build"), inCache: false };
+
 /** The package folder, unless it cannot be written or is npx's cache (which npm may empty at any time). */
 export function buildTarget(found: LibtorchStamp, torchVersion: string): BuildTarget {
-  const packageBuild = join(NATIVE, "build");
-  const packageWritable = writable(NATIVE) && (!existsSync(packageBuild) || writable(packageBuild));
+  const packageWritable = writable(NATIVE) && (!existsSync(packageTarget.build) || writable(packageTarget.build));
   const inNpxCache = packageRoot.split(sep).includes("_npx");
-  if (packageWritable && !inNpxCache) return { folder: NATIVE, build: packageBuild, inCache: false };
+  if (packageWritable && !inNpxCache) return packageTarget;
   const folder = join(versionCache(), cacheKey(found, torchVersion));
   return { folder, build: join(folder, "build"), inCache: true };
 }

@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import { UserError } from "../errors.ts";
 import { progressBarFor } from "../terminal/progress.ts";
 import { addonFile, findAddonBuild, packageRoot } from "../torch/addon_paths.ts";
-import { buildAddon, buildTarget, staleReason } from "./addon_build.ts";
+import { buildAddon, buildTarget, packageTarget, staleReason } from "./addon_build.ts";
 import { ensureLibtorch, libtorchVersion } from "./libtorch.ts";
 
 export interface SetupOptions {
@@ -38,7 +38,8 @@ export async function runSetup(options: SetupOptions = {}): Promise<number> {
   info("looking for libtorch");
   const found = ensureLibtorch(say, warn);
   const version = libtorchVersion(found);
-  const target = buildTarget(found, version);
+  // A current build in the package folder serves everyone, writable or not (e.g. one root made after `npm i -g`).
+  const target = !options.rebuild && staleReason(packageTarget.build, found) === null ? packageTarget : buildTarget(found, version);
   const reason = options.rebuild ? "a rebuild was asked for" : staleReason(target.build, found);
   if (reason) {
     say(`building the native engine against libtorch ${version} (${found.source}) into ${target.build} (${reason}; takes a few minutes)`);
