@@ -59,10 +59,17 @@ function newestSource(): number {
   return Math.max(...files.filter((file) => existsSync(file)).map((file) => statSync(file).mtimeMs));
 }
 
+/** What the binary depends on: the stamp without how the libtorch was found (`source`) and its BLAS (read at load time). */
+function buildInputs(stamp: LibtorchStamp | null): string {
+  if (!stamp) return "";
+  const { source: _source, blas: _blas, ...inputs } = stamp;
+  return JSON.stringify(inputs);
+}
+
 /** Why the addon in `build` must be (re)built for `found`, or null when it is current. */
 export function staleReason(build: string, found: LibtorchStamp): string | null {
   if (!existsSync(addonFile(build))) return "not built yet";
-  if (JSON.stringify(readStamp(build)) !== JSON.stringify(found)) return "built against another libtorch";
+  if (buildInputs(readStamp(build)) !== buildInputs(found)) return "built against another libtorch";
   if (newestSource() > statSync(addonFile(build)).mtimeMs) return "its sources have changed";
   return null;
 }

@@ -3,11 +3,11 @@
 // the user can write (addon_build.ts), then loads it once in a child process to prove it works.
 // Idempotent: a current build is kept. scripts/setup.sh calls this for its addon step.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { UserError } from "../errors.ts";
 import { progressBarFor } from "../terminal/progress.ts";
-import { addonFile, findAddonBuild, packageRoot } from "../torch/addon_paths.ts";
+import { addonFile, findAddonBuild, packageRoot, readStamp, stampFile } from "../torch/addon_paths.ts";
 import { buildAddon, buildTarget, packageTarget, staleReason } from "./addon_build.ts";
 import { ensureLibtorch, libtorchVersion } from "./libtorch.ts";
 
@@ -16,6 +16,15 @@ export interface SetupOptions {
   rebuild?: boolean;
   /** Print only what changes. */
   quiet?: boolean;
+}
+
+function writable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The addon's libtorch version, from a child process that loads it (a broken build fails there, not in a later run). */
@@ -46,6 +55,10 @@ export async function runSetup(options: SetupOptions = {}): Promise<number> {
     const generator = join(packageRoot, "scripts", "gen-ops.mjs");
     if (!target.inCache && existsSync(generator)) spawnSync(process.execPath, [generator], { stdio: "ignore" });
     await buildAddon(target, found, { say, bar });
+  }
+  // The same libtorch found another way, or its BLAS changed: the stamp is brought up to date where we may write.
+  if (!reason && JSON.stringify(readStamp(target.build)) !== JSON.stringify(found) && writable(target.build)) {
+    writeFileSync(stampFile(target.build), JSON.stringify(found) + "\n");
   }
   if (target.inCache) {
     mkdirSync(dirname(target.folder), { recursive: true });

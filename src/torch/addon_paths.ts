@@ -4,7 +4,7 @@
 // the key naming the platform, libtorch version, CUDA and C++ ABI. Read by native.ts, written by src/setup/.
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The lmfactory package folder (this file is src/torch/ or dist/torch/ inside it). */
@@ -72,8 +72,8 @@ export interface AddonLookup {
 }
 
 /**
- * The build to load. With LIBTORCH set, only a build made against that libtorch matches (a build
- * for another would load a different libtorch than the one asked for); LMF_ADDON is taken as given.
+ * The build to load. With LIBTORCH set, only a build linked against its lib/ matches (a build for
+ * another would load a different libtorch than the one asked for); LMF_ADDON is taken as given.
  */
 export function findAddonBuild(): AddonLookup {
   if (process.env.LMF_ADDON) {
@@ -81,13 +81,13 @@ export function findAddonBuild(): AddonLookup {
     return { build: existsSync(addonFile(build)) ? build : null, looked: [`LMF_ADDON=${build}`], mismatch: null };
   }
   const candidates = [packageBuild, ...cachedBuilds()];
-  const wanted = process.env.LIBTORCH ? `LIBTORCH=${process.env.LIBTORCH}` : null;
+  const wanted = process.env.LIBTORCH ? resolve(process.env.LIBTORCH, "lib") : null;
   let mismatch: AddonLookup["mismatch"] = null;
   for (const build of candidates) {
     if (!existsSync(addonFile(build))) continue;
-    const source = readStamp(build)?.source ?? "unknown";
-    if (wanted && source !== wanted) {
-      mismatch ??= { build, source };
+    const stamp = readStamp(build);
+    if (wanted && (!stamp || resolve(stamp.lib) !== wanted)) {
+      mismatch ??= { build, source: stamp?.source ?? "an unknown libtorch" };
       continue;
     }
     return { build, looked: candidates, mismatch: null };

@@ -48,6 +48,9 @@ test("a build is stale when missing, made against another libtorch, or older tha
   fakeBuild(build, STAMP);
   assert.equal(staleReason(build, STAMP), null);
   assert.equal(staleReason(build, { ...STAMP, lib: "/opt/libtorch/lib" }), "built against another libtorch");
+  assert.equal(staleReason(build, { ...STAMP, abi: "0" }), "built against another libtorch");
+  // The same libtorch found another way, or with another BLAS, needs no new binary.
+  assert.equal(staleReason(build, { ...STAMP, source: "python torch (python3)", blas: ["/usr/lib/libopenblas.so.0"] }), null);
   utimesSync(join(build, "Release", "lmfactory.node"), new Date(0), new Date(0));
   assert.equal(staleReason(build, STAMP), "its sources have changed");
 });
@@ -55,18 +58,20 @@ test("a build is stale when missing, made against another libtorch, or older tha
 test("LMF_ADDON wins; the cache's current build is found; LIBTORCH picks the build made against it", () => {
   const cache = mkdtempSync(join(tmpdir(), "lmf-cache-"));
   const versionFolder = join(cache, packageVersion());
-  const first = fakeBuild(join(versionFolder, "a-key", "build"), { ...STAMP, source: "LIBTORCH=/opt/a" });
-  const second = fakeBuild(join(versionFolder, "b-key", "build"), { ...STAMP, source: "LIBTORCH=/opt/b" });
+  const first = fakeBuild(join(versionFolder, "a-key", "build"), { ...STAMP, source: "LIBTORCH=/opt/a", lib: "/opt/a/lib" });
+  const second = fakeBuild(join(versionFolder, "b-key", "build"), { ...STAMP, source: "python torch (python3)", lib: "/opt/b/lib" });
   writeFileSync(join(versionFolder, "current"), "b-key\n");
   const packageHasBuild = existsSync(join(packageBuild, "Release", "lmfactory.node"));
   withEnv({ LMF_CACHE: cache, LMF_ADDON: undefined, LIBTORCH: undefined }, () => {
     assert.equal(findAddonBuild().build, packageHasBuild ? packageBuild : second);
   });
   withEnv({ LMF_CACHE: cache, LMF_ADDON: undefined, LIBTORCH: "/opt/a" }, () => assert.equal(findAddonBuild().build, first));
+  // Matched by the library folder, however that libtorch was found when it was built.
+  withEnv({ LMF_CACHE: cache, LMF_ADDON: undefined, LIBTORCH: "/opt/b/" }, () => assert.equal(findAddonBuild().build, second));
   withEnv({ LMF_CACHE: cache, LMF_ADDON: undefined, LIBTORCH: "/opt/c" }, () => {
     const found = findAddonBuild();
     assert.equal(found.build, null);
-    assert.ok(found.mismatch !== null && /^LIBTORCH=\/opt\/[ab]$|python|system/.test(found.mismatch.source), JSON.stringify(found.mismatch));
+    assert.ok(found.mismatch !== null && /^LIBTORCH=\/opt\/a$|python|system/.test(found.mismatch.source), JSON.stringify(found.mismatch));
   });
   withEnv({ LMF_CACHE: cache, LMF_ADDON: first, LIBTORCH: "/opt/c" }, () => assert.equal(findAddonBuild().build, first));
   withEnv({ LMF_CACHE: cache, LMF_ADDON: join(cache, "nothing") }, () => {
