@@ -71,28 +71,9 @@ if [ "$build_only" = 0 ]; then
   fi
 fi
 
-# 6. The addon, rebuilt when a source, the op table or the libtorch found has changed.
-addon=native/build/Release/lmfactory.node
-stamp=native/build/libtorch.json
-found=$(node native/find-libtorch.mjs json)
-stale=0
-[ -f "$addon" ] || stale=1
-if [ "$stale" = 0 ]; then
-  [ "$(cat "$stamp" 2>/dev/null)" = "$found" ] || stale=1
-  for f in native/src/* native/binding.gyp native/find-libtorch.mjs scripts/ops.table scripts/gen-ops.mjs; do
-    [ "$f" -nt "$addon" ] && stale=1
-  done
-fi
-if [ "$stale" = 1 ] || [ "$build_only" = 1 ]; then
-  echo "setup: building the native addon against $(node -e 'console.log(JSON.parse(process.argv[1]).source)' "$found") (about a minute)"
-  node scripts/gen-ops.mjs >/dev/null
-  # Build against the headers of the running Node when they are installed, so node-gyp
-  # never needs to download them.
-  nodedir_flag=()
-  node_prefix=$(dirname "$(dirname "$(command -v node)")")
-  [ -f "$node_prefix/include/node/node_api.h" ] && nodedir_flag=(--nodedir="$node_prefix")
-  (cd native && JOBS=$(nproc 2>/dev/null || echo 2) ../node_modules/.bin/node-gyp rebuild "${nodedir_flag[@]}" --jobs=max --loglevel=error >/dev/null) ||
-    fail "building the native addon failed; rerun 'cd native && ../node_modules/.bin/node-gyp rebuild' to see the compiler's output"
-  echo "$found" > "$stamp"
-fi
-say "ready ($(node -e 'console.log(JSON.parse(process.argv[1]).source)' "$found"))"
+# 6. The addon: `lmf setup` (src/setup/), which also finds libtorch as steps 1-2 do, rebuilds the
+#    addon when a source, the op table or the libtorch found has changed, and loads it once.
+flags=()
+[ "$quiet" = 1 ] && flags+=(--quiet)
+[ "$build_only" = 1 ] && flags+=(--rebuild)
+node bin/lmf.mjs setup "${flags[@]}"

@@ -1,4 +1,5 @@
-// The `lmf` command line: train | chat | api | eval | export | webui | webchat | env | version | help, each a
+// The `lmf` command line: train | chat | api | eval | export | webui | webchat | setup | env |
+// completion | version | help, each a
 // thin call into the layers (LLaMA-Factory's `llamafactory-cli`). Heavy modules (the parameter
 // system, libtorch) load inside the actions, so `lmf --help` starts fast.
 import { readFileSync } from "node:fs";
@@ -50,7 +51,8 @@ async function runJob(job: Job, tokens: string[]): Promise<number> {
     const args = hparams.parseInferArgs(tokens, { onWarning, command: job });
     const { loadChatModelFromArgs, generationSettingsFromArgs } = await import("./infer/from_args.ts");
     const { runChatCli } = await import("./infer/chat_cli.ts");
-    const chat = loadChatModelFromArgs(args);
+    const { progressBarFor } = await import("./terminal/progress.ts");
+    const chat = loadChatModelFromArgs(args, progressBarFor(process.stderr));
     await runChatCli(chat, generationSettingsFromArgs(args.generating));
     chat.dispose();
     return 0;
@@ -84,7 +86,7 @@ async function printEnv(): Promise<number> {
     const reason = String((error as Error)?.message ?? error).split("\n")[0];
     console.log(`node           ${process.version}`);
     console.log(`libtorch       not available (${reason})`);
-    console.error("The native addon is not built or libtorch is missing: run `npm run setup`.");
+    console.error("The native engine is not built or libtorch is missing: run `lmf setup`.");
     return 1;
   }
 }
@@ -107,7 +109,8 @@ async function inspectData(action: string, tokens: string[]): Promise<number> {
   const { renderInspection } = await import("./data/inspect.ts");
   const data = await prepareTrainingData(args, (line) => console.error(line));
   const rows = data.train.length ? data.train : data.eval;
-  console.log(renderInspection(rows, data.tokenizer, { n, json, color: !json && process.stdout.isTTY === true, cutoffLen: args.data.cutoff_len, dropped: data.dropped }));
+  const { colorEnabled } = await import("./terminal/style.ts");
+  console.log(renderInspection(rows, data.tokenizer, { n, json, color: !json && colorEnabled(process.stdout), cutoffLen: args.data.cutoff_len, dropped: data.dropped }));
   return 0;
 }
 
@@ -188,6 +191,23 @@ function buildProgram(setStatus: (status: number) => void): Command {
     .action(async (action: string, flags: { model_name_or_path: string; output_dir: string; num_expand: string }) =>
       setStatus(await expandLlamaPro(action, flags)),
     );
+  program
+    .command("setup")
+    .description("find or install libtorch and build the native engine (once after installing lmfactory)")
+    .option("--rebuild", "build even when the engine is current")
+    .option("--quiet", "print only what changes")
+    .action(async (flags: { rebuild?: boolean; quiet?: boolean }) => {
+      const { runSetup } = await import("./setup/index.ts");
+      setStatus(await runSetup(flags));
+    });
+  program
+    .command("completion")
+    .description("print a shell completion script: `source <(lmf completion bash)`, or zsh")
+    .argument("<shell>", "bash or zsh")
+    .action(async (shell: string) => {
+      const { completionScript } = await import("./terminal/completion.ts");
+      console.log(completionScript(shell, program.commands.map((command) => command.name())));
+    });
   program
     .command("env")
     .description("show lmfactory, Node, libtorch and BLAS versions, threads and devices")

@@ -131,11 +131,11 @@ describe("lmf", () => {
     assert.match(unknown.stderr, /unknown command 'trian'/);
   });
 
-  test("env reports the engine, or says how to build it", () => {
+  test("env reports the engine and where it is, or says how to build it", () => {
     const result = lmf("env");
     assert.match(result.stdout, /lmfactory\s+\d/);
-    if (result.status === 0) assert.match(result.stdout, /libtorch\s+\d/);
-    else assert.match(result.stderr, /npm run setup/);
+    if (result.status === 0) assert.match(result.stdout, /libtorch\s+\d[\s\S]*\nengine\s+\/\S+/);
+    else assert.match(result.stderr, /lmf setup/);
   });
 });
 

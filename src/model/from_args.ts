@@ -66,7 +66,15 @@ export function finetuningOptionsFromArgs(args: ArgGroups, dtype: DType): Finetu
 /** Model options for training (`training`) or inference, in `dtype` on `device`. */
 export function modelOptionsFromArgs(
   args: ArgGroups,
-  options: { dtype: DType; device: string; training: boolean; modelMaxLength?: number | null; print?: (line: string) => void; warn?: (line: string) => void },
+  options: {
+    dtype: DType;
+    device: string;
+    training: boolean;
+    modelMaxLength?: number | null;
+    print?: (line: string) => void;
+    warn?: (line: string) => void;
+    onLoadProgress?: (done: number, total: number) => void;
+  },
 ): ModelOptions {
   const { model } = args;
   return {
@@ -87,6 +95,7 @@ export function modelOptionsFromArgs(
     printParamStatus: model.print_param_status,
     print: options.print,
     warn: options.warn,
+    onLoadProgress: options.onLoadProgress,
   };
 }
 

@@ -89,9 +89,10 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
   );
 }
 
-/** Copies a checkpoint's tensors into `model` one at a time. */
-export function loadWeights(model: CausalLM, folder: string, dtype: DType): void {
+/** Copies a checkpoint's tensors into `model` one at a time (`onProgress` counts the model's weights filled). */
+export function loadWeights(model: CausalLM, folder: string, dtype: DType, onProgress?: (done: number, total: number) => void): void {
   const targets = model.stateDict();
+  const total = Object.keys(targets).length;
   const loaded = new Set<string>();
   const unexpected: string[] = [];
   noGrad(() => {
@@ -110,6 +111,7 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType): void
         } else {
           target.copy_(tensor);
           loaded.add(name);
+          onProgress?.(loaded.size, total);
         }
         tensor.dispose();
       });
@@ -124,6 +126,7 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType): void
       "check that the weights match config.json (model_type, num_hidden_layers, tie_word_embeddings)",
     );
   }
+  onProgress?.(total, total);
   if (unexpected.length) {
     console.warn(`lmf: ignored ${unexpected.length} checkpoint tensor(s) the model does not use: ${unexpected.slice(0, 5).join(", ")}`);
   }

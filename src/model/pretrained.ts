@@ -59,6 +59,8 @@ export interface ModelOptions {
   print?: (line: string) => void;
   /** Where notices go (warnings); `print` by default. */
   warn?: (line: string) => void;
+  /** Called as checkpoint tensors are copied in (a terminal's progress bar). */
+  onLoadProgress?: (done: number, total: number) => void;
 }
 
 export interface LoadedModel extends LoadedTokenizer {
@@ -97,7 +99,7 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
   try {
     if (!options.trainFromScratch) {
       prepareQuantized(model, options.dtype);
-      loadWeights(model, modelFolder, options.dtype);
+      loadWeights(model, modelFolder, options.dtype, options.onLoadProgress);
     }
     if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
     model.upcastLogits = options.upcastLmheadOutput ?? false;

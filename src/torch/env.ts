@@ -2,7 +2,7 @@
 // Printed by `lmf env`; the BLAS line matters because Debian's libtorch on the reference BLAS
 // is ~15x slower at matmul than on OpenBLAS.
 import { readFileSync, realpathSync } from "node:fs";
-import { native, threadPoolNote } from "./native.ts";
+import { addonBuild, native, threadPoolNote } from "./native.ts";
 import { ones } from "./creation.ts";
 import { tidy } from "./scope.ts";
 
@@ -82,5 +82,6 @@ export function engineReport(): string {
     `threads        ${info.threads} (idle: ${info.threadWait})`,
     `devices        cpu${info.cudaAvailable ? `, cuda x${info.cudaDevices}` : " (no CUDA in this libtorch build or no GPU)"}`,
     `node           ${process.version}`,
+    `engine         ${addonBuild}`,
   ].join("\n");
 }

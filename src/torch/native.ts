@@ -1,9 +1,8 @@
-// Loads the native addon (native/build/Release/lmfactory.node). Only src/torch/ imports this.
+// Loads the native addon (Release/lmfactory.node in the build folder addon_paths.ts finds: the
+// package's native/build or the per-user cache `lmf setup` builds into). Only src/torch/ imports this.
 import { createRequire } from "node:module";
-import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { dirname, join } from "node:path";
 import { UserError } from "../errors.ts";
+import { addonFile, findAddonBuild, readStamp } from "./addon_paths.ts";
 import type { NativeOps } from "./native_ops.d.ts";
 
 export interface BuildInfo {
@@ -46,9 +45,6 @@ export interface NativeCore {
 
 export type Native = NativeOps & NativeCore;
 
-const buildFolder = join(dirname(fileURLToPath(import.meta.url)), "../../native/build");
-const addonPath = join(buildFolder, "Release/lmfactory.node");
-
 /** Why OMP_WAIT_POLICY is what it is, for `lmf env`; null when lmfactory left it alone. */
 export let threadPoolNote: string | null = null;
 
@@ -59,26 +55,33 @@ export let threadPoolNote: string | null = null;
  * (a Llama forward measured 2.2x slower here). So, unless the user chose a policy, idle OpenMP
  * threads sleep. libgomp reads the variable once, when libtorch loads, hence before `load`.
  */
-function settleThreadPools(): void {
+function settleThreadPools(build: string): void {
   if (process.env.OMP_WAIT_POLICY !== undefined || process.env.GOMP_SPINCOUNT !== undefined) return;
-  let blas: string[] = [];
-  try {
-    blas = (JSON.parse(readFileSync(join(buildFolder, "libtorch.json"), "utf8")) as { blas?: string[] }).blas ?? [];
-  } catch {
-    return; // not built yet: load() says so
-  }
+  const blas = readStamp(build)?.blas ?? [];
   if (blas.some((path) => /openblas/i.test(path) && !/openmp/i.test(path))) {
     process.env.OMP_WAIT_POLICY = "PASSIVE";
     threadPoolNote = "OMP_WAIT_POLICY=PASSIVE set by lmfactory (OpenBLAS has its own thread pool)";
   }
 }
 
+/** The build folder the engine was loaded from (`lmf env` shows it). */
+export let addonBuild = "";
+
 function load(): Native {
-  if (!existsSync(addonPath)) {
-    throw new UserError("the native engine is not built", addonPath, "run `npm run setup` from the lmfactory folder");
+  const found = findAddonBuild();
+  if (found.build === null && found.mismatch) {
+    throw new UserError(
+      `the native engine was built against ${found.mismatch.source}, not LIBTORCH=${process.env.LIBTORCH}`,
+      found.mismatch.build,
+      "run `lmf setup` to build it for this LIBTORCH, or unset LIBTORCH",
+    );
   }
-  settleThreadPools();
-  return createRequire(import.meta.url)(addonPath) as Native;
+  if (found.build === null) {
+    throw new UserError(`the native engine is not built (looked in ${found.looked.join(", ")})`, undefined, "run `lmf setup`: it finds or installs libtorch and builds the engine");
+  }
+  addonBuild = found.build;
+  settleThreadPools(found.build);
+  return createRequire(import.meta.url)(addonFile(found.build)) as Native;
 }
 
 export const native: Native = load();

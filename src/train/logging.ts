@@ -1,9 +1,11 @@
 // What a run tells the user and leaves behind, in LLaMA-Factory's and HF's shapes: a progress
 // line per logging step (step, epoch, loss, lr, tokens/s, ETA), `trainer_log.jsonl` (LogCallback's
 // fields), and the `*_results.json` files HF's Trainer writes; experiment trackers (`report_to`)
-// get each logged step's scalars through RunReporter, as HF's callbacks get `on_log`.
+// get each logged step's scalars through RunReporter, as HF's callbacks get `on_log`. On a
+// terminal a progress bar (tqdm's) follows every optimizer step.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { ProgressBar } from "../terminal/progress.ts";
 
 export interface LogRecord {
   current_steps: number;
@@ -42,6 +44,10 @@ export interface RunReporter {
 export class RunLog {
   private readonly startedAt = performance.now();
   private readonly logFile: string;
+  private tokensThisRun = 0;
+  private stepsThisRun = 0;
+  private lastLoss: number | undefined;
+  private lastLr: number | undefined;
 
   constructor(
     readonly outputDir: string,
@@ -50,9 +56,10 @@ export class RunLog {
     private readonly reporters: readonly RunReporter[] = [],
     /**
      * progress: false (disable_tqdm) prints each log as HF's PrinterCallback does, without the
-     * progress line; writes: false keeps trainer_log.jsonl untouched (the ranks other than 0).
+     * progress line; `bar`, on a terminal, is redrawn after every optimizer step; writes: false
+     * keeps trainer_log.jsonl untouched (the ranks other than 0).
      */
-    private readonly display: { progress: boolean; writes?: boolean } = { progress: true },
+    private readonly display: { progress: boolean; bar?: ProgressBar | null; writes?: boolean } = { progress: true },
   ) {
     this.logFile = join(outputDir, "trainer_log.jsonl");
     if (!resumed && this.display.writes !== false && existsSync(this.logFile)) writeFileSync(this.logFile, "");
@@ -109,6 +116,8 @@ export class RunLog {
       epoch: values.epoch,
     };
     for (const reporter of this.reporters) reporter.scalars(values.step, scalars);
+    if (values.loss !== undefined) this.lastLoss = values.loss;
+    if (values.lr !== undefined) this.lastLr = values.lr;
     if (!this.display.progress) {
       const logs = values.logs ?? scalars;
       this.print(`{${Object.entries(logs).map(([name, value]) => `'${name}': ${value}`).join(", ")}}`);
@@ -128,12 +137,30 @@ export class RunLog {
     return record;
   }
 
+  /** One optimizer step done: the bar shows it with the last logged loss and lr, tokens/s over this run and the ETA. */
+  tick(values: { step: number; totalSteps: number; epoch: number; tokens: number }): void {
+    this.stepsThisRun += 1;
+    this.tokensThisRun += values.tokens;
+    const bar = this.display.progress ? this.display.bar : null;
+    if (!bar) return;
+    const elapsed = this.elapsed();
+    const remaining = (elapsed / this.stepsThisRun) * (values.totalSteps - values.step);
+    bar.update("train", values.step, values.totalSteps, [
+      `epoch ${values.epoch.toFixed(2)}`,
+      this.lastLoss !== undefined ? `loss ${this.lastLoss.toFixed(4)}` : "",
+      this.lastLr !== undefined ? `lr ${this.lastLr.toExponential(2)}` : "",
+      `${(this.tokensThisRun / Math.max(elapsed, 1e-9)).toFixed(0)} tokens/s`,
+      `ETA ${formatDuration(remaining)}`,
+    ].filter(Boolean));
+  }
+
   info(line: string): void {
     this.print(line);
   }
 
-  /** Closes the reporters' files; the run's own files are written whole at each step. */
+  /** Ends the bar and closes the reporters' files; the run's own files are written whole at each step. */
   close(): void {
+    this.display.bar?.end();
     for (const reporter of this.reporters) reporter.close();
   }
 }

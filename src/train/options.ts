@@ -6,6 +6,7 @@
 import { UserError } from "../errors.ts";
 import type { TrainArgs } from "../hparams/index.ts";
 import type { DataParallel } from "./distributed/data_parallel.ts";
+import type { ProgressBar } from "../terminal/progress.ts";
 import type { RunReporter } from "./logging.ts";
 import type { TrainerOptions } from "./trainer.ts";
 
@@ -123,6 +124,8 @@ export interface RunParts {
   computesAccuracy: boolean;
   /** This process's part in data parallelism. */
   parallel?: DataParallel;
+  /** The terminal's progress bar (null when output is piped or disable_tqdm is set). */
+  progressBar?: ProgressBar | null;
 }
 
 /** The trainer's options for these arguments. */
@@ -177,6 +180,7 @@ export function trainerOptionsFromArgs(args: TrainArgs, run: RunParts): TrainerO
     print: run.print,
     warn: run.warn,
     disableTqdm: progressDisabled(args),
+    progressBar: run.progressBar,
     reporters: run.reporters,
     parallel: run.parallel,
   };

@@ -39,6 +39,7 @@ import { RunLog, type RunReporter, saveMetrics } from "./logging.ts";
 import { activateNeftune } from "./neftune.ts";
 import { createOptimizer } from "./optimizer.ts";
 import { plotLoss } from "./plot.ts";
+import type { ProgressBar } from "../terminal/progress.ts";
 import type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
 
 export type { CollatedBatch, StageLoss, TrainingExample } from "./stages/stage.ts";
@@ -115,6 +116,8 @@ export interface TrainerOptions {
   warn?: (line: string) => void;
   /** disable_tqdm: each log is printed as HF's PrinterCallback prints it, without the progress line. */
   disableTqdm?: boolean;
+  /** On a terminal: the progress bar redrawn after each optimizer step (`print` should go through its `line`). */
+  progressBar?: ProgressBar | null;
   /** report_to: trackers that get each logged step's scalars; closed when training ends. */
   reporters?: readonly RunReporter[];
   /** This process's part in data parallelism (one process when absent). */
@@ -269,7 +272,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
   // Only rank 0 writes and prints; the other ranks keep the same bookkeeping quietly.
   if (parallel.isMain) mkdirSync(options.outputDir, { recursive: true });
   const log = parallel.isMain
-    ? new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm })
+    ? new RunLog(options.outputDir, options.print, options.resumeFrom !== null, options.reporters, { progress: !options.disableTqdm, bar: options.progressBar })
     : new RunLog(options.outputDir, () => {}, true, [], { progress: true, writes: false });
   const trainable = [...model.namedParameters({ trainableOnly: true }), ...(parts.extraParameters ?? [])];
   // DDP's construction: rank 0's trainable weights everywhere (random initialisations included).
@@ -485,6 +488,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         stepLosses.push(stepLoss);
         lossSinceLog += stepLoss;
         stepsSinceLog += 1;
+        tokensSinceLog += stepTokens;
 
         // DefaultFlowCallback.on_step_end.
         const control: Control = {
@@ -497,6 +501,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
           if (options.saveStrategy === "steps") control.save = true; // HF saves the last step too
         }
         maybeLogSaveEvaluate(control);
+        log.tick({ step: globalStep, totalSteps, epoch: epochAt(position.epoch, position.microBatch), tokens: stepTokens });
         if (stopEarly) stop = true;
         if (options.stopAfterSteps !== undefined && stepsThisRun >= options.stopAfterSteps) {
           killed = true;

@@ -20,12 +20,13 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
+import { type ProgressBar, progressBarFor } from "../terminal/progress.ts";
 import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
 import type { DataParallel } from "./distributed/data_parallel.ts";
 import { broadcastRows, fromMain } from "./distributed/from_main.ts";
 import { startDataParallel } from "./distributed/start.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
-import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
+import { checkTrainingArgs, logChannels, progressDisabled, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
 import { type Stage, type StageRun, type TrainingExample, attachStage, stageFor, unreadSettingsNotice } from "./stages/index.ts";
 import { defaultLoggingDir, tensorBoardReporter } from "./tensorboard.ts";
@@ -124,6 +125,7 @@ async function processRows(
   prepared: LoadedTokenizer,
   args: TrainArgs,
   print: (line: string) => void,
+  bar: ProgressBar | null,
 ): Promise<{ rows: TrainingExample[]; dropped: number }> {
   const { data } = args;
   if (examples.length === 0) return { rows: [], dropped: 0 };
@@ -153,13 +155,15 @@ async function processRows(
       log: print,
       onProgress: (done, total) => {
         const now = performance.now();
+        const rate = done / Math.max((now - started) / 1000, 1e-9);
+        if (bar) return bar.update(`preprocessing ${split}`, done, total, [`${rate.toFixed(0)} examples/s`, `ETA ${formatDuration((total - done) / rate)}`]);
         if (now - lastReport < 2000 || done >= total) return;
-        const rate = done / ((now - started) / 1000);
         print(`preprocessing ${split}: ${done}/${total} examples, ${rate.toFixed(0)} examples/s, ETA ${formatDuration((total - done) / rate)}`);
         lastReport = now;
       },
     },
   );
+  bar?.end();
   if (result.dropped.length) {
     print(`dropped ${result.dropped.length} ${split} example(s): ${result.dropped.slice(0, 3).map((d) => `#${d.index} ${d.reason}`).join("; ")}`);
   }
@@ -174,19 +178,19 @@ export interface PreparedData extends LoadedTokenizer {
   dropped: number;
 }
 
-/** Tokenizer, template and the processed rows exactly as the trainer receives them. */
-export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void): Promise<PreparedData> {
+/** Tokenizer, template and the processed rows exactly as the trainer receives them (with a terminal's bar while tokenizing). */
+export async function prepareTrainingData(args: TrainArgs, print: (line: string) => void, bar: ProgressBar | null = null): Promise<PreparedData> {
   const stage = stageFor(args.finetuning.stage);
   const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
-  return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1)) };
+  return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1, bar)) };
 }
 
 type ProcessedRows = Pick<PreparedData, "train" | "eval" | "aligned" | "dropped">;
 
-async function processTrainingRows(args: TrainArgs, stage: Stage, prepared: LoadedTokenizer, print: (line: string) => void, worldSize: number): Promise<ProcessedRows> {
+async function processTrainingRows(args: TrainArgs, stage: Stage, prepared: LoadedTokenizer, print: (line: string) => void, worldSize: number, bar: ProgressBar | null): Promise<ProcessedRows> {
   const aligned = await loadAligned(args, print, worldSize);
-  const train = await processRows("train", aligned.train, stage, prepared, args, print);
-  const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print);
+  const train = await processRows("train", aligned.train, stage, prepared, args, print, bar);
+  const evaluation = await processRows("eval", aligned.eval, stage, prepared, args, print, bar);
   return { train: train.rows, eval: evaluation.rows, aligned, dropped: train.dropped + evaluation.dropped };
 }
 
@@ -194,13 +198,13 @@ async function processTrainingRows(args: TrainArgs, stage: Stage, prepared: Load
  * The rows on every rank: rank 0 loads and preprocesses them (LLaMA-Factory's main_process_first,
  * once for the run), the others wait and receive them; the aligned examples stay on rank 0.
  */
-async function sharedTrainingData(args: TrainArgs, print: (line: string) => void, parallel: DataParallel): Promise<PreparedData> {
+async function sharedTrainingData(args: TrainArgs, print: (line: string) => void, parallel: DataParallel, bar: ProgressBar | null): Promise<PreparedData> {
   const stage = stageFor(args.finetuning.stage);
   const prepared = loadTokenizerAndTemplate(tokenizerOptionsFromArgs(args, stage.name));
-  if (parallel.worldSize === 1) return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1)) };
+  if (parallel.worldSize === 1) return { ...prepared, stage, ...(await processTrainingRows(args, stage, prepared, print, 1, bar)) };
   let processed: ProcessedRows | null = null;
   const { dropped } = await fromMain(parallel, async () => {
-    processed = await processTrainingRows(args, stage, prepared, print, parallel.worldSize);
+    processed = await processTrainingRows(args, stage, prepared, print, parallel.worldSize, bar);
     return { dropped: processed.dropped };
   });
   const mine = processed as ProcessedRows | null;
@@ -234,9 +238,13 @@ function checkTokenIds(splits: Record<string, TrainingExample[]>, rows: number, 
   }
 }
 
-/** Runs `lmf train` for the stage the arguments name. */
+/**
+ * Runs `lmf train` for the stage the arguments name. Without a `print` of the caller's, lines go
+ * to stderr, with a progress bar (tokenizing, loading weights, training steps) when it is a terminal.
+ */
 export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promise<void> {
-  const print = options.print ?? ((line: string) => process.stderr.write(line + "\n"));
+  const bar = options.print ? null : progressBarFor(process.stderr, { disabled: progressDisabled(args) });
+  const print = options.print ?? (bar ? (line: string) => bar.line(line) : (line: string) => process.stderr.write(line + "\n"));
   const { training, finetuning, data } = args;
   stageFor(finetuning.stage);
   const unread = unreadSettingsNotice(finetuning.stage, finetuning);
@@ -246,29 +254,36 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   const channels = logChannels(args, print);
   const { parallel, finish } = startDataParallel(args, device, channels.warn);
   try {
-    await runWorker(args, parallel, device, parallel.isMain ? { ...channels, print } : { info: () => {}, warn: () => {}, print: () => {} });
+    await runWorker(args, parallel, device, parallel.isMain ? { ...channels, print, bar } : { info: () => {}, warn: () => {}, print: () => {}, bar: null });
   } finally {
     finish();
   }
 }
 
 /** One process's part of `lmf train` (the whole run when it is the only one). */
-async function runWorker(args: TrainArgs, parallel: DataParallel, device: string, channels: { info: (line: string) => void; warn: (line: string) => void; print: (line: string) => void }): Promise<void> {
+async function runWorker(
+  args: TrainArgs,
+  parallel: DataParallel,
+  device: string,
+  channels: { info: (line: string) => void; warn: (line: string) => void; print: (line: string) => void; bar: ProgressBar | null },
+): Promise<void> {
   const { training, finetuning, data } = args;
-  const { info, warn, print } = channels;
+  const { info, warn, print, bar } = channels;
   // Checked now, written to only once the data and the model are loaded.
   const outputPlan = await fromMain(parallel, () => planOutputDir(args, print));
   const resumeFrom = outputPlan.resumeFrom;
   manualSeed(training.seed);
 
   // Tokenizer and data first, so that a bad dataset fails before any model is loaded.
-  const preparedData = await sharedTrainingData(args, info, parallel);
+  const preparedData = await sharedTrainingData(args, info, parallel, bar);
   const { stage, aligned, train: trainRows, eval: evalRows } = preparedData;
   if (training.do_train && trainRows.length === 0) throw new UserError("no training examples left after processing", "dataset", "check the dataset and cutoff_len");
   if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
 
   const dtype = computeDtype(args, device);
-  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
+  const onLoadProgress = bar ? (done: number, total: number) => bar.update("loading weights", done, total) : undefined;
+  const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn, onLoadProgress }));
+  bar?.end();
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
   let stageRun: StageRun | null = null;
@@ -335,6 +350,7 @@ async function runWorker(args: TrainArgs, parallel: DataParallel, device: string
           effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
           computesAccuracy: !!stage.computesAccuracy,
           parallel,
+          progressBar: bar,
         }),
       );
       if (pissaConvert && parallel.isMain) {

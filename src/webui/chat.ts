@@ -9,9 +9,11 @@ import type { ArgsInput } from "../hparams/index.ts";
 import type { FromWorker, ToWorker } from "./chat_worker.ts";
 import { COMMON_HEADERS, HttpError } from "./http.ts";
 
-const WORKER = fileURLToPath(new URL("./chat_worker.ts", import.meta.url));
-/** The TypeScript loader the worker runs under, by absolute path (as bin/lmf.mjs registers it). */
-const TSX_LOADER = import.meta.resolve("tsx");
+/** Compiled (dist/, an installed package) or the TypeScript sources run through tsx (a clone). */
+const COMPILED = import.meta.url.endsWith(".js");
+const WORKER = fileURLToPath(new URL(COMPILED ? "./chat_worker.js" : "./chat_worker.ts", import.meta.url));
+/** The sources' worker runs under the TypeScript loader, by absolute path (as bin/lmf.mjs registers it). */
+const WORKER_EXEC_ARGV = COMPILED ? [] : ["--import", import.meta.resolve("tsx")];
 /** Stderr kept from the worker, for the message when it fails. */
 const STDERR_KEPT = 8 * 1024;
 
@@ -43,7 +45,7 @@ export class ChatManager {
     this.unload();
     this.stderr = "";
     this.state = { status: "loading", model: label, context: null, error: null, replying: false };
-    const worker = fork(WORKER, [], { cwd: this.cwd, execArgv: ["--import", TSX_LOADER], stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "json" });
+    const worker = fork(WORKER, [], { cwd: this.cwd, execArgv: WORKER_EXEC_ARGV, stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "json" });
     this.worker = worker;
     worker.stderr!.on("data", (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString("utf8")).slice(-STDERR_KEPT);
