@@ -9,6 +9,7 @@ import {
   type DType,
   type Tensor,
   type TensorReader,
+  isFloating,
   iterateTorchBin,
   noGrad,
   openSafetensors,
@@ -42,11 +43,12 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   return model;
 }
 
-function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Tensor]> {
+/** The checkpoint's tensors one at a time, in their stored dtypes. */
+function* checkpointTensors(folder: string): Generator<[string, Tensor]> {
   if (existsSync(join(folder, "model.safetensors")) || existsSync(join(folder, "model.safetensors.index.json"))) {
     const reader: TensorReader = openSafetensors(folder);
     try {
-      yield* reader.tensors({ dtype });
+      yield* reader.tensors();
     } finally {
       reader.close();
     }
@@ -56,7 +58,7 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
     const path = existsSync(join(folder, "pytorch_model.bin.index.json"))
       ? join(folder, "pytorch_model.bin.index.json")
       : join(folder, "pytorch_model.bin");
-    yield* iterateTorchBin(path, { dtype });
+    yield* iterateTorchBin(path);
     return;
   }
   throw new UserError(
@@ -66,16 +68,34 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
   );
 }
 
-/** Copies a checkpoint's tensors into `model` one at a time. */
-export function loadWeights(model: CausalLM, folder: string, dtype: DType): void {
+/**
+ * Takes the checkpoint tensors of layers that are stored other than as the model's own state (a
+ * weight quantized as it streams in, a GPTQ layer's packed tensors), before the state dict sees them.
+ */
+export interface WeightSink {
+  /** Uses `tensor` (copying what it keeps; the loader frees it) and returns true, or returns false. */
+  accept(name: string, tensor: Tensor): boolean;
+  /** True for a state-dict name the sink has filled instead of the checkpoint (a quantized layer's `weight`). */
+  provides(name: string): boolean;
+  /** After the last tensor: throws a UserError naming what never arrived. */
+  finish(): void;
+}
+
+/**
+ * Copies a checkpoint's tensors into `model` one at a time, floating ones in `dtype`; the tensors
+ * `sink` accepts go to it as stored (GPTQ's int32 and float16 tensors, a weight to quantize).
+ */
+export function loadWeights(model: CausalLM, folder: string, dtype: DType, sink: WeightSink | null = null): void {
   const targets = model.stateDict();
   const loaded = new Set<string>();
   const unexpected: string[] = [];
   noGrad(() => {
-    for (const [name, tensor] of checkpointTensors(folder, dtype)) {
+    for (const [name, tensor] of checkpointTensors(folder)) {
       tidy(() => {
         const target = targets[name];
-        if (!target) {
+        if (sink?.accept(name, tensor)) {
+          loaded.add(name);
+        } else if (!target) {
           // Older checkpoints store RoPE's inv_freq; it is recomputed from the config.
           if (!name.endsWith("rotary_emb.inv_freq")) unexpected.push(name);
         } else if (target.shape.join(",") !== tensor.shape.join(",")) {
@@ -85,7 +105,7 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType): void
             "config.json and the weights do not belong together",
           );
         } else {
-          target.copy_(tensor);
+          target.copy_(isFloating(tensor.dtype) && tensor.dtype !== dtype ? tensor.to(dtype) : tensor);
           loaded.add(name);
         }
         tensor.dispose();
@@ -93,7 +113,8 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType): void
     }
   });
   const tied = model.config.tie_word_embeddings ? ["lm_head.weight"] : [];
-  const missing = Object.keys(targets).filter((name) => !loaded.has(name) && !tied.includes(name));
+  sink?.finish();
+  const missing = Object.keys(targets).filter((name) => !loaded.has(name) && !tied.includes(name) && !sink?.provides(name));
   if (missing.length) {
     throw new UserError(
       `the checkpoint lacks ${missing.length} weight(s) the model needs: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,

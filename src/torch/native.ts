@@ -15,7 +15,7 @@ export interface BuildInfo {
   num_threads: number;
 }
 
-/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc). */
+/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc, quant.cc). */
 export interface NativeCore {
   dispose(id: number): boolean;
   live_count(): number;
@@ -35,6 +35,10 @@ export interface NativeCore {
   is_grad_enabled(): boolean;
   pickle_save(names: string[], tensors: number[], path: string): void;
   pickle_load(path: string): { names: string[]; tensors: number[] };
+  quantize_4bit(a: number, blocksize: number, nf4: boolean): number[];
+  quantize_blockwise(a: number, code: number, blocksize: number): number[];
+  dequantize(levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, numel: number, dtype: number, composed: boolean): number;
+  packed_linear(x: number, levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, out: number, inFeatures: number, composed: boolean): number;
 }
 
 export type Native = NativeOps & NativeCore;
