@@ -222,6 +222,60 @@ at::Tensor dequantize(const Packed& p, at::ScalarType dtype, bool composed) {
   return dequantize_composed(p, dtype);
 }
 
+// Few rows (decoding): y = x · Wᵀ straight from the packed levels, one block of W decoded at a time
+// into a small buffer and dotted with every row of x, so W is never written out in full. Sums run
+// in float32 over the exact dequantized values (not rounded to x's dtype first).
+bool small_linear_applies(const Packed& p, const at::Tensor& x, int64_t in_features, bool composed) {
+  if (composed || !x.device().is_cpu() || !p.levels.device().is_cpu()) return false;
+  const int64_t rows = in_features ? x.numel() / in_features : 0;
+  return rows > 0 && rows <= 8 && in_features % p.blocksize == 0;
+}
+
+at::Tensor small_linear_cpu(const at::Tensor& x, const Packed& p, int64_t out_features, int64_t in_features) {
+  check_packed(p);
+  at::Tensor xf = x.reshape({-1, in_features}).to(at::kFloat).contiguous();
+  const int64_t rows = xf.size(0), bs = p.blocksize, per_row = in_features / bs;
+  at::Tensor levels = p.levels.contiguous(), table = p.table.contiguous(), scale = p.scale.contiguous(), zero = p.zero.contiguous();
+  at::Tensor y = at::empty({rows, out_features}, at::TensorOptions().dtype(at::kFloat));
+  const float* X = xf.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  const uint8_t* q = levels.data_ptr<uint8_t>();
+  const float* t = table.data_ptr<float>();
+  const float* s = scale.data_ptr<float>();
+  const float* z = zero.numel() ? zero.data_ptr<float>() : nullptr;
+  const bool four = p.bits == 4;
+  at::parallel_for(0, out_features, 8, [&](int64_t o0, int64_t o1) {
+    std::vector<float> w(bs);
+    std::vector<float> acc(rows);
+    for (int64_t o = o0; o < o1; o++) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t k = 0; k < per_row; k++) {
+        const int64_t b = o * per_row + k, e0 = o * in_features + k * bs;
+        const float zb = z ? z[b] : 0.0f;
+        if (four) {
+          for (int64_t j = 0; j < bs; j += 2) {
+            const uint8_t byte = q[(e0 + j) >> 1];
+            w[j] = t[byte >> 4] - zb;
+            w[j + 1] = t[byte & 15] - zb;
+          }
+        } else {
+          for (int64_t j = 0; j < bs; j++) w[j] = t[q[e0 + j]] - zb;
+        }
+        for (int64_t m = 0; m < rows; m++) {
+          const float* xr = X + m * in_features + k * bs;
+          float dot = 0.0f;
+          for (int64_t j = 0; j < bs; j++) dot += w[j] * xr[j];
+          acc[m] += dot * s[b];
+        }
+      }
+      for (int64_t m = 0; m < rows; m++) Y[m * out_features + o] = acc[m];
+    }
+  });
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out_features;
+  return y.view(shape).to(x.scalar_type());
+}
+
 // y = x · Wᵀ with W dequantized from `levels`; backward gives x's gradient through a freshly
 // dequantized W (nothing of W's size is saved), and no gradient for the packed weight.
 class PackedLinear : public torch::autograd::Function<PackedLinear> {
@@ -236,6 +290,7 @@ class PackedLinear : public torch::autograd::Function<PackedLinear> {
     ctx->saved_data["out"] = out_features;
     ctx->saved_data["in"] = in_features;
     ctx->saved_data["composed"] = composed;
+    if (small_linear_applies(p, x, in_features, composed)) return small_linear_cpu(x, p, out_features, in_features);
     at::Tensor weight = dequantize(p, x.scalar_type(), composed).view({out_features, in_features});
     return at::linear(x, weight);
   }
