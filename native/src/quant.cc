@@ -165,7 +165,8 @@ void check_packed(const Packed& p) {
   if (p.bits == 4 && p.blocksize % 2) throw std::invalid_argument("dequantize: 4-bit blocks must have an even size");
 }
 
-// Fused CPU loop: one pass over the packed bytes, written straight into the output dtype.
+// Fused CPU loop: per block, the table scaled into the output dtype ((table[k] - zero) · scale,
+// rounded as a float -> dtype cast rounds), then one lookup per level.
 at::Tensor dequantize_cpu(const Packed& p, at::ScalarType dtype) {
   at::Tensor levels = p.levels.contiguous(), table = p.table.contiguous(), scale = p.scale.contiguous();
   at::Tensor zero = p.zero.contiguous();
@@ -174,21 +175,28 @@ at::Tensor dequantize_cpu(const Packed& p, at::ScalarType dtype) {
   const float* t = table.data_ptr<float>();
   const float* s = scale.data_ptr<float>();
   const float* z = zero.numel() ? zero.data_ptr<float>() : nullptr;
-  const int64_t n = p.numel, bs = p.blocksize, blocks = (n + bs - 1) / bs;
+  const int64_t n = p.numel, bs = p.blocksize, blocks = (n + bs - 1) / bs, entries = table.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "dequantize", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, blocks, 64, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> lut(entries);
       for (int64_t b = b0; b < b1; b++) {
         const float sb = s[b], zb = z ? z[b] : 0.0f;
         const int64_t start = b * bs, end = std::min(n, start + bs);
+        if (bs < entries) {  // a small block of 8-bit levels: cheaper without the table
+          for (int64_t i = start; i < end; i++) o[i] = static_cast<scalar_t>(z ? (t[q[i]] - zb) * sb : t[q[i]] * sb);
+          continue;
+        }
+        // (t - 0) · s equals t · s, so one formula serves formats with and without zeros.
+        for (int64_t k = 0; k < entries; k++) lut[k] = static_cast<scalar_t>(z ? (t[k] - zb) * sb : t[k] * sb);
         if (p.bits == 4) {
           for (int64_t i = start; i < end; i += 2) {
             const uint8_t byte = q[i / 2];
-            o[i] = static_cast<scalar_t>(z ? (t[byte >> 4] - zb) * sb : t[byte >> 4] * sb);
-            if (i + 1 < end) o[i + 1] = static_cast<scalar_t>(z ? (t[byte & 15] - zb) * sb : t[byte & 15] * sb);
+            o[i] = lut[byte >> 4];
+            if (i + 1 < end) o[i + 1] = lut[byte & 15];
           }
         } else {
-          for (int64_t i = start; i < end; i++) o[i] = static_cast<scalar_t>(z ? (t[q[i]] - zb) * sb : t[q[i]] * sb);
+          for (int64_t i = start; i < end; i++) o[i] = lut[q[i]];
         }
       }
     });
@@ -223,10 +231,11 @@ at::Tensor dequantize(const Packed& p, at::ScalarType dtype, bool composed) {
 }
 
 // Few rows (decoding): y = x · Wᵀ straight from the packed levels, one block of W decoded at a time
-// into a small buffer and dotted with every row of x, so W is never written out in full. Sums run
-// in float32 over the exact dequantized values (not rounded to x's dtype first).
+// into a small buffer (through the block's scaled table) and dotted with every row of x, so W is
+// never written out in full. Sums run in float32 over the dequantized values as float32 (not
+// rounded to x's dtype first).
 bool small_linear_applies(const Packed& p, const at::Tensor& x, int64_t in_features, bool composed) {
-  if (composed || !x.device().is_cpu() || !p.levels.device().is_cpu()) return false;
+  if (composed || !x.device().is_cpu() || !p.levels.device().is_cpu() || x.scalar_type() == at::kDouble) return false;
   const int64_t rows = in_features ? x.numel() / in_features : 0;
   return rows > 0 && rows <= 8 && in_features % p.blocksize == 0;
 }
@@ -244,28 +253,35 @@ at::Tensor small_linear_cpu(const at::Tensor& x, const Packed& p, int64_t out_fe
   const float* s = scale.data_ptr<float>();
   const float* z = zero.numel() ? zero.data_ptr<float>() : nullptr;
   const bool four = p.bits == 4;
+  const int64_t entries = table.numel();
   at::parallel_for(0, out_features, 8, [&](int64_t o0, int64_t o1) {
     std::vector<float> w(bs);
     std::vector<float> acc(rows);
+    std::vector<float> lut(entries);
     for (int64_t o = o0; o < o1; o++) {
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t k = 0; k < per_row; k++) {
         const int64_t b = o * per_row + k, e0 = o * in_features + k * bs;
-        const float zb = z ? z[b] : 0.0f;
+        const float sb = s[b], zb = z ? z[b] : 0.0f;
+        if (!four && bs < entries) {
+          for (int64_t j = 0; j < bs; j++) w[j] = z ? (t[q[e0 + j]] - zb) * sb : t[q[e0 + j]] * sb;
+        } else {
+          for (int64_t e = 0; e < entries; e++) lut[e] = z ? (t[e] - zb) * sb : t[e] * sb;
+        }
         if (four) {
           for (int64_t j = 0; j < bs; j += 2) {
             const uint8_t byte = q[(e0 + j) >> 1];
-            w[j] = t[byte >> 4] - zb;
-            w[j + 1] = t[byte & 15] - zb;
+            w[j] = lut[byte >> 4];
+            w[j + 1] = lut[byte & 15];
           }
-        } else {
-          for (int64_t j = 0; j < bs; j++) w[j] = t[q[e0 + j]] - zb;
+        } else if (bs >= entries) {
+          for (int64_t j = 0; j < bs; j++) w[j] = lut[q[e0 + j]];
         }
         for (int64_t m = 0; m < rows; m++) {
           const float* xr = X + m * in_features + k * bs;
           float dot = 0.0f;
           for (int64_t j = 0; j < bs; j++) dot += w[j] * xr[j];
-          acc[m] += dot * s[b];
+          acc[m] += dot;
         }
       }
       for (int64_t m = 0; m < rows; m++) Y[m * out_features + o] = acc[m];

@@ -9,7 +9,6 @@ import {
   type DType,
   type Tensor,
   type TensorReader,
-  isFloating,
   iterateTorchBin,
   noGrad,
   openSafetensors,
@@ -82,8 +81,9 @@ export interface WeightSink {
 }
 
 /**
- * Copies a checkpoint's tensors into `model` one at a time, floating ones in `dtype`; the tensors
- * `sink` accepts go to it as stored (GPTQ's int32 and float16 tensors, a weight to quantize).
+ * Copies a checkpoint's tensors into `model` (built in `dtype`) one at a time, each converted to
+ * its target's dtype as it is copied; the tensors `sink` accepts go to it as stored (GPTQ's int32
+ * and float16 tensors, a weight to quantize).
  */
 export function loadWeights(model: CausalLM, folder: string, dtype: DType, sink: WeightSink | null = null): void {
   const targets = model.stateDict();
@@ -105,7 +105,8 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType, sink:
             "config.json and the weights do not belong together",
           );
         } else {
-          target.copy_(isFloating(tensor.dtype) && tensor.dtype !== dtype ? tensor.to(dtype) : tensor);
+          // copy_ converts to the target's dtype (the model's, `dtype`) without a second full copy.
+          target.copy_(tensor);
           loaded.add(name);
         }
         tensor.dispose();

@@ -35,6 +35,7 @@ export interface NativeCore {
   is_grad_enabled(): boolean;
   pickle_save(names: string[], tensors: number[], path: string): void;
   pickle_load(path: string): { names: string[]; tensors: number[] };
+  read_tensor(fd: number, position: number, shape: number[], dtype: number): [number, number];
   quantize_4bit(a: number, blocksize: number, nf4: boolean): number[];
   quantize_blockwise(a: number, code: number, blocksize: number): number[];
   dequantize(levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, numel: number, dtype: number, composed: boolean): number;
