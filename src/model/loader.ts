@@ -18,6 +18,7 @@ import {
   tidy,
 } from "../torch/index.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
+import { prepareQuantization } from "./quantization/index.ts";
 import { type CausalLM, architectureFor } from "./registry.ts";
 
 export interface LoadModelOptions {
@@ -27,6 +28,7 @@ export interface LoadModelOptions {
   trainFromScratch?: boolean;
 }
 
+/** A model folder as it is stored (a GPTQ checkpoint with its quantized layers), without tokenizer or adapters. */
 export function loadModel(folder: string, options: LoadModelOptions = {}): CausalLM {
   const config = loadConfig(folder);
   const architecture = architectureFor(config, join(folder, "config.json"));
@@ -34,7 +36,7 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   if (options.trainFromScratch) return architecture.build(config, { ...build, init: "hf" });
   const model = architecture.build(config, { ...build, init: "empty" });
   try {
-    loadWeights(model, folder, build.dtype);
+    loadWeights(model, folder, build.dtype, prepareQuantization(model, folder, { computeDtype: build.dtype }));
   } catch (error) {
     model.dispose();
     throw error;

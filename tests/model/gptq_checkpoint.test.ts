@@ -162,6 +162,10 @@ test("GPTQ: DoRA is refused as LLaMA-Factory refuses it on PTQ models; other che
   assert.ok(quantizedLayers(model).every(([, layer]) => layer.format === "gptq 8-bit"));
   assert.equal(loraLayers(model).length, 0);
   model.dispose();
+  // loadModel (a folder as stored, no tokenizer) reads a GPTQ checkpoint the same way.
+  const stored = loadModel(folder);
+  assert.equal(quantizedLayers(stored).length, 14);
+  stored.dispose();
   const config = JSON.parse(readFileSync(join(folder, "config.json"), "utf8"));
   for (const [method, pattern] of [["awq", /AWQ checkpoints/], ["aqlm", /AQLM checkpoints/]] as const) {
     writeFileSync(join(folder, "config.json"), JSON.stringify({ ...config, quantization_config: { quant_method: method, bits: 4 } }));
