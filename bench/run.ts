@@ -83,6 +83,41 @@ function writeResultTables(): void {
       "",
     );
   }
+  const qlora = read("qlora.json");
+  if (qlora) {
+    const c = qlora.config;
+    const byVariant = Object.fromEntries(qlora.stepRuns.map((r: { variant: string }) => [r.variant, r]));
+    const label: Record<string, string> = { "lora-fp32": "LoRA, float32", "qlora-fp32": "QLoRA NF4 + double quant., float32 compute", "lora-bf16": "LoRA, bfloat16", "qlora-bf16": "QLoRA NF4 + double quant., bfloat16 compute" };
+    out.push(
+      `### QLoRA (bench/qlora.ts): Qwen2-shaped ${c.num_hidden_layers}x${c.hidden_size}, ${f(qlora.parameters / 1e6, 0)}M parameters (vocab ${c.vocab_size}, tied), random weights saved in bfloat16, LoRA rank 8 on all linear layers, gradient checkpointing, 1x${qlora.tokens} tokens, ${qlora.threads} threads${qlora.quick ? ", --quick" : ""}`,
+      "",
+      "Each row is its own process. Step s: each step of the run (the first warms up). Step peak: VmHWM reset after loading, so it counts the model as loaded plus the step. Load peak: VmHWM from before the load.",
+      "",
+      "| run | step s | step peak RSS MiB | load peak MiB (before) | model MiB | losses |",
+      "| --- | ---: | ---: | ---: | ---: | --- |",
+    );
+    for (const r of qlora.stepRuns) {
+      out.push(`| ${label[r.variant] ?? r.variant} | ${r.step_s.map((t: number) => f(t, 1)).join(", ")} | ${f(r.step_peak_mib, 0)} | ${f(r.load_peak_mib, 0)} (${f(r.before_load_mib, 0)}) | ${f(r.model_mib, 0)} | ${r.losses.map((l: number) => f(l, 4)).join(", ")} |`);
+    }
+    const lora = byVariant["lora-fp32"];
+    out.push("");
+    for (const variant of ["qlora-fp32", "qlora-bf16"]) {
+      const q = byVariant[variant];
+      if (q && lora) out.push(`${label[variant]} / LoRA float32: step peak RSS **${f(q.step_peak_mib / lora.step_peak_mib)}**.`, "");
+    }
+    for (const [a, b] of [["qlora-fp32", "lora-fp32"], ["qlora-bf16", "lora-bf16"]]) {
+      if (byVariant[a] && byVariant[b]) out.push(`${label[a]} / ${label[b]}: step time **${f(byVariant[a].step_s.at(-1) / byVariant[b].step_s.at(-1))}**.`, "");
+    }
+    if (qlora.loadRatio !== null) out.push(`Loading the 4-bit model: (load peak − before) / (model + largest checkpoint tensor) = **${f(qlora.loadRatio)}**.`, "");
+    const d = qlora.decode;
+    if (d) {
+      out.push(
+        `Greedy decoding, batch 1, prompt ${qlora.prompt}, ${qlora.newTokens} new tokens: lmfactory on the NF4 model (float32 compute) ${f(d.lmf.decode_tokens_per_s)} tok/s (prefill ${f(d.lmf.prefill_s)} s), ` +
+          `llama.cpp on the same weights as Q4_0 (llama.cpp's own quantizer; token embedding at q8_0) ${f(d.llama_cpp.decode_tokens_per_s)} tok/s (prefill ${f(d.llama_cpp.prefill_s)} s): ratio **${f(d.lmf.decode_tokens_per_s / d.llama_cpp.decode_tokens_per_s)}**. Load ${f(d.load ?? qlora.load, 1)}.`,
+        "",
+      );
+    }
+  }
   const ckpt = read("checkpointing.json");
   if (ckpt) {
     out.push("### Memory of one full-model step, with and without gradient checkpointing (bench/checkpointing.ts)", "", "| mode | peak RSS MiB | before the step MiB | step s |", "| --- | ---: | ---: | ---: |");

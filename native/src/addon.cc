@@ -16,6 +16,7 @@ void register_generated_ops(Napi::Env env, Napi::Object exports);
 void register_autograd(Napi::Env env, Napi::Object exports);
 void register_serialization(Napi::Env env, Napi::Object exports);
 void register_distributed(Napi::Env env, Napi::Object exports);
+void register_quant(Napi::Env env, Napi::Object exports);
 }  // namespace lmf
 
 namespace {
@@ -182,6 +183,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   lmf::register_autograd(env, exports);
   lmf::register_serialization(env, exports);
   lmf::register_distributed(env, exports);
+  lmf::register_quant(env, exports);
   return exports;
 }
 

@@ -1,7 +1,11 @@
 // PyTorch `.bin` files (torch.save zip archives) through libtorch's own pickler: a dict of
-// name -> tensor, as Hugging Face writes pytorch_model.bin.
+// name -> tensor, as Hugging Face writes pytorch_model.bin; and raw tensor bytes read from an open
+// file straight into a new tensor (safetensors), with no intermediate buffer.
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -63,10 +67,42 @@ Napi::Value pickle_load(const Napi::CallbackInfo& info) {
   }
 }
 
+// read_tensor(fd, position, shape, dtype) -> [tensor, bytes read]: a new CPU tensor filled from
+// the file's bytes at `position` (fewer bytes read than the tensor holds means the file is short).
+Napi::Value read_tensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(lmf::int_arg(info, 0, "read_tensor", "fd"));
+  int64_t position = lmf::int_arg(info, 1, "read_tensor", "position");
+  std::vector<int64_t> shape = lmf::int_list_arg(info, 2, "read_tensor", "shape");
+  at::ScalarType dtype = lmf::dtype_arg(info, 3, "read_tensor", "dtype");
+  try {
+    at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
+    char* data = static_cast<char*>(tensor.data_ptr());
+    const size_t length = tensor.numel() * tensor.element_size();
+    size_t done = 0;
+    while (done < length) {
+      ssize_t got = pread(fd, data + done, length - done, static_cast<off_t>(position + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) throw std::runtime_error(std::string("read failed: ") + std::strerror(errno));
+      if (got == 0) break;
+      done += static_cast<size_t>(got);
+    }
+    auto out = Napi::Array::New(env, 2);
+    out.Set(uint32_t{0}, lmf::wrap_tensor(env, tensor));
+    out.Set(uint32_t{1}, Napi::Number::New(env, static_cast<double>(done)));
+    return out;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    lmf::throw_op_error(env, "read_tensor", error, {});
+  }
+}
+
 }  // namespace
 
 namespace lmf {
 void register_serialization(Napi::Env env, Napi::Object exports) {
+  exports.Set("read_tensor", Napi::Function::New(env, read_tensor, "read_tensor"));
   exports.Set("pickle_save", Napi::Function::New(env, pickle_save, "pickle_save"));
   exports.Set("pickle_load", Napi::Function::New(env, pickle_load, "pickle_load"));
 }

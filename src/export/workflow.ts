@@ -39,6 +39,15 @@ export function exportDtype(inferDtype: string, configDtype: unknown): DType {
 function checkArguments(args: InferArgs): void {
   const { model } = args;
   if (!model.export_dir) throw new UserError("`lmf export` needs `export_dir`", "export_dir", "set export_dir to the folder to write the model to");
+  // LLaMA-Factory's export_model: "Cannot merge adapters to a quantized model"; an on-the-fly
+  // quantized base has no float weights to write either.
+  if (model.quantization_bit !== null) {
+    throw new UserError(
+      `export writes float weights, and quantization_bit: ${model.quantization_bit} would load the base quantized`,
+      "quantization_bit",
+      "drop quantization_bit: export merges the adapters into the full-precision model (export_quantization_bit makes a GPTQ folder, export_gguf_type a quantized GGUF)",
+    );
+  }
   const bits = model.export_quantization_bit;
   if (bits !== null && ![2, 3, 4, 8].includes(bits)) {
     throw new UserError(`export_quantization_bit ${bits} is not a GPTQ width`, "export_quantization_bit", "use 2, 3, 4 or 8");

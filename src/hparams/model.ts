@@ -89,17 +89,19 @@ const baseModel = {
 
 const quantization = {
   quantization_method: choice(
-    ["bnb", "gptq", "awq", "aqlm", "quanto", "eetq", "hqq", "mxfp4", "fp8"],
+    ["bnb", "bitsandbytes", "gptq", "awq", "aqlm", "quanto", "eetq", "hqq", "mxfp4", "fp8"],
     "bnb",
-    "Method for on-the-fly quantization.",
-    { tier: "later" },
+    "Method for on-the-fly quantization with quantization_bit: bnb (bitsandbytes' formats; `bitsandbytes` is its older name). " +
+      "gptq, awq, aqlm, quanto, mxfp4 and fp8 name checkpoint formats, which load from config.json's quantization_config " +
+      "(GPTQ works; the others are refused); hqq (1-8 bits) and eetq (8 bits) need their own kernels and are not built yet.",
+    { choiceTiers: { hqq: "later", eetq: "later" } },
   ),
-  quantization_bit: intChoice([4, 8], "Quantize the base model to this many bits on the fly (QLoRA).", {
-    tier: "later",
+  quantization_bit: intChoice([4, 8], "Quantize the base model to this many bits while it loads (QLoRA): 4 (NF4/FP4) or 8 (LLM.int8 row-wise int8)."),
+  quantization_type: choice(["fp4", "nf4"], "nf4", "Data type of 4-bit quantization."),
+  double_quantization: bool(true, "Also quantize the 4-bit quantization constants (absmax) to 8 bits."),
+  quantization_device_map: optChoice(["auto"], "Device map for inference with a 4-bit model.", {
+    noEffect: "lmfactory keeps the whole model on one device (the CPU, or the one CUDA device), so there is no device map to choose",
   }),
-  quantization_type: choice(["fp4", "nf4"], "nf4", "Data type of 4-bit quantization.", { tier: "later" }),
-  double_quantization: bool(true, "Also quantize the quantization constants.", { tier: "later" }),
-  quantization_device_map: optChoice(["auto"], "Device map for inference with a 4-bit model.", { tier: "later" }),
 };
 
 const processor = {

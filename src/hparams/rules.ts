@@ -74,6 +74,13 @@ const modelRules: Rule[] = [
     fix: "set `finetuning_type: lora`, or merge the adapter into the model first (`lmf export`)",
   },
   {
+    name: "quantization_method_is_on_the_fly",
+    when: (a) => a.model.quantization_bit !== null && !["bnb", "bitsandbytes", "hqq", "eetq"].includes(a.model.quantization_method),
+    message: (a) =>
+      `\`quantization_method: ${a.model.quantization_method}\` names a checkpoint format, not a way to quantize while loading (\`quantization_bit\`)`,
+    fix: "use `quantization_method: bnb`, or load a checkpoint already quantized in that format (its config.json says so) without `quantization_bit`",
+  },
+  {
     name: "quantization_needs_lora",
     when: (a) => a.model.quantization_bit !== null && !["lora", "oft"].includes(a.finetuning.finetuning_type),
     message: "a quantized model (`quantization_bit`) can only be trained with LoRA",

@@ -91,6 +91,15 @@ export function modelOptionsFromArgs(
     upcastLayernorm: options.training && model.upcast_layernorm,
     upcastLmheadOutput: options.training && model.upcast_lmhead_output,
     resizeVocab: model.resize_vocab,
+    quantization:
+      model.quantization_bit === null
+        ? null
+        : {
+            method: model.quantization_method,
+            bits: model.quantization_bit,
+            type: model.quantization_type as "nf4" | "fp4",
+            doubleQuant: model.double_quantization,
+          },
     finetuning: finetuningOptionsFromArgs(args, options.dtype),
     printParamStatus: model.print_param_status,
     print: options.print,

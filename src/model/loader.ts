@@ -18,7 +18,7 @@ import {
   tidy,
 } from "../torch/index.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
-import { applyGptqLinears, gptqConfigOf } from "./quantization/gptq.ts";
+import { prepareQuantization } from "./quantization/index.ts";
 import { type CausalLM, architectureFor } from "./registry.ts";
 
 export interface LoadModelOptions {
@@ -28,12 +28,7 @@ export interface LoadModelOptions {
   trainFromScratch?: boolean;
 }
 
-/** A GPTQ checkpoint (config.json's quantization_config) gets its packed Linear layers before its weights load. */
-export function prepareQuantized(model: CausalLM, dtype: DType): void {
-  const gptq = gptqConfigOf(model.config);
-  if (gptq) applyGptqLinears(model, gptq, dtype === "float64" ? "float32" : (dtype as "float32" | "bfloat16" | "float16"));
-}
-
+/** A model folder as it is stored (a GPTQ checkpoint with its quantized layers), without tokenizer or adapters. */
 export function loadModel(folder: string, options: LoadModelOptions = {}): CausalLM {
   const config = loadConfig(folder);
   const architecture = architectureFor(config, join(folder, "config.json"));
@@ -41,8 +36,7 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   if (options.trainFromScratch) return architecture.build(config, { ...build, init: "hf" });
   const model = architecture.build(config, { ...build, init: "empty" });
   try {
-    prepareQuantized(model, build.dtype);
-    loadWeights(model, folder, build.dtype);
+    loadWeights(model, folder, build.dtype, prepareQuantization(model, folder, { computeDtype: build.dtype }));
   } catch (error) {
     model.dispose();
     throw error;
@@ -50,26 +44,12 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   return model;
 }
 
-const FLOATING = new Set<DType>(["float16", "bfloat16", "float32", "float64"]);
-
-/** Floating tensors in `dtype`; integer ones (GPTQ's packed weights) as stored. */
-function* castFloating(tensors: Iterable<[string, Tensor]>, dtype: DType): Generator<[string, Tensor]> {
-  for (const [name, tensor] of tensors) {
-    if (!FLOATING.has(tensor.dtype) || tensor.dtype === dtype) {
-      yield [name, tensor];
-      continue;
-    }
-    const cast = tensor.to(dtype);
-    tensor.dispose();
-    yield [name, cast];
-  }
-}
-
-function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Tensor]> {
+/** The checkpoint's tensors one at a time, in their stored dtypes. */
+function* checkpointTensors(folder: string): Generator<[string, Tensor]> {
   if (existsSync(join(folder, "model.safetensors")) || existsSync(join(folder, "model.safetensors.index.json"))) {
     const reader: TensorReader = openSafetensors(folder);
     try {
-      yield* castFloating(reader.tensors(), dtype);
+      yield* reader.tensors();
     } finally {
       reader.close();
     }
@@ -79,7 +59,7 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
     const path = existsSync(join(folder, "pytorch_model.bin.index.json"))
       ? join(folder, "pytorch_model.bin.index.json")
       : join(folder, "pytorch_model.bin");
-    yield* castFloating(iterateTorchBin(path), dtype);
+    yield* iterateTorchBin(path);
     return;
   }
   throw new UserError(
@@ -89,17 +69,43 @@ function* checkpointTensors(folder: string, dtype: DType): Generator<[string, Te
   );
 }
 
-/** Copies a checkpoint's tensors into `model` one at a time (`onProgress` counts the model's weights filled). */
-export function loadWeights(model: CausalLM, folder: string, dtype: DType, onProgress?: (done: number, total: number) => void): void {
+/**
+ * Takes the checkpoint tensors of layers that are stored other than as the model's own state (a
+ * weight quantized as it streams in, a GPTQ layer's packed tensors), before the state dict sees them.
+ */
+export interface WeightSink {
+  /** Uses `tensor` (copying what it keeps; the loader frees it) and returns true, or returns false. */
+  accept(name: string, tensor: Tensor): boolean;
+  /** True for a state-dict name the sink has filled instead of the checkpoint (a quantized layer's `weight`). */
+  provides(name: string): boolean;
+  /** After the last tensor: throws a UserError naming what never arrived. */
+  finish(): void;
+}
+
+/**
+ * Copies a checkpoint's tensors into `model` (built in `dtype`) one at a time, each converted to
+ * its target's dtype as it is copied; the tensors `sink` accepts go to it as stored (GPTQ's int32
+ * and float16 tensors, a weight to quantize). `onProgress` counts the checkpoint tensors taken.
+ */
+export function loadWeights(
+  model: CausalLM,
+  folder: string,
+  dtype: DType,
+  sink: WeightSink | null = null,
+  onProgress?: (done: number, total: number) => void,
+): void {
   const targets = model.stateDict();
   const total = Object.keys(targets).length;
   const loaded = new Set<string>();
   const unexpected: string[] = [];
   noGrad(() => {
-    for (const [name, tensor] of checkpointTensors(folder, dtype)) {
+    for (const [name, tensor] of checkpointTensors(folder)) {
       tidy(() => {
         const target = targets[name];
-        if (!target) {
+        if (sink?.accept(name, tensor)) {
+          loaded.add(name);
+          onProgress?.(Math.min(loaded.size, total), total);
+        } else if (!target) {
           // Older checkpoints store RoPE's inv_freq; it is recomputed from the config.
           if (!name.endsWith("rotary_emb.inv_freq")) unexpected.push(name);
         } else if (target.shape.join(",") !== tensor.shape.join(",")) {
@@ -109,16 +115,18 @@ export function loadWeights(model: CausalLM, folder: string, dtype: DType, onPro
             "config.json and the weights do not belong together",
           );
         } else {
+          // copy_ converts to the target's dtype (the model's, `dtype`) without a second full copy.
           target.copy_(tensor);
           loaded.add(name);
-          onProgress?.(loaded.size, total);
+          onProgress?.(Math.min(loaded.size, total), total);
         }
         tensor.dispose();
       });
     }
   });
   const tied = model.config.tie_word_embeddings ? ["lm_head.weight"] : [];
-  const missing = Object.keys(targets).filter((name) => !loaded.has(name) && !tied.includes(name));
+  sink?.finish();
+  const missing = Object.keys(targets).filter((name) => !loaded.has(name) && !tied.includes(name) && !sink?.provides(name));
   if (missing.length) {
     throw new UserError(
       `the checkpoint lacks ${missing.length} weight(s) the model needs: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,

@@ -1,8 +1,9 @@
 // The one loading sequence of every command (LLaMA-Factory's load_tokenizer + load_model): the
 // folder (local or the HF cache at a revision), the tokenizer with its added tokens, the chat
-// template, config patches, the architecture, weights, upcasts, vocabulary resize, attention
-// patches and the fine-tuning setup (adapters merged or trained). `lmf train`, `chat`, `api`,
-// `eval` and `export` all load through here.
+// template, config patches, the architecture, weights (quantized as they stream in, or a GPTQ
+// checkpoint's packed layers), upcasts, vocabulary resize, attention patches and the fine-tuning
+// setup (adapters merged or trained). `lmf train`, `chat`, `api`, `eval` and `export` all load
+// through here.
 import { join } from "node:path";
 import { getTemplateAndFixTokenizer } from "../data/templates/index.ts";
 import type { ChatTemplate, TemplateOptions } from "../data/templates/index.ts";
@@ -11,12 +12,14 @@ import { type FinetuningOptions, type FinetuningResult, applyFinetuning, paramSu
 import type { CausalLM } from "./causal_lm.ts";
 import { loadConfig } from "./config.ts";
 import { resolveModelPath } from "./hub.ts";
-import { loadWeights, prepareQuantized } from "./loader.ts";
+import { loadWeights } from "./loader.ts";
 import { type FlashAttn, patchConfig } from "./patches/config.ts";
 import { resizeTokenEmbeddings } from "./patches/embedding.ts";
 import { applyShiftedSparseAttention } from "./patches/longlora.ts";
 import { upcastLayernorm } from "./patches/upcast.ts";
+import { type QuantizationOptions, prepareQuantization } from "./quantization/index.ts";
 import { architectureFor } from "./registry.ts";
+import { UserError } from "../errors.ts";
 import { type LoadTokenizerOptions, type Tokenizer, loadTokenizer } from "../data/tokenizer.ts";
 
 export interface TokenizerOptions {
@@ -54,6 +57,8 @@ export interface ModelOptions {
   upcastLayernorm?: boolean;
   upcastLmheadOutput?: boolean;
   resizeVocab?: boolean;
+  /** quantization_bit and its companions: quantize the weights while they load (QLoRA). */
+  quantization?: QuantizationOptions | null;
   finetuning: FinetuningOptions;
   printParamStatus?: boolean;
   print?: (line: string) => void;
@@ -97,9 +102,13 @@ export function loadModelFor(loaded: LoadedTokenizer, options: ModelOptions): Lo
     init: options.trainFromScratch ? "hf" : "empty",
   });
   try {
+    if (options.trainFromScratch && (options.quantization || config.quantization_config)) {
+      throw new UserError("train_from_scratch cannot start from a quantized model", "train_from_scratch", "drop quantization_bit (or use a full-precision config.json) to train from random weights");
+    }
     if (!options.trainFromScratch) {
-      prepareQuantized(model, options.dtype);
-      loadWeights(model, modelFolder, options.dtype, options.onLoadProgress);
+      // The quantized layers take their tensors as they stream in: no full-precision copy of them is ever held.
+      const sink = prepareQuantization(model, modelFolder, { quantization: options.quantization, computeDtype: options.dtype, print, warn: options.warn ?? print });
+      loadWeights(model, modelFolder, options.dtype, sink, options.onLoadProgress);
     }
     if (options.training && typeof config.group_size_ratio === "number") applyShiftedSparseAttention(model, config.group_size_ratio);
     model.upcastLogits = options.upcastLmheadOutput ?? false;

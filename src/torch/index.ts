@@ -7,6 +7,7 @@ export * from "./functional.ts";
 export * from "./autograd.ts";
 export * from "./attention.ts";
 export * from "./linalg.ts";
+export * from "./quant.ts";
 export { engineInfo, engineReport } from "./env.ts";
 export * from "./io/index.ts";
 export * from "./nn/module.ts";

@@ -14,7 +14,7 @@ export interface BuildInfo {
   num_threads: number;
 }
 
-/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc). */
+/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc, quant.cc). */
 export interface NativeCore {
   dispose(id: number): boolean;
   live_count(): number;
@@ -41,6 +41,11 @@ export interface NativeCore {
   dist_all_gather?(tensor: number): number[];
   dist_barrier?(): void;
   dist_destroy?(): void;
+  read_tensor(fd: number, position: number, shape: number[], dtype: number): [number, number];
+  quantize_4bit(a: number, blocksize: number, nf4: boolean): number[];
+  quantize_blockwise(a: number, code: number, blocksize: number): number[];
+  dequantize(levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, numel: number, dtype: number, composed: boolean): number;
+  packed_linear(x: number, levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, out: number, inFeatures: number, composed: boolean): number;
 }
 
 export type Native = NativeOps & NativeCore;

@@ -1,4 +1,4 @@
-// GPTQ export (src/export/gptq/, src/model/quantization/gptq.ts) against a PyTorch reference written
+// GPTQ export (src/export/gptq/, read back by src/model/quantization/gptq_checkpoint.ts) against a PyTorch reference written
 // from auto_gptq (tests/reference/gptq_reference.py): the packed qweight/qzeros bit for bit at 2, 3,
 // 4 and 8 bits, the Hessian-inverse factor and the chosen levels; unpacking reproduces the quantized
 // weights exactly; GPTQ's output error on calibration inputs beats round-to-nearest at every width;
@@ -17,7 +17,9 @@ import { runExport } from "../../src/export/workflow.ts";
 import { parseInferArgs } from "../../src/hparams/index.ts";
 import { generate } from "../../src/model/generation.ts";
 import { loadModel } from "../../src/model/loader.ts";
-import { GptqLinear, packGptq, unpackGptq } from "../../src/model/quantization/gptq.ts";
+import { packGptq, unpackGptq } from "../../src/export/gptq/pack.ts";
+import { gptqQuantLinear } from "../../src/model/quantization/gptq_checkpoint.ts";
+import { isQuantizedLinear } from "../../src/model/quantization/quantized_linear.ts";
 import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { type Tensor, manualSeed, noGrad, randn, tensor, tidy } from "../../src/torch/index.ts";
 import { seededRandom } from "../../src/torch/seeded.ts";
@@ -75,15 +77,17 @@ test("GPTQ follows auto_gptq's fasterquant: the same Hinv factor and (nearly all
   for (const x of inputs) hessian.add(x);
   for (const bits of [3, 4]) {
     const result = gptqQuantize(weight, hessian.H, { bits, groupSize: 128, blockSize: 128, dampPercent: 0.1 });
-    // The written tensors, unpacked and dequantized as GptqLinear does, are the quantized weights.
+    // The written tensors, read back as the loader reads a GPTQ checkpoint, dequantize to the quantized weights.
     const packed = packGptq(result.levels, result.zeros, { out, in: inFeatures, groups: result.groups, groupSize: 128, bits });
-    const layer = new GptqLinear(inFeatures, out, { bits, groupSize: 128, bias: false, dtype: "float32" });
-    noGrad(() => {
-      layer.qweight.copy_(tensor(packed.qweight, { shape: [(inFeatures / 32) * bits, out], dtype: "int32" }));
-      layer.qzeros.copy_(tensor(packed.qzeros, { shape: [result.groups, (out * bits) / 32], dtype: "int32" }));
-      layer.scales.copy_(tensor(result.scales, { shape: [result.groups, out] }).to("float16").to("float32"));
-    });
-    const rebuilt = tidy(() => layer.weight().data() as Float32Array);
+    const scales = tidy(() => tensor(result.scales, { shape: [result.groups, out] }).to("float16").to("float32").data() as Float32Array);
+    const layer = gptqQuantLinear(
+      "layer",
+      { qweight: packed.qweight, qzeros: packed.qzeros, scales, gIdx: packed.gIdx },
+      { inFeatures, outFeatures: out },
+      { bits: bits as 3 | 4, groupSize: 128, descAct: false, zeroMinusOne: true },
+      { bias: null, computeDtype: "float32", device: "cpu" },
+    );
+    const rebuilt = tidy(() => layer.dequantizeWeight("float32").data() as Float32Array);
     assert.deepEqual([...rebuilt], [...(result.dequantized.data() as Float32Array)], `${bits}-bit dequantization`);
     layer.dispose();
     if (hasTorch) {
@@ -180,7 +184,7 @@ test("lmf export with export_quantization_bit writes an AutoGPTQ folder that loa
     }
   });
   const reloaded = loadModel(dir);
-  assert.ok(reloaded.decoderLayers[0]!.namedModules().some(([, module]) => module instanceof GptqLinear), "GptqLinear layers");
+  assert.ok(reloaded.decoderLayers[0]!.namedModules().some(([, module]) => isQuantizedLinear(module)), "quantized GPTQ layers");
   const ids = [[5, 17, 42, 8, 91, 3, 60, 22]];
   const a = tidy(() => noGrad(() => reloaded.forward(tensor(ids)).data() as Float32Array));
   const b = tidy(() => noGrad(() => expected.forward(tensor(ids)).data() as Float32Array));

@@ -328,6 +328,7 @@ test("a failing export leaves no folder: bad arguments fail before anything is w
   assert.ok(!existsSync(dir));
   await assert.rejects(exportWith({ model_name_or_path: base, export_dir: dir, export_format: "gguf", export_legacy_format: true }), /export_legacy_format/);
   await assert.rejects(exportWith({ model_name_or_path: base, export_dir: dir, export_quantization_bit: 5, export_quantization_dataset: "x" }), /not a GPTQ width/);
+  await assert.rejects(exportWith({ model_name_or_path: base, export_dir: dir, quantization_bit: 4 }), /export writes float weights, and quantization_bit: 4/);
   assert.ok(!existsSync(dir));
   const staged = new StagedFolder(dir);
   writeFileSync(join(staged.path, "model.safetensors"), "partial");

@@ -29,6 +29,8 @@ const prompt: Link = [chat, "template, default_system, enable_thinking and tool_
 const tokenizer: Link = [chat, "add_tokens, add_special_tokens and split_special_tokens change the chat model's tokenizer"];
 const hub: Link = [chat, "cache_dir and model_revision pick the snapshot of a hub id in a Hugging Face cache"];
 
+const quantizationArgs: Link = ["tests/train/qlora.test.ts", "quantization arguments change the run: quantization_bit, quantization_type, double_quantization, quantization_method"];
+
 const evalArgs: Link = ["tests/eval/arguments.test.ts", "evaluation arguments change the run: task, task_dir, lang, n_shot, seed, batch_size, save_dir"];
 
 const optimizer = "tests/train/optimizer.test.ts";
@@ -148,6 +150,10 @@ export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> =
   use_kv_cache: [chat, "use_kv_cache: false feeds the whole sequence at every step, for the same answer"],
   infer_dtype: [chat, "infer_dtype sets the dtype the chat model computes in"],
   print_param_status: modelArgs,
+  quantization_method: quantizationArgs,
+  quantization_bit: [quantizationArgs, ["tests/train/qlora.test.ts", "QLoRA runs track the bf16 LoRA run on the same data and their loss falls"]],
+  quantization_type: quantizationArgs,
+  double_quantization: quantizationArgs,
 
   // DataArguments
   template: tokenization,

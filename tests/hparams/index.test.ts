@@ -117,9 +117,9 @@ describe("derived values", () => {
 
 describe("tiers", () => {
   test("features not built yet are refused with 'not yet supported'", () => {
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, quantization_bit: 4 }), (error: unknown) => {
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, use_unsloth: true }), (error: unknown) => {
       assert.ok(error instanceof UserError);
-      assert.match(error.message, /not yet supported by lmfactory: `quantization_bit: 4`/);
+      assert.match(error.message, /not yet supported by lmfactory: `use_unsloth: true`/);
       return true;
     });
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm" }), /not yet supported by lmfactory: `stage: ppo`/);
@@ -275,7 +275,7 @@ describe("help and schema", () => {
     const train = commandHelp("train");
     assert.match(train, /lora_rank {2}int {2}\(default: 8\)/);
     assert.match(train, /finetuning_type {2}enum\{lora, freeze, full, oft\} {2}\(default: lora\)/);
-    assert.match(train, /quantization_bit {2}int\{4, 8\}\? {2}\(default: null\)\n.*\[not yet supported\]/);
+    assert.match(train, /ref_model_quantization_bit {2}int\{4, 8\}\? {2}\(default: null\)\n.*\[not yet supported\]/);
     assert.match(train, /stage .*\n.*\[not yet supported: ppo\]/);
     assert.ok(allFieldsHelp().includes("EvaluationArguments"));
   });

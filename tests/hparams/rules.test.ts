@@ -42,6 +42,12 @@ const cases: Case[] = [
     good: { image_max_pixels: 1000, image_min_pixels: 100 },
   },
   { rule: "adapter_needs_lora", command: "chat", bad: { adapter_name_or_path: "saves/a", finetuning_type: "full" }, good: { adapter_name_or_path: "saves/a" } },
+  {
+    rule: "quantization_method_is_on_the_fly",
+    command: "train",
+    bad: { quantization_bit: 4, quantization_method: "gptq" },
+    good: { quantization_bit: 4, quantization_method: "bnb" },
+  },
   { rule: "quantization_needs_lora", command: "train", bad: { quantization_bit: 4, finetuning_type: "full" }, good: { quantization_bit: 4 } },
   { rule: "quantization_excludes_pissa_init", command: "train", bad: { quantization_bit: 4, pissa_init: true }, good: { quantization_bit: 4 } },
   { rule: "quantization_excludes_resize_vocab", command: "train", bad: { quantization_bit: 8, resize_vocab: true }, good: { resize_vocab: true } },

@@ -238,7 +238,7 @@ test("DoRA: magnitude starts at the row norms of W, B = 0 changes nothing, merge
   const before = logits(model);
   applyLora(model, { targets: ["all"], rank: 4, useDora: true });
   const [, first] = loraLayers(model)[0]!;
-  const normDiff = tidy(() => first.lora_magnitude_vector!.sub(first.base_layer.weight.norm(2, 1)).abs().max().item());
+  const normDiff = tidy(() => first.lora_magnitude_vector!.sub((first.base_layer as Linear).weight.norm(2, 1)).abs().max().item());
   assert.ok(normDiff < 1e-6);
   assert.ok(maxAbsDiff(logits(model), before) <= 1e-5);
   randomizeLora(model);
@@ -505,7 +505,7 @@ test("float32 LoRA weights on a bfloat16 model: the output keeps the model's dty
   randomizeLora(model);
   const layer = model.getSubmodule("model.layers.0.self_attn.v_proj") as LoraLinear;
   assert.equal(layer.lora_A.weight.dtype, "float32");
-  assert.equal(layer.base_layer.weight.dtype, "bfloat16");
+  assert.equal((layer.base_layer as Linear).weight.dtype, "bfloat16");
   const diff = tidy(() =>
     noGrad(() => {
       const x = randn([3, 32]).to("bfloat16");
@@ -586,7 +586,7 @@ test("PiSSA initialisation equals PEFT's pissa_init (full and fast SVD) as compu
     tidy(() => {
       assertClose(layer.lora_A.weight.toFlatArray(), A!, 1e-4, 1e-5, `lora_A (niter ${niter})`);
       assertClose(layer.lora_B.weight.toFlatArray(), B!, 1e-4, 1e-5, `lora_B (niter ${niter})`);
-      assertClose(layer.base_layer.weight.toFlatArray(), residual!, 1e-4, 1e-5, `residual base weight (niter ${niter})`);
+      assertClose((layer.base_layer as Linear).weight.toFlatArray(), residual!, 1e-4, 1e-5, `residual base weight (niter ${niter})`);
     });
     layer.dispose();
   }

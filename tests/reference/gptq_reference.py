@@ -1,6 +1,6 @@
 """GPTQ reference in PyTorch, written from auto_gptq's gptq.py (GPTQ.fasterquant, Quantizer with
 sym=True) and qlinear's QuantLinear.pack (numpy loops), for comparison with lmfactory's
-src/export/gptq and src/model/quantization/gptq.ts.
+src/export/gptq and src/export/gptq/pack.ts.
 
 Reads a JSON request on stdin:
   {"op": "pack", "levels": [[out][in] ints], "zeros": [[out][groups]], "bits": b, "group_size": g}

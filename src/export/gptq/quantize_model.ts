@@ -2,10 +2,10 @@
 // quantize it: calibration windows drawn from the dataset's `text`, then decoder layer after decoder
 // layer, the Linear groups in order (q/k/v, o, gate/up, down: true_sequential), each group's inputs
 // collected with the earlier groups already quantized, and the quantized layer's outputs feeding the
-// next layer. The result is written in the AutoGPTQ layout (src/model/quantization/gptq.ts).
+// next layer. The result is written in the AutoGPTQ layout (pack.ts).
 import { UserError } from "../../errors.ts";
 import type { CausalLM } from "../../model/registry.ts";
-import { checkGptqShape, packGptq } from "../../model/quantization/gptq.ts";
+import { checkGptqShape, packGptq } from "./pack.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
 import { type Tensor, Linear, Module, keep, noGrad, saveSafetensorsSharded, tensor, tidy } from "../../torch/index.ts";
 import { seededRandom } from "../../torch/seeded.ts";

@@ -1,8 +1,9 @@
 // Fine-tuning setup as LLaMA-Factory's model/adapter.py `init_adapter`: full, freeze (with LLaMA
-// Pro) or LoRA (merging earlier adapters, resuming or creating the last), then the parameter
-// report of `print_param_status` and `count_parameters`.
+// Pro) or LoRA (merging earlier adapters, resuming or creating the last; on a quantized model the
+// one adapter stays unmerged), then the parameter report of `print_param_status` and `count_parameters`.
 import { UserError } from "../../errors.ts";
 import type { DType } from "../../torch/index.ts";
+import { quantizationMethodOf, quantizedParameterCount } from "../quantization/index.ts";
 import type { CausalLM } from "../registry.ts";
 import { applyFreeze } from "./freeze.ts";
 import { expandedModuleNames } from "./llama_pro.ts";
@@ -62,6 +63,17 @@ export function applyFinetuning(model: CausalLM, options: FinetuningOptions): Fi
   if (options.useLlamaPro && options.finetuningType === "full") {
     throw new UserError("use_llama_pro is only valid for Freeze or LoRA training", "use_llama_pro", "set finetuning_type: freeze or lora");
   }
+  // LLaMA-Factory's init_adapter and _setup_lora_tuning on a quantized model (bitsandbytes or GPTQ).
+  const quantized = quantizationMethodOf(model);
+  if (quantized && isTrainable && options.finetuningType !== "lora") {
+    throw new UserError("a quantized model can only be trained with LoRA", "finetuning_type", "set finetuning_type: lora (LLaMA-Factory: \"Quantized models can only be used for the LoRA tuning.\")");
+  }
+  if (quantized && isTrainable && options.pissaInit) {
+    throw new UserError("PiSSA cannot initialise an adapter on a quantized model", "pissa_init", "run PiSSA on the full-precision model (LLaMA-Factory: scripts/pissa_init.py), then train with quantization_bit");
+  }
+  if (quantized && adapters.length > 1) {
+    throw new UserError(`a quantized model accepts a single adapter, got ${adapters.length}`, "adapter_name_or_path", "merge the adapters onto the full-precision model first (lmf export), then load one");
+  }
   let loraConfig: LoraAdapterConfig | null = null;
   if (!isTrainable) model.requiresGrad_(false);
 
@@ -78,18 +90,23 @@ export function applyFinetuning(model: CausalLM, options: FinetuningOptions): Fi
     }
   } else {
     // LLaMA-Factory: merge every adapter but the one to resume (the last, when training without
-    // create_new_adapter); at inference or with create_new_adapter, merge them all.
-    const resume = isTrainable && !options.createNewAdapter && adapters.length ? adapters[adapters.length - 1]! : null;
+    // create_new_adapter); at inference or with create_new_adapter, merge them all. A quantized
+    // model is not mergeable: its one adapter stays a LoRA layer over the quantized weight.
+    const keepLast = (isTrainable && !options.createNewAdapter) || quantized !== null;
+    const resume = keepLast && adapters.length ? adapters[adapters.length - 1]! : null;
     for (const folder of resume ? adapters.slice(0, -1) : adapters) {
       loadLoraAdapter(model, folder);
       mergeLora(model);
     }
-    if (resume) loraConfig = loadLoraAdapter(model, resume, { trainable: true });
+    if (resume) loraConfig = loadLoraAdapter(model, resume, { trainable: isTrainable });
     if (isTrainable && !resume) {
       const rank = options.loraRank ?? 8;
       const requested = options.loraTarget ?? ["all"];
       let targets = requested.length === 1 && requested[0] === "all" ? findAllLinearModules(model) : requested;
       if (options.useLlamaPro) targets = expandedModuleNames(model, targets, options.freezeTrainableLayers ?? 2);
+      if (options.useDora && quantized && quantized !== "bnb") {
+        throw new UserError("DoRA is not compatible with PTQ-quantized (GPTQ) models", "use_dora", "drop use_dora, or train on the full-precision model with quantization_bit");
+      }
       loraConfig = applyLora(model, {
         targets,
         rank,
@@ -105,13 +122,16 @@ export function applyFinetuning(model: CausalLM, options: FinetuningOptions): Fi
     }
     if (!isTrainable) model.requiresGrad_(false);
   }
-  return { loraConfig, trainableParams: model.numParameters({ trainableOnly: true }), allParams: model.numParameters() };
+  return { loraConfig, trainableParams: model.numParameters({ trainableOnly: true }), allParams: model.numParameters() + quantizedParameterCount(model) };
 }
 
-/** LLaMA-Factory's "trainable params: N || all params: M || trainable%: x" line. */
+/**
+ * LLaMA-Factory's "trainable params: N || all params: M || trainable%: x" line; a quantized weight
+ * counts with its full number of values, as count_parameters counts a 4-bit Params4bit.
+ */
 export function paramSummary(model: CausalLM): string {
   const trainable = model.numParameters({ trainableOnly: true });
-  const all = model.numParameters();
+  const all = model.numParameters() + quantizedParameterCount(model);
   const percent = all ? (100 * trainable) / all : 0;
   return `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${percent.toFixed(4)}`;
 }

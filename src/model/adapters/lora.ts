@@ -3,7 +3,7 @@
 // lora_targets.ts; adapters save and load in PEFT's format (peft_format.ts).
 import { UserError } from "../../errors.ts";
 import { type DType, Linear, Module } from "../../torch/index.ts";
-import { LoraLinear } from "./lora_layer.ts";
+import { type LoraBaseLayer, LoraLinear, isLoraBase } from "./lora_layer.ts";
 import { findAllLinearModules, linearNames, matchesTarget, patternValue } from "./lora_targets.ts";
 
 export interface ApplyLoraOptions {
@@ -105,7 +105,7 @@ export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapter
     }
   }
   const matched = model.namedModules().filter(([name]) => name !== "" && matchesTarget(name, targets));
-  const notLinear = matched.filter(([, module]) => !(module instanceof Linear));
+  const notLinear = matched.filter(([, module]) => !isLoraBase(module));
   if (notLinear.length) {
     throw new UserError(
       `lora_target matches ${notLinear.map(([name, module]) => `${name} (${module.constructor.name})`).slice(0, 3).join(", ")}, which LoRA cannot wrap: only Linear layers are supported`,
@@ -123,7 +123,7 @@ export function applyLora(model: Module, options: ApplyLoraOptions): LoraAdapter
   const pissaNiter = options.pissaInit && (options.pissaIter ?? 16) !== -1 ? (options.pissaIter ?? 16) : null;
   model.requiresGrad_(false);
   for (const [name, module] of matched) {
-    const layer = new LoraLinear(module as Linear, {
+    const layer = new LoraLinear(module as LoraBaseLayer, {
       rank: patternValue(options.rankPattern, name) ?? options.rank,
       alpha: patternValue(options.alphaPattern, name) ?? options.alpha ?? 2 * options.rank,
       dropout: options.dropout,

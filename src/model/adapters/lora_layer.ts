@@ -1,8 +1,10 @@
 // The LoRA / DoRA layer as PEFT implements it (peft/tuners/lora/layer.py): `LoraLinear` wraps a
-// built `Linear` as `base_layer` with `lora_A` [r, in] and `lora_B` [out, r], so state keys are
+// built `Linear` (or a quantized linear layer, as PEFT wraps bnb's Linear4bit for QLoRA) as `base_layer` with `lora_A` [r, in] and `lora_B` [out, r], so state keys are
 // PEFT's (`<name>.lora_A.weight`); PiSSA initialisation from the base weight's SVD; merging back
 // into one `Linear`.
 import { UserError } from "../../errors.ts";
+import { cannotMergeError } from "../quantization/index.ts";
+import { type QuantizedLinear, isQuantizedLinear } from "../quantization/quantized_linear.ts";
 import {
   type DType,
   type Parameter,
@@ -29,9 +31,17 @@ export interface LoraLayerOptions {
   dtype?: DType;
 }
 
+/** What LoRA wraps: a Linear, or a quantized linear layer (QLoRA). */
+export type LoraBaseLayer = Linear | QuantizedLinear;
+
+/** Whether LoRA can wrap `module`. */
+export function isLoraBase(module: unknown): module is LoraBaseLayer {
+  return module instanceof Linear || isQuantizedLinear(module);
+}
+
 /** A Linear plus a low-rank update: y = base(x) + scaling · B(A(dropout(x))). */
 export class LoraLinear extends Module {
-  base_layer: Linear;
+  base_layer: LoraBaseLayer;
   lora_A: Linear;
   lora_B: Linear;
   lora_dropout: Dropout;
@@ -45,7 +55,7 @@ export class LoraLinear extends Module {
   /** PEFT's disable_adapter(): the layer computes its base layer alone (see `withAdaptersDisabled`). */
   adapterDisabled = false;
 
-  constructor(baseLayer: Linear, options: LoraLayerOptions) {
+  constructor(baseLayer: LoraBaseLayer, options: LoraLayerOptions) {
     super();
     const loraRank = options.rank;
     if (!Number.isInteger(loraRank) || loraRank <= 0) {
@@ -58,7 +68,7 @@ export class LoraLinear extends Module {
     // PEFT: rsLoRA keeps the update's scale stable across ranks with alpha / sqrt(r).
     this.scaling = this.useRslora ? this.loraAlpha / Math.sqrt(loraRank) : this.loraAlpha / loraRank;
     this.base_layer = baseLayer;
-    const layer = { bias: false, dtype: options.dtype ?? baseLayer.weight.dtype, device: baseLayer.weight.device };
+    const layer = { bias: false, dtype: options.dtype ?? this.baseDtype, device: this.baseDevice };
     // PEFT's init_lora_weights=True: A ~ kaiming_uniform(a=sqrt(5)), which is nn.Linear's default
     // U(-1/sqrt(in), 1/sqrt(in)); B = 0 so the wrapped layer starts as the base layer.
     this.lora_A = new Linear(baseLayer.inFeatures, loraRank, layer);
@@ -81,14 +91,31 @@ export class LoraLinear extends Module {
     return this.base_layer.outFeatures;
   }
 
-  /** B · A [out, in], unscaled, in the base weight's dtype. */
-  private loraWeight(): Tensor {
-    return this.lora_B.weight.matmul(this.lora_A.weight).to(this.base_layer.weight.dtype);
+  /** The base weight's dtype (a quantized layer's compute dtype). */
+  get baseDtype(): DType {
+    const base = this.base_layer;
+    return isQuantizedLinear(base) ? base.computeDtype : base.weight.dtype;
   }
 
-  /** ‖W + scaling · loraWeight‖ over each output row [out] (PEFT's get_weight_norm). */
+  get baseDevice(): string {
+    const base = this.base_layer;
+    return isQuantizedLinear(base) ? base.device : base.weight.device;
+  }
+
+  /** The base weight [out, in]; a quantized one dequantized afresh (call inside a tidy). */
+  private baseWeight(): Tensor {
+    const base = this.base_layer;
+    return isQuantizedLinear(base) ? base.dequantizeWeight() : base.weight;
+  }
+
+  /** B · A [out, in], unscaled, in the base weight's dtype. */
+  private loraWeight(): Tensor {
+    return this.lora_B.weight.matmul(this.lora_A.weight).to(this.baseDtype);
+  }
+
+  /** ‖W + scaling · loraWeight‖ over each output row [out] (PEFT's get_weight_norm; dequantized W for QLoRA). */
   private weightNorm(loraWeight: Tensor, scaling = this.scaling): Tensor {
-    const weight = this.base_layer.weight;
+    const weight = this.baseWeight();
     return weight.add(loraWeight.mul(scaling)).norm(2, 1).to(weight.dtype);
   }
 
@@ -105,7 +132,11 @@ export class LoraLinear extends Module {
    */
   initPissa(niter: number | null): void {
     const rank = this.loraRank;
-    const weight = this.base_layer.weight;
+    const base = this.base_layer;
+    if (isQuantizedLinear(base)) {
+      throw new UserError("PiSSA cannot initialise an adapter on a quantized model", "pissa_init", "run PiSSA on the full-precision model (LLaMA-Factory: scripts/pissa_init.py), then train with quantization_bit");
+    }
+    const weight = base.weight;
     if (rank > Math.min(weight.shape[0]!, weight.shape[1]!)) {
       throw new UserError(
         `pissa_init: lora_rank ${rank} exceeds the smaller side of a [${weight.shape}] weight`,
@@ -158,18 +189,24 @@ export class LoraLinear extends Module {
   private doraUpdate(loraInput: Tensor, baseResult: Tensor): Tensor {
     const dropoutActive = this.lora_dropout.p > 0 && this.lora_dropout.training;
     const dropped = dropoutActive ? this.lora_dropout.forward(loraInput) : loraInput;
+    const base = this.base_layer;
     let baseNoBias: Tensor; // [..., out]
-    if (dropoutActive) baseNoBias = linear(dropped, this.base_layer.weight);
-    else baseNoBias = this.base_layer.bias ? baseResult.sub(this.base_layer.bias) : baseResult;
+    if (dropoutActive && isQuantizedLinear(base)) baseNoBias = base.bias ? base.forward(dropped).sub(base.bias) : base.forward(dropped);
+    else if (dropoutActive) baseNoBias = linear(dropped, (base as Linear).weight);
+    else baseNoBias = base.bias ? baseResult.sub(base.bias) : baseResult;
     const weightNorm = this.weightNorm(this.loraWeight().detach()).detach(); // [out]
     const magnitudeScale = this.lora_magnitude_vector!.div(weightNorm); // [out], broadcast on the last dim
     const loraResult = this.lora_B.forward(this.lora_A.forward(dropped)); // [..., out]
     return magnitudeScale.sub(1).mul(baseNoBias).add(magnitudeScale.mul(loraResult).mul(this.scaling));
   }
 
-  /** A plain Linear with the update folded in: W + s·B·A (DoRA: (m/‖W + s·B·A‖)·(W + s·B·A)); bias kept. */
+  /**
+   * A plain Linear with the update folded in: W + s·B·A (DoRA: (m/‖W + s·B·A‖)·(W + s·B·A)); bias
+   * kept. A quantized base is refused, as LLaMA-Factory refuses merging into a quantized model.
+   */
   merge(): Linear {
     const base = this.base_layer;
+    if (isQuantizedLinear(base)) throw cannotMergeError(base.quantizationMethod, "a LoRA adapter");
     const merged = new Linear(base.inFeatures, base.outFeatures, {
       bias: base.bias !== null,
       dtype: base.weight.dtype,

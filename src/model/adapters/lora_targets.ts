@@ -1,6 +1,7 @@
 // Which modules LoRA wraps, as LLaMA-Factory's `model/adapter.py` and `find_all_linear_modules`
 // choose them: `all` (every Linear but the output heads), name suffixes, or a PEFT regex.
-import { Linear, Module } from "../../torch/index.ts";
+import type { Module } from "../../torch/index.ts";
+import { isLoraBase } from "./lora_layer.ts";
 
 /** Heads LLaMA-Factory's find_all_linear_modules never targets (output layers of various families). */
 const OUTPUT_HEADS = new Set(["lm_head", "output_layer", "output"]);
@@ -12,7 +13,7 @@ const OUTPUT_HEADS = new Set(["lm_head", "output_layer", "output"]);
 export function findAllLinearModules(model: Module): string[] {
   const names = new Set<string>();
   for (const [name, module] of model.namedModules()) {
-    if (!(module instanceof Linear)) continue;
+    if (!isLoraBase(module)) continue;
     const last = name.split(".").pop()!;
     if (OUTPUT_HEADS.has(last)) continue;
     names.add(last);
@@ -40,6 +41,6 @@ export function patternValue(pattern: Record<string, number> | undefined, module
 export function linearNames(model: Module): string[] {
   return model
     .namedModules()
-    .filter(([, module]) => module instanceof Linear)
+    .filter(([, module]) => isLoraBase(module))
     .map(([name]) => name);
 }

@@ -6,9 +6,9 @@
 import { closeSync, fstatSync, openSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../../errors.ts";
-import { type DType, ITEM_SIZE } from "../dtype.ts";
-import { fromBytes } from "../creation.ts";
+import { type DType, ITEM_SIZE, SCALAR_TYPE } from "../dtype.ts";
 import { tidy } from "../scope.ts";
+import { native } from "../native.ts";
 import { type Shape, Tensor } from "../tensor.ts";
 import { readAt, requireFile, writeAll, writeAtomically } from "./files.ts";
 import {
@@ -124,9 +124,6 @@ export class SafetensorsFile implements TensorReader {
   readonly metadata: Record<string, string>;
   #fd: number | null;
   #entries: Map<string, Entry>;
-  /** One read buffer reused across tensors: `fromBytes` copies, and V8 does not collect fresh
-   *  Buffers inside a synchronous loading loop, so per-tensor buffers would pile up. */
-  #scratch: Buffer = Buffer.alloc(0);
 
   constructor(path: string) {
     requireFile(path, "safetensors file", "check the path, or download the checkpoint again");
@@ -159,12 +156,13 @@ export class SafetensorsFile implements TensorReader {
   get(name: string, options: LoadOptions = {}): Tensor {
     const entry = this.#entry(name);
     if (this.#fd === null) throw new Error(`${this.path}: read after close()`);
-    if (this.#scratch.byteLength < entry.byteLength) this.#scratch = Buffer.allocUnsafeSlow(entry.byteLength);
-    const got = readAt(this.#fd, this.#scratch, entry.byteLength, entry.position);
+    // Read straight into the new tensor: no JS buffer holds a second copy of the bytes.
+    const [id, got] = native.read_tensor(this.#fd, entry.position, entry.shape, SCALAR_TYPE[entry.dtype]);
+    const loaded = new Tensor(id);
     if (got !== entry.byteLength) {
+      loaded.dispose();
       throw new UserError(`tensor "${name}" is cut short: ${got} of ${entry.byteLength} bytes could be read`, this.path, FIX_CORRUPT);
     }
-    const loaded = fromBytes(this.#scratch.subarray(0, entry.byteLength), entry.shape, entry.dtype);
     return convert(loaded, options);
   }
 
@@ -175,7 +173,6 @@ export class SafetensorsFile implements TensorReader {
   close(): void {
     if (this.#fd !== null) closeSync(this.#fd);
     this.#fd = null;
-    this.#scratch = Buffer.alloc(0);
   }
 
   #entry(name: string): Entry {
