@@ -15,6 +15,8 @@ namespace lmf {
 void register_generated_ops(Napi::Env env, Napi::Object exports);
 void register_autograd(Napi::Env env, Napi::Object exports);
 void register_serialization(Napi::Env env, Napi::Object exports);
+void register_autocast(Napi::Env env, Napi::Object exports);
+void register_rows_linear(Napi::Env env, Napi::Object exports);
 }  // namespace lmf
 
 namespace {
@@ -180,6 +182,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   lmf::register_generated_ops(env, exports);
   lmf::register_autograd(env, exports);
   lmf::register_serialization(env, exports);
+  lmf::register_autocast(env, exports);
+  lmf::register_rows_linear(env, exports);
   return exports;
 }
 

@@ -1,6 +1,6 @@
 // Rotary position embeddings with Hugging Face's scaling types (transformers
 // modeling_rope_utils.py: default, linear, dynamic, yarn, llama3), computed in float32 as HF does.
-import { type Tensor, arange, cat, keep, powScalarBase, tidy, where } from "../torch/index.ts";
+import { type Tensor, arange, autocast, autocastDeviceOf, cat, keep, powScalarBase, tidy, where } from "../torch/index.ts";
 import type { ModelConfig } from "./config.ts";
 
 export interface RopeParameters {
@@ -112,14 +112,15 @@ export class RotaryEmbedding {
 
   forward(positions: Tensor): { cos: Tensor; sin: Tensor } {
     if (this.config.rope_scaling?.rope_type === "dynamic") this.updateDynamic(positions);
-    return tidy(() => {
+    // Float32 even under autocast, as HF forces it (autocast(enabled=False) around this product).
+    return autocast(() => tidy(() => {
       const invFreq = this.params.invFreq.unsqueeze(0).unsqueeze(2); // [1, D/2, 1]
       const pos = positions.to("float32").unsqueeze(1); // [B, 1, T]
       const freqs = invFreq.matmul(pos).transpose(1, 2); // [B, T, D/2]
       const emb = cat([freqs, freqs], -1); // [B, T, D]
       const scale = this.params.attentionScaling;
       return { cos: emb.cos().mul(scale), sin: emb.sin().mul(scale) };
-    });
+    }), { device: autocastDeviceOf(positions.device), enabled: false });
   }
 
   /** HF's dynamic_rope_update: grow the base past the trained length, reset when back under. */

@@ -5,6 +5,7 @@ export * from "./tensor.ts";
 export * from "./creation.ts";
 export * from "./functional.ts";
 export * from "./autograd.ts";
+export * from "./autocast.ts";
 export * from "./attention.ts";
 export * from "./linalg.ts";
 export { engineInfo, engineReport } from "./env.ts";

@@ -15,7 +15,7 @@ export interface BuildInfo {
   num_threads: number;
 }
 
-/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc). */
+/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc, autocast.cc, rows_linear.cc). */
 export interface NativeCore {
   dispose(id: number): boolean;
   live_count(): number;
@@ -35,6 +35,11 @@ export interface NativeCore {
   is_grad_enabled(): boolean;
   pickle_save(names: string[], tensors: number[], path: string): void;
   pickle_load(path: string): { names: string[]; tensors: number[] };
+  autocast_state(deviceType: "cpu" | "cuda"): { enabled: boolean; dtype: number };
+  autocast_enter(deviceType: "cpu" | "cuda", enabled: boolean, dtype: number): { enabled: boolean; dtype: number };
+  autocast_exit(deviceType: "cpu" | "cuda", previousEnabled: boolean, previousDtype: number): void;
+  rows_linear(input: number, weight: number, bias: number | null): number;
+  rows_linear_invariant(): boolean;
 }
 
 export type Native = NativeOps & NativeCore;

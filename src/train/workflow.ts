@@ -18,7 +18,7 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
-import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
+import { type DType, autocastDeviceOf, engineInfo, manualSeed } from "../torch/index.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
 import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
@@ -30,7 +30,11 @@ export interface RunOptions {
   print?: (line: string) => void;
 }
 
-/** The dtype weights are kept in: float32, or bfloat16 with bf16 (fp16 needs CUDA). */
+/**
+ * The dtype the model is loaded in (LLaMA-Factory's compute_dtype): float32, or bfloat16 with bf16
+ * or pure_bf16 (fp16 needs CUDA). With bf16 the trainable weights are then upcast to float32 and
+ * the forward passes autocast (mixed precision, as HF's Trainer); pure_bf16 trains in bfloat16.
+ */
 function computeDtype(args: TrainArgs, device: string): DType {
   if (args.training.fp16 && device === "cpu") {
     throw new UserError("fp16 is not supported on CPU by libtorch", "fp16", "use bf16: true (or neither) on CPU");
@@ -254,7 +258,9 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
           stage,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
-          loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype)),
+          // Read as float32 and copied into each weight's own dtype: exact for float32 master
+          // weights beside bfloat16 frozen ones (bf16), and for all-bfloat16 models alike.
+          loadModel: (checkpoint) => (isLora ? restoreLoraWeights(model, checkpoint) : loadWeights(model, checkpoint, "float32")),
         },
         trainerOptionsFromArgs(args, {
           device,
@@ -276,7 +282,8 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
       }
     }
     if (training.do_eval && evalRows.length) {
-      const options = { dropLast: training.dataloader_drop_last, predictionMetrics };
+      const autocast = training.bf16 ? { device: autocastDeviceOf(device), dtype: "bfloat16" as const } : null;
+      const options = { dropLast: training.dataloader_drop_last, predictionMetrics, autocast };
       const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       saveMetrics(training.output_dir, "eval", metrics);
