@@ -13,7 +13,7 @@ import {
   scaledDotProductAttention,
   tidy,
 } from "../../torch/index.ts";
-import type { KVCache } from "../cache.ts";
+import type { AttentionCache } from "../cache.ts";
 import type { AttentionKernel, BuildOptions, CausalLM, DecoderLayer, ForwardOptions, LayerContext } from "../causal_lm.ts";
 import type { ModelConfig } from "../config.ts";
 import { RotaryEmbedding, applyRotary } from "../rope.ts";
@@ -75,7 +75,7 @@ export class LlamaAttention extends Module {
   }
 
   /** x [B, T, C] -> [B, T, C]; `mask` is additive [B, 1, T, S] or null for plain causal. */
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layerIndex: number): Tensor {
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: AttentionCache | null, layerIndex: number): Tensor {
     const [B, T] = [x.shape[0]!, x.shape[1]!];
     const D = this._headDim;
     let q = this.q_proj.forward(x).view(B, T, this._heads, D); // [B, T, H, D]
@@ -87,9 +87,10 @@ export class LlamaAttention extends Module {
     }
     q = applyRotary(q.transpose(1, 2), cos, sin); // [B, H, T, D]
     k = applyRotary(k.transpose(1, 2), cos, sin); // [B, Hkv, T, D]
-    let [keys, values] = [k, v];
-    if (cache) [keys, values] = cache.update(layerIndex, k, v); // [B, Hkv, S, D]
-    const attended = this.attentionKernel(q, keys, values, mask, { training: this.training, cached: cache !== null });
+    // With a cache, k/v join the cached [B, Hkv, S, D] (each row its own, with RowCaches).
+    const state = { training: this.training, cached: cache !== null };
+    const attend = (query: Tensor, keys: Tensor, values: Tensor) => this.attentionKernel(query, keys, values, mask, state);
+    const attended = cache ? cache.attend(layerIndex, q, k, v, attend) : attend(q, k, v);
     return this.o_proj.forward(attended.transpose(1, 2).reshape(B, T, this._heads * D));
   }
 }
@@ -137,7 +138,7 @@ export class LlamaDecoderLayer extends Module implements DecoderLayer {
    * layer's temporaries are freed as soon as it is done (autograd keeps what backward needs), as
    * Python frees them when they go out of scope; a frozen layer then leaves nothing behind.
    */
-  forward(x: Tensor, context: LayerContext, cache: KVCache | null, layerIndex: number): Tensor {
+  forward(x: Tensor, context: LayerContext, cache: AttentionCache | null, layerIndex: number): Tensor {
     const { cos, sin, mask } = context as LlamaContext;
     return tidy(() => {
       const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, mask, cache, layerIndex));
@@ -192,7 +193,8 @@ export class LlamaModel extends Module {
     const { cos, sin } = this._rotary.forward(positions);
     // Computed in float32, then cast to the activations' dtype as HF does.
     const dtype = this.embed_tokens.weight.dtype;
-    const mask = this.buildMask(B, T, past, options.attentionMask ?? null);
+    // Rows with caches of their own have no shared mask (RowCaches: single tokens, no padding).
+    const mask = options.cache?.perRow ? null : this.buildMask(B, T, past, options.attentionMask ?? null);
     const context = { cos: cos.to(dtype), sin: sin.to(dtype), mask: mask && mask.to(dtype) };
     return { ...context, tensors: [context.cos, context.sin, ...(context.mask ? [context.mask] : [])] };
   }
@@ -247,6 +249,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   model: LlamaModel;
   lm_head: Linear;
   upcastLogits = false;
+  readonly perRowCaches = true;
 
   constructor(
     readonly config: ModelConfig,
