@@ -57,15 +57,15 @@ function writeResultTables(): void {
       "",
       `Losses: the first run of each side, ${s.agreementSteps} steps, compared step by step (agree: fp32 within ${train.lossTolerance.toExponential(0)} relative; ` +
         `bf16 within ${bt.atol} + ${bt.rtol}·|PyTorch|, torch.testing's bfloat16 tolerance, at every step). ` +
-        `Time: median step time over the steps after the first ${s.warmup} of ${s.repeats} run(s) per side (${s.agreementSteps}${s.repeats > 1 ? ` and ${s.timingSteps}` : ""} steps), the sides alternating. ` +
+        `Time: median step time over the steps after the first ${s.warmup} of ${s.repeats} run(s) per side (${s.agreementSteps}${s.repeats > 1 ? ` and ${s.timingSteps}` : ""} steps in the latest run; a row's own step count is in its losses column), the sides alternating. ` +
         "Peak RSS: VmHWM of each side's own process over its training loop. bf16: lmfactory's `bf16: true` (loaded in bf16, trainable weights float32, forwards under autocast) against PyTorch with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` set up the same way.",
       "",
-      "| mode | precision | losses agree (max rel. diff) | lmf step s | PyTorch step s | time ratio | lmf tok/s | PyTorch tok/s | lmf peak MiB | PyTorch peak MiB | memory ratio | load |",
-      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| mode | precision | losses agree (max rel. diff) | lmf step s | PyTorch step s | time ratio | lmf tok/s | PyTorch tok/s | lmf peak MiB | PyTorch peak MiB | memory ratio | load | measured |",
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     );
     for (const r of model.rows) {
       out.push(
-        `| ${r.mode}${r.checkpointing ? " + grad. checkpointing (both)" : ""} | ${r.precision ?? "fp32"} | ${r.losses.agree ? "yes" : "**no**"} (${r.losses.maxRelDiff.toExponential(1)}, ${r.losses.steps} steps) | ${f(r.lmf.step_s, 3)} | ${f(r.ref.step_s, 3)} | **${f(r.lmf.step_s / r.ref.step_s)}** | ${f(r.lmf.tokens_per_s, 0)} | ${f(r.ref.tokens_per_s, 0)} | ${f(r.lmf.peak_mib, 0)} | ${f(r.ref.peak_mib, 0)} | **${f(r.lmf.peak_mib / r.ref.peak_mib)}** | ${f(r.load, 1)} |`,
+        `| ${r.mode}${r.checkpointing ? " + grad. checkpointing (both)" : ""} | ${r.precision ?? "fp32"} | ${r.losses.agree ? "yes" : "**no**"} (${r.losses.maxRelDiff.toExponential(1)}, ${r.losses.steps} steps) | ${f(r.lmf.step_s, 3)} | ${f(r.ref.step_s, 3)} | **${f(r.lmf.step_s / r.ref.step_s)}** | ${f(r.lmf.tokens_per_s, 0)} | ${f(r.ref.tokens_per_s, 0)} | ${f(r.lmf.peak_mib, 0)} | ${f(r.ref.peak_mib, 0)} | **${f(r.lmf.peak_mib / r.ref.peak_mib)}** | ${f(r.load, 1)} | ${r.measured ? `${r.measured}Z` : "earlier run"} |`,
       );
     }
     out.push("");
@@ -104,6 +104,35 @@ function writeResultTables(): void {
       `| ratio lmf / llama.cpp | **${f(r.lmf.prefill_s / r.llama_cpp.prefill_s)}** (time) | **${f(r.lmf.decode_tokens_per_s / r.llama_cpp.decode_tokens_per_s)}** (speed) |`,
       "",
       `Greedy paths identical for ${r.greedy_tokens_identical}/${decode.newTokens} tokens; load ${f(r.load, 1)}.`,
+      "",
+    );
+  }
+  const serve = read("serve.json");
+  if (serve) {
+    const s = serve.shape;
+    out.push(
+      `### Serving concurrent streaming clients (bench/serve.ts): Qwen2 ${s.layers}x${s.hidden}, ${f(serve.params / 1e6, 0)}M params, vocab ${s.vocab}, f32, ${serve.maxTokens} new tokens per client, ${serve.threads} threads${serve.quick ? ", --quick" : ""}`,
+      "",
+      "Both servers behind the same OpenAI streaming endpoint, driven by the `openai` client; lmfactory is `lmf api` (continuous batching, API_MAX_CONCURRENT 16), llama.cpp is node-llama-cpp with one context of 16 sequences (its evaluations batched into one llama_decode). Aggregate tokens/s = completion tokens of all clients / wall time; TTFT = request sent to first content chunk.",
+      "",
+      "| clients | lmf tok/s | llama.cpp tok/s | ratio (speed) | lmf TTFT median s | llama.cpp TTFT median s | lmf TTFT max s | llama.cpp TTFT max s | lmf answers = single requests | load |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    );
+    for (const r of serve.rows) {
+      out.push(
+        `| ${r.clients} | ${f(r.lmf.tokens_per_s, 1)} | ${f(r.llama_cpp.tokens_per_s, 1)} | **${f(r.lmf.tokens_per_s / r.llama_cpp.tokens_per_s)}** | ${f(r.lmf.ttft_median_s)} | ${f(r.llama_cpp.ttft_median_s)} | ${f(r.lmf.ttft_max_s)} | ${f(r.llama_cpp.ttft_max_s)} | ${r.lmf_identical_to_single === null ? "(the single request)" : r.lmf_identical_to_single ? "yes" : "**no**"} | ${f(r.load, 1)} |`,
+      );
+    }
+    out.push("");
+  }
+  const gpu = read("gpu_lora_step.json");
+  if (gpu) {
+    out.push(
+      `### LoRA SFT step vs transformers + PEFT (bench/gpu/lora_step.ts, not part of \`npm run bench\`): device ${gpu.device}, ${gpu.model}, batch ${gpu.batch}x${gpu.seq}, ${gpu.steps} steps (${gpu.warmup} warm-up)`,
+      "",
+      gpu.hf
+        ? `transformers ${gpu.transformers_peft}: losses agree within bf16 tolerance: ${gpu.losses_agree_bf16 ? "yes" : "**no**"}; tokens/s lmfactory ${f(gpu.lmf.tokens_per_s, 0)}, HF + PEFT ${f(gpu.hf.tokens_per_s, 0)} (ratio **${f(gpu.tokens_per_s_ratio)}**); ${gpu.memory_measure}: ${f(gpu.lmf.memory_mib, 0)} vs ${f(gpu.hf.memory_mib, 0)} (ratio **${f(gpu.memory_ratio)}**).`
+        : `lmfactory alone (transformers + PEFT absent): losses ${gpu.lmf.losses.map((l: number) => f(l, 4)).join(", ")}; ${f(gpu.lmf.tokens_per_s, 1)} tokens/s; ${gpu.memory_measure} ${f(gpu.lmf.memory_mib, 0)}.`,
       "",
     );
   }

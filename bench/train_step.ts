@@ -8,7 +8,7 @@
 // Usage: node --import tsx bench/train_step.ts [--quick]   (BENCH_CASES=lora,full@bf16 to run some
 // cases, BENCH_MODELS=0.5B to run some models, BENCH_STEPS=n for the loss-agreement run; see
 // `overridden` for shorter runs)
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -71,7 +71,7 @@ const BENCHES: Bench[] = [
     // Qwen2.5-0.5B's shape with random weights: q/k/v bias, tied embeddings, RoPE base 1e6.
     name: "Qwen2 24x896 (0.5B)",
     config: { model_type: "qwen2", tie_word_embeddings: true, rope_theta: 1000000, max_position_embeddings: 32768, use_sliding_window: false },
-    ...{ hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, batch: 2, seq: QUICK ? 128 : 256 },
+    ...{ hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, batch: 1, seq: QUICK ? 64 : 128 },
     cases: ["lora+ckpt", "lora+ckpt@bf16"],
     agreementSteps: 3,
     timingSteps: 3,
@@ -203,6 +203,8 @@ async function writeModel(shape: Bench, layers: number, folder: string): Promise
 }
 
 interface Row {
+  /** When this row was measured (a partial run keeps the rows it did not measure). */
+  measured: string;
   mode: Mode;
   checkpointing: boolean;
   precision: Precision;
@@ -235,7 +237,7 @@ async function main(): Promise<void> {
   // BENCH_CASES=lora,lora+ckpt@bf16 runs only those cases; BENCH_MODELS=0.5B only the models whose name contains it.
   const only = process.env.BENCH_CASES?.split(",");
   const onlyModels = process.env.BENCH_MODELS?.split(",");
-  const models: unknown[] = [];
+  const models: ModelResult[] = [];
   for (const declared of BENCHES) {
     const shape = overridden(declared);
     const cases = shape.cases.filter((name) => !only || only.includes(name));
@@ -269,6 +271,7 @@ async function main(): Promise<void> {
       const agree = lmf[0]!.losses.every((l, i) => agreeWithin(precision, l, ref[0]!.losses[i]!));
       const stepOf = (rs: SideResult[]) => median(rs.flatMap((r) => r.step_s.slice(shape.warmup)));
       const row: Row = {
+        measured: new Date().toISOString().slice(0, 16),
         mode,
         checkpointing,
         precision,
@@ -288,10 +291,7 @@ async function main(): Promise<void> {
       const write = () => {
         // Written after every case so a run cut short still leaves its finished rows.
         const result = { name: shape.name, parameters, shape, rows, fit: fitOf(shape, parameters, rows) };
-        writeFileSync(
-          "bench/results/train_step.json",
-          JSON.stringify({ threads: THREADS, hp: HP, lossTolerance: LOSS_TOLERANCE, bf16Tolerance: BF16_TOLERANCE, quick: QUICK, models: [...models, result] }, null, 2) + "\n",
-        );
+        writeResults([...(models as typeof result[]), result]);
       };
       write();
       if (shape.perLayerAt) {
@@ -309,6 +309,33 @@ async function main(): Promise<void> {
     models.push({ name: shape.name, parameters, shape, rows, fit: fitOf(shape, parameters, rows) });
     rmSync(folder, { recursive: true, force: true });
   }
+}
+
+interface ModelResult {
+  name: string;
+  parameters: number;
+  shape: Bench;
+  rows: Row[];
+  fit: unknown;
+}
+
+/**
+ * Writes bench/results/train_step.json: the models and rows of this run, merged into the earlier
+ * results (a run of some cases replaces those rows and keeps the others, each with its date).
+ */
+function writeResults(measured: ModelResult[]): void {
+  const path = "bench/results/train_step.json";
+  const earlier = existsSync(path) ? ((JSON.parse(readFileSync(path, "utf8")) as { models?: ModelResult[] }).models ?? []) : [];
+  const key = (row: Row) => `${row.mode}/${row.checkpointing}/${row.precision ?? "fp32"}`;
+  const models = earlier.map((model) => {
+    const fresh = measured.find((m) => m.name === model.name);
+    if (!fresh) return model;
+    const rows = model.rows.map((row) => fresh.rows.find((r) => key(r) === key(row)) ?? row);
+    for (const row of fresh.rows) if (!rows.some((r) => key(r) === key(row))) rows.push(row);
+    return { ...fresh, rows, fit: fresh.fit };
+  });
+  for (const fresh of measured) if (!models.some((m) => m.name === fresh.name)) models.push(fresh);
+  writeFileSync(path, JSON.stringify({ threads: THREADS, hp: HP, lossTolerance: LOSS_TOLERANCE, bf16Tolerance: BF16_TOLERANCE, quick: QUICK, models }, null, 2) + "\n");
 }
 
 /** The largest Qwen2-family model whose LoRA step fits in 24 GiB, per precision, from the measured per-layer memory. */

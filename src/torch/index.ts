@@ -8,7 +8,7 @@ export * from "./autograd.ts";
 export * from "./autocast.ts";
 export * from "./attention.ts";
 export * from "./linalg.ts";
-export { engineInfo, engineReport } from "./env.ts";
+export { cpuBf16MatmulFast, engineInfo, engineReport } from "./env.ts";
 export * from "./io/index.ts";
 export * from "./nn/module.ts";
 export * from "./nn/layers.ts";

@@ -18,7 +18,7 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_ar
 import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
-import { type DType, autocastDeviceOf, engineInfo, manualSeed } from "../torch/index.ts";
+import { type DType, autocastDeviceOf, cpuBf16MatmulFast, engineInfo, manualSeed } from "../torch/index.ts";
 import { formatDuration, saveMetrics } from "./logging.ts";
 import { checkTrainingArgs, logChannels, trainerOptionsFromArgs, trainingArgsJson } from "./options.ts";
 import { claimOutputDir, finishOutputDir, planOutputDir } from "./output_dir.ts";
@@ -216,6 +216,9 @@ export async function runTrain(args: TrainArgs, options: RunOptions = {}): Promi
   if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
 
   const dtype = computeDtype(args, device);
+  if (device === "cpu" && dtype === "bfloat16" && cpuBf16MatmulFast() === false) {
+    warn("bf16 / pure_bf16 on this CPU: without AVX-512 (BW, VL, DQ) libtorch runs bfloat16 matmuls on a reference loop, tens of times slower than float32 (a LoRA step measured 40x); leave bf16 off here for speed.");
+  }
   const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn }));
   const { model, tokenizer } = prepared;
   const isLora = prepared.finetuning.loraConfig !== null;
