@@ -9,9 +9,11 @@ import { fileURLToPath } from "node:url";
 import { median } from "./common.ts";
 
 const self = fileURLToPath(import.meta.url);
+/** Files the benches import, not benches themselves. */
+const HELPERS = ["common.ts", "memory_fit.ts"];
 const here = dirname(self);
 const benches = readdirSync(here)
-  .filter((name) => name.endsWith(".ts") && name !== basename(self) && name !== "common.ts") // common.ts: shared helpers
+  .filter((name) => name.endsWith(".ts") && name !== basename(self) && !HELPERS.includes(name))
   .sort();
 const tablesOnly = process.argv.includes("--tables");
 let failed = 0;
@@ -49,22 +51,44 @@ function writeResultTables(): void {
   const train = read("train_step.json");
   for (const model of train?.models ?? []) {
     const s = model.shape;
+    const bt = train.bf16Tolerance;
     out.push(
-      `### Training step: ${model.name}, ${f(model.parameters / 1e6, 0)}M parameters (GQA ${s.heads}/${s.kvHeads}, MLP ${s.intermediate}, vocab ${s.vocab}), batch ${s.batch}x${s.seq}, fp32, ${train.threads} threads${train.quick ? ", --quick" : ""}`,
+      `### Training step: ${model.name}, ${f(model.parameters / 1e6, 0)}M parameters (GQA ${s.heads}/${s.kvHeads}, MLP ${s.intermediate}, vocab ${s.vocab}), batch ${s.batch}x${s.seq}, ${train.threads} threads${train.quick ? ", --quick" : ""}`,
       "",
-      `Losses: the first run of each side, ${s.agreementSteps} steps, compared step by step (agree = relative difference ≤ ${train.lossTolerance.toExponential(0)} at every step). ` +
-        `Time: median step time over the steps after the first ${train.warmup} of ${train.repeats} runs per side (${s.agreementSteps} and ${s.timingSteps} steps), the sides alternating. ` +
-        "Peak RSS: VmHWM of each side's own process over its training loop.",
+      `Losses: the first run of each side, ${s.agreementSteps} steps, compared step by step (agree: fp32 within ${train.lossTolerance.toExponential(0)} relative; ` +
+        `bf16 within ${bt.atol} + ${bt.rtol}·|PyTorch|, torch.testing's bfloat16 tolerance, at every step). ` +
+        `Time: median step time over the steps after the first ${s.warmup} of ${s.repeats} run(s) per side (${s.agreementSteps}${s.repeats > 1 ? ` and ${s.timingSteps}` : ""} steps in the latest run; a row's own step count is in its losses column), the sides alternating. ` +
+        "Peak RSS: VmHWM of each side's own process over its training loop. bf16: lmfactory's `bf16: true` (loaded in bf16, trainable weights float32, forwards under autocast) against PyTorch with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` set up the same way.",
       "",
-      "| mode | losses agree (max rel. diff) | lmf step s | PyTorch step s | time ratio | lmf tok/s | PyTorch tok/s | lmf peak MiB | PyTorch peak MiB | memory ratio | load |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| mode | precision | losses agree (max rel. diff) | lmf step s | PyTorch step s | time ratio | lmf tok/s | PyTorch tok/s | lmf peak MiB | PyTorch peak MiB | memory ratio | load | measured |",
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     );
     for (const r of model.rows) {
       out.push(
-        `| ${r.mode}${r.checkpointing ? " + grad. checkpointing (both)" : ""} | ${r.losses.agree ? "yes" : "**no**"} (${r.losses.maxRelDiff.toExponential(1)}, ${r.losses.steps} steps) | ${f(r.lmf.step_s, 3)} | ${f(r.ref.step_s, 3)} | **${f(r.lmf.step_s / r.ref.step_s)}** | ${f(r.lmf.tokens_per_s, 0)} | ${f(r.ref.tokens_per_s, 0)} | ${f(r.lmf.peak_mib, 0)} | ${f(r.ref.peak_mib, 0)} | **${f(r.lmf.peak_mib / r.ref.peak_mib)}** | ${f(r.load, 1)} |`,
+        `| ${r.mode}${r.checkpointing ? " + grad. checkpointing (both)" : ""} | ${r.precision ?? "fp32"} | ${r.losses.agree ? "yes" : "**no**"} (${r.losses.maxRelDiff.toExponential(1)}, ${r.losses.steps} steps) | ${f(r.lmf.step_s, 3)} | ${f(r.ref.step_s, 3)} | **${f(r.lmf.step_s / r.ref.step_s)}** | ${f(r.lmf.tokens_per_s, 0)} | ${f(r.ref.tokens_per_s, 0)} | ${f(r.lmf.peak_mib, 0)} | ${f(r.ref.peak_mib, 0)} | **${f(r.lmf.peak_mib / r.ref.peak_mib)}** | ${f(r.load, 1)} | ${r.measured ? `${r.measured}Z` : "earlier run"} |`,
       );
     }
     out.push("");
+    // bf16 against fp32 of the same mode: the speed-up of mixed precision on this CPU, each side.
+    const speedups = model.rows
+      .filter((r: { precision?: string }) => r.precision === "bf16")
+      .map((r: { mode: string; checkpointing: boolean; lmf: { step_s: number }; ref: { step_s: number } }) => {
+        const fp32 = model.rows.find((o: { mode: string; checkpointing: boolean; precision?: string }) => o.mode === r.mode && o.checkpointing === r.checkpointing && (o.precision ?? "fp32") === "fp32");
+        return fp32 ? `${r.mode}${r.checkpointing ? " + ckpt" : ""}: lmfactory **${f(fp32.lmf.step_s / r.lmf.step_s)}x**, PyTorch ${f(fp32.ref.step_s / r.ref.step_s)}x` : null;
+      })
+      .filter(Boolean);
+    if (speedups.length) out.push(`bf16 speed-up over fp32 (fp32 step time / bf16 step time): ${speedups.join("; ")}.`, "");
+    for (const r of model.rows.filter((row: { perLayer?: unknown }) => row.perLayer)) {
+      out.push(`Memory of one decoder layer (${r.precision}): our peak ${f(r.lmf.peak_mib, 0)} MiB at ${s.layers} layers, ${f(r.perLayer.peak_mib, 0)} MiB at ${r.perLayer.layers}: **${f(r.perLayer.mib_per_layer, 1)} MiB per layer**.`, "");
+    }
+    for (const fit of model.fit ?? []) {
+      out.push(
+        `Largest Qwen2.5 model whose LoRA + gradient checkpointing step (batch ${s.batch}x${s.seq}) fits in 24 GiB, ${fit.precision} (estimate from the measured per-layer memory, bench/memory_fit.ts): **${fit.largest ?? "none"}** — ` +
+          fit.estimates.map((e: { name: string; peakMiB: number; fits: boolean }) => `${e.name.replace("Qwen2.5-", "")} ${f(e.peakMiB / 1024, 1)} GiB${e.fits ? "" : " (no)"}`).join(", ") +
+          ".",
+        "",
+      );
+    }
   }
   const decode = read("decode.json");
   if (decode) {
@@ -117,6 +141,35 @@ function writeResultTables(): void {
         "",
       );
     }
+  }
+  const serve = read("serve.json");
+  if (serve) {
+    const s = serve.shape;
+    out.push(
+      `### Serving concurrent streaming clients (bench/serve.ts): Qwen2 ${s.layers}x${s.hidden}, ${f(serve.params / 1e6, 0)}M params, vocab ${s.vocab}, f32, ${serve.maxTokens} new tokens per client, ${serve.threads} threads${serve.quick ? ", --quick" : ""}`,
+      "",
+      "Both servers behind the same OpenAI streaming endpoint, driven by the `openai` client; lmfactory is `lmf api` (continuous batching, API_MAX_CONCURRENT 16), llama.cpp is node-llama-cpp with one context of 16 sequences (its evaluations batched into one llama_decode). Aggregate tokens/s = completion tokens of all clients / wall time; TTFT = request sent to first content chunk.",
+      "",
+      "| clients | lmf tok/s | llama.cpp tok/s | ratio (speed) | lmf TTFT median s | llama.cpp TTFT median s | lmf TTFT max s | llama.cpp TTFT max s | lmf answers = single requests | load |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    );
+    for (const r of serve.rows) {
+      out.push(
+        `| ${r.clients} | ${f(r.lmf.tokens_per_s, 1)} | ${f(r.llama_cpp.tokens_per_s, 1)} | **${f(r.lmf.tokens_per_s / r.llama_cpp.tokens_per_s)}** | ${f(r.lmf.ttft_median_s)} | ${f(r.llama_cpp.ttft_median_s)} | ${f(r.lmf.ttft_max_s)} | ${f(r.llama_cpp.ttft_max_s)} | ${r.lmf_identical_to_single === null ? "(the single request)" : r.lmf_identical_to_single ? "yes" : "**no**"} | ${f(r.load, 1)} |`,
+      );
+    }
+    out.push("");
+  }
+  const gpu = read("gpu_lora_step.json");
+  if (gpu) {
+    out.push(
+      `### LoRA SFT step vs transformers + PEFT (bench/gpu/lora_step.ts, not part of \`npm run bench\`): device ${gpu.device}, ${gpu.model}, batch ${gpu.batch}x${gpu.seq}, ${gpu.steps} steps (${gpu.warmup} warm-up)`,
+      "",
+      gpu.hf
+        ? `transformers ${gpu.transformers_peft}: losses agree within bf16 tolerance: ${gpu.losses_agree_bf16 ? "yes" : "**no**"}; tokens/s lmfactory ${f(gpu.lmf.tokens_per_s, 0)}, HF + PEFT ${f(gpu.hf.tokens_per_s, 0)} (ratio **${f(gpu.tokens_per_s_ratio)}**); ${gpu.memory_measure}: ${f(gpu.lmf.memory_mib, 0)} vs ${f(gpu.hf.memory_mib, 0)} (ratio **${f(gpu.memory_ratio)}**).`
+        : `lmfactory alone (transformers + PEFT absent): losses ${gpu.lmf.losses.map((l: number) => f(l, 4)).join(", ")}; ${f(gpu.lmf.tokens_per_s, 1)} tokens/s; ${gpu.memory_measure} ${f(gpu.lmf.memory_mib, 0)}.`,
+      "",
+    );
   }
   const ckpt = read("checkpointing.json");
   if (ckpt) {

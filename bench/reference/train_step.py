@@ -1,10 +1,13 @@
 """PyTorch eager reference for bench/train_step.ts: an idiomatic nn.Module Llama (GQA, SwiGLU,
-RMSNorm, HF's rotate-half RoPE, eager causal attention as transformers runs it on torch 1.13),
-loaded from the same safetensors, trained with torch.optim.AdamW (HF's no-decay groups) and
-clip_grad_norm_, optionally with torch.utils.checkpoint per decoder layer.
+RMSNorm, HF's rotate-half RoPE, eager causal attention as transformers runs it on torch 1.13;
+Qwen2's q/k/v bias and tied embeddings from config.json), loaded from the same safetensors,
+trained with torch.optim.AdamW (HF's no-decay groups) and clip_grad_norm_, optionally with
+torch.utils.checkpoint per decoder layer. precision "bf16" is HF's Trainer with bf16=True as
+LLaMA-Factory sets the model up: weights loaded in bfloat16, trainable ones upcast to float32,
+each forward under torch.autocast("cpu", dtype=torch.bfloat16), the loss on float32 logits.
 
 stdin: {"folder", "mode", "trainable": [names], "batches": [[[ids]]], "lr", "weight_decay",
-"max_grad_norm", "lora_rank", "lora_alpha", "checkpointing", "threads"}
+"max_grad_norm", "lora_rank", "lora_alpha", "checkpointing", "threads", "precision": "fp32" | "bf16"}
 stdout: {"losses", "step_s", "before_mib" (RSS when the loop starts), "peak_mib" (VmHWM over the loop)}
 """
 import json
@@ -56,8 +59,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.eps))
+        # transformers' LlamaRMSNorm: normalise in float32, back to the input dtype, then scale.
+        x32 = x.float()
+        variance = x32.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x32 * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -71,9 +76,10 @@ class Attention(nn.Module):
         self.heads, self.kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
         self.head_dim = cfg["hidden_size"] // self.heads
         h = cfg["hidden_size"]
-        self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        bias = cfg.get("model_type") == "qwen2" or cfg.get("attention_bias", False)
+        self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
 
     def forward(self, x, cos, sin, mask):
@@ -84,8 +90,8 @@ class Attention(nn.Module):
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         groups = self.heads // self.kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim) + mask
-        out = F.softmax(scores, dim=-1, dtype=torch.float32) @ v
+        scores = q @ k.transpose(2, 3) * self.head_dim**-0.5 + mask
+        out = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -126,11 +132,12 @@ class LlamaModel(nn.Module):
 
     def forward(self, ids):
         T = ids.shape[1]
-        freqs = torch.outer(torch.arange(T, dtype=torch.float32), self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)[None, None]
         x = self.embed_tokens(ids)
+        with torch.autocast("cpu", enabled=False):  # RoPE tables in float32, as transformers
+            freqs = torch.outer(torch.arange(T, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None].to(x.dtype), emb.sin()[None, None].to(x.dtype)
+        mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)[None, None].to(x.dtype)
         for layer in self.layers:
             if self.gradient_checkpointing:
                 x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
@@ -144,6 +151,8 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.model = LlamaModel(cfg)
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        if cfg.get("tie_word_embeddings"):
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, ids):
         return self.lm_head(self.model(ids))
@@ -179,6 +188,16 @@ def main():
     assert trainable <= names, sorted(trainable - names)[:5]
     for name, p in model.named_parameters():
         p.requires_grad_(name in trainable)
+    bf16 = req.get("precision") == "bf16"
+    if bf16:
+        # LLaMA-Factory: the model loaded in bfloat16, trainable weights upcast to float32 master
+        # weights; the LoRA weights are lmfactory's float32 initialisation, kept as they are.
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                continue
+            p.data = p.data.to(torch.bfloat16)
+            if name in trainable:
+                p.data = p.data.float()
     model.model.gradient_checkpointing = req["checkpointing"]
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     no_decay = lambda n: "bias" in n.lower() or "norm" in n.lower()
@@ -195,9 +214,12 @@ def main():
     for batch in req["batches"]:
         started = time.perf_counter()
         ids = torch.tensor(batch)
-        logits = model(ids)
-        V = logits.shape[-1]
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum") / ids[:, 1:].numel()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(ids)
+            V = logits.shape[-1]
+            # transformers' ForCausalLMLoss upcasts the logits.
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum") / ids[:, 1:].numel()
+        del logits
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], req["max_grad_norm"])
         optimizer.step()

@@ -17,6 +17,8 @@ void register_autograd(Napi::Env env, Napi::Object exports);
 void register_serialization(Napi::Env env, Napi::Object exports);
 void register_distributed(Napi::Env env, Napi::Object exports);
 void register_quant(Napi::Env env, Napi::Object exports);
+void register_autocast(Napi::Env env, Napi::Object exports);
+void register_rows_linear(Napi::Env env, Napi::Object exports);
 }  // namespace lmf
 
 namespace {
@@ -184,6 +186,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   lmf::register_serialization(env, exports);
   lmf::register_distributed(env, exports);
   lmf::register_quant(env, exports);
+  lmf::register_autocast(env, exports);
+  lmf::register_rows_linear(env, exports);
   return exports;
 }
 

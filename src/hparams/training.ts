@@ -99,8 +99,8 @@ const core = {
   optim: choice(optimizers, "adamw_torch", "Optimizer.", { choiceTiers: laterOptimizers }),
   seed: int(42, "Random seed for initialisation, shuffling and dropout."),
   data_seed: optInt("Separate seed for data sampling."),
-  bf16: bool(false, "Mixed precision with bfloat16."),
-  fp16: bool(false, "Mixed precision with float16 and loss scaling."),
+  bf16: bool(false, "Mixed precision with bfloat16: forward passes autocast to bfloat16 over float32 trainable weights (HF Trainer)."),
+  fp16: bool(false, "Float16 weights on CUDA (LoRA weights float32), without autocast or loss scaling; refused on the CPU."),
   tf32: optBool(null, "Allow TF32 matmuls on Ampere or newer GPUs.", {
     noEffect: "the engine cannot switch TF32: CPU runs have none, and CUDA runs keep libtorch's default (TF32 off for matmuls)",
   }),

@@ -1,13 +1,29 @@
 // The KV cache of generation: keys and values of past positions per decoder layer, in
-// preallocated buffers written in place (transformers' DynamicCache, without copying per step).
-import { type Tensor, empty, keep, tensor, tidy } from "../torch/index.ts";
+// preallocated buffers written in place (transformers' DynamicCache, without copying per step);
+// and `RowCaches`, one such cache per row of a batch whose rows are at different lengths
+// (continuous batching: each sequence keeps its own cache, nothing is copied when rows come and go).
+import { type Tensor, cat, empty, keep, tensor, tidy } from "../torch/index.ts";
+
+/** Attention over this step's q/k/v [B, H(kv), T, D] and the cached positions. */
+export type AttendFn = (q: Tensor, keys: Tensor, values: Tensor) => Tensor;
+
+/** What a decoder layer needs of a cache: how much it holds, and attention through it. */
+export interface AttentionCache {
+  /** Positions cached, shared by every row (0 for RowCaches, whose rows differ: pass positionIds). */
+  readonly length: number;
+  /** True when each row has its own length: no shared mask; each row attends alone. */
+  readonly perRow: boolean;
+  /** Stores k/v for `layer` and returns `attend(q, all keys, all values)` [B, H, T, D]. */
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, attend: AttendFn): Tensor;
+}
 
 /**
  * Keys and values of past positions, per layer one buffer [B, Hkv, capacity, D] filled up to
  * `length`, kept outside `tidy`. Each step writes its new positions in place and attention reads a
  * view of the filled part, so a step costs no copy of the history (growing by `cat` copied it all).
  */
-export class KVCache {
+export class KVCache implements AttentionCache {
+  readonly perRow = false;
   keys: (Tensor | null)[];
   values: (Tensor | null)[];
   private readonly _lengths: number[];
@@ -36,6 +52,11 @@ export class KVCache {
     this.values[layer]!.narrow(2, past, T).copy_(value);
     this._lengths[layer] = needed;
     return [this.keys[layer]!.narrow(2, 0, needed), this.values[layer]!.narrow(2, 0, needed)];
+  }
+
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, attend: AttendFn): Tensor {
+    const [keys, values] = this.update(layer, k, v);
+    return attend(q, keys, values);
   }
 
   /** Keeps batch rows `sources` (beam search: each surviving beam's parent), in that order. */
@@ -70,5 +91,27 @@ export class KVCache {
       old?.dispose();
       list[layer] = buffer;
     }
+  }
+}
+
+/**
+ * The caches of the rows of one decode step, each a batch-1 KVCache at its own length: row i's
+ * k/v go to `caches[i]` and row i attends to its own history only, with the same attention call
+ * as when it is decoded alone. Single-token steps without a shared mask (no padding, no active
+ * sliding window), as a continuous-batching decode step is.
+ */
+export class RowCaches implements AttentionCache {
+  readonly perRow = true;
+  readonly length = 0;
+
+  constructor(readonly caches: readonly KVCache[]) {}
+
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, attend: AttendFn): Tensor {
+    return tidy(() =>
+      cat(
+        this.caches.map((cache, i) => cache.attend(layer, q.narrow(0, i, 1), k.narrow(0, i, 1), v.narrow(0, i, 1), attend)),
+        0,
+      ),
+    );
   }
 }

@@ -2,7 +2,7 @@
 // language model, whatever its architecture (transformers' PreTrainedModel surface: input/output
 // embeddings, the decoder layers, the final norm, the LM head). Each file under models/ implements it.
 import type { DType, Embedding, Linear, Module, Tensor } from "../torch/index.ts";
-import type { KVCache } from "./cache.ts";
+import type { AttentionCache } from "./cache.ts";
 import type { ModelConfig } from "./config.ts";
 
 export interface BuildOptions {
@@ -20,7 +20,8 @@ export interface ForwardOptions {
   attentionMask?: Tensor | null;
   /** [B, T] positions; by default counted from the cache length (or from the mask's cumsum). */
   positionIds?: Tensor | null;
-  cache?: KVCache | null;
+  /** A KVCache, or RowCaches for rows at different lengths (then positionIds are required). */
+  cache?: AttentionCache | null;
   /** Logits of the last this many positions only (HF's logits_to_keep); 0 keeps all. */
   logitsToKeep?: number;
 }
@@ -35,7 +36,7 @@ export interface LayerContext {
 
 export interface DecoderLayer extends Module {
   /** hidden [B, T, C] -> [B, T, C] for layer `layerIndex`, reading and filling `cache` when given. */
-  forward(hidden: Tensor, context: LayerContext, cache: KVCache | null, layerIndex: number): Tensor;
+  forward(hidden: Tensor, context: LayerContext, cache: AttentionCache | null, layerIndex: number): Tensor;
 }
 
 /** What an attention module tells its kernel besides q, k, v and the mask. */
@@ -60,6 +61,8 @@ export interface CausalLM extends Module {
   readonly config: ModelConfig;
   /** upcast_lmhead_output: logits in float32 whatever the weights' dtype. */
   upcastLogits: boolean;
+  /** Its layers attend through `cache.attend`, so a batch of rows with caches of their own (RowCaches) works. */
+  readonly perRowCaches?: boolean;
   /** The decoder layers, first to last. */
   readonly decoderLayers: readonly DecoderLayer[];
   /** ids [B, T] -> logits [B, T, V] (or [B, logitsToKeep, V]). */

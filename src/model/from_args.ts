@@ -60,6 +60,9 @@ export function finetuningOptionsFromArgs(args: ArgGroups, dtype: DType): Finetu
     createNewAdapter: finetuning.create_new_adapter,
     // LLaMA-Factory keeps trainable LoRA weights in float32 unless pure_bf16.
     loraDtype: finetuning.finetuning_type === "lora" && dtype !== "float32" && !finetuning.pure_bf16 ? "float32" : undefined,
+    // bf16 (mixed precision, with autocast): the trainable weights become float32 master weights.
+    // fp16 keeps its half-precision weights: its mixed precision needs loss scaling, not built.
+    upcastTrainable: dtype === "bfloat16" && !finetuning.pure_bf16,
   };
 }
 

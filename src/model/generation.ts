@@ -3,10 +3,12 @@
 // configuration_utils.py (GenerationConfig defaults). Prompts are left-padded into one batch with an
 // attention mask; a KV cache gives one prefill then one token per step; each step is a `tidy` block.
 // `generateSteps` runs one step per `next()`, so a server can interleave requests between steps.
+// Forward passes run under `batchInvariant`, so a row's logits do not depend on its batch
+// (decode_batch.ts, continuous batching, gives each sequence exactly what it gets here alone).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
-import { type Tensor, keep, noGrad, tensor, tidy } from "../torch/index.ts";
+import { type Tensor, batchInvariant, keep, noGrad, tensor, tidy } from "../torch/index.ts";
 import { KVCache } from "./cache.ts";
 import { type CausalLM, modelDevice } from "./causal_lm.ts";
 import { applyRepetitionPenalty, warpForSampling } from "./logits_process.ts";
@@ -59,7 +61,8 @@ export interface GenerateOutput {
   scores?: number[];
 }
 
-interface Settings {
+/** Generation settings resolved from GenerateOptions and the prompts. */
+export interface Settings {
   budget: number;
   doSample: boolean;
   temperature: number;
@@ -78,7 +81,7 @@ interface Settings {
   prefillChunk: number;
 }
 
-function resolveSettings(prompts: number[][], options: GenerateOptions): Settings {
+export function resolveSettings(prompts: number[][], options: GenerateOptions): Settings {
   if (prompts.length === 0) throw new UserError("generate: no prompts given");
   if (prompts.some((prompt) => prompt.length === 0)) {
     throw new UserError("generate: a prompt has no tokens", undefined, "start it with the BOS token or some text");
@@ -145,17 +148,14 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
         noGrad(() => {
           // With a cache, only what it does not hold yet: the prompt (or its last chunk), then the last token.
           const fresh = cache ? columns.map((row) => row.slice(cache.length)) : columns;
-          const logits = model.forward(tensor(fresh, { dtype: "int64", device }), {
-            attentionMask: padded ? tensor(mask, { dtype: "int64", device }) : null,
-            cache,
-            logitsToKeep: 1,
-          }); // [B, 1, V]
-          // HF scores in float32 whatever the model's dtype.
-          let scores = logits.select(1, logits.shape[1]! - 1).to("float32"); // [B, V]
-          scores = applyRepetitionPenalty(scores, history, settings.repetitionPenalty);
-          if (!settings.doSample) return scores.argmax(-1).toFlatArray();
-          scores = warpForSampling(scores, settings.temperature, settings.topK, settings.topP);
-          return scores.softmax(-1).multinomial(1).view(B).toFlatArray();
+          const logits = batchInvariant(() =>
+            model.forward(tensor(fresh, { dtype: "int64", device }), {
+              attentionMask: padded ? tensor(mask, { dtype: "int64", device }) : null,
+              cache,
+              logitsToKeep: 1,
+            }),
+          ); // [B, 1, V]
+          return nextTokens(logits, history, settings);
         }),
       );
       const tokens = chosen.map((token, b) => (reasons[b] ? settings.padTokenId : token));
@@ -176,18 +176,36 @@ function* decodeSteps(model: CausalLM, prompts: number[][], settings: Settings):
 }
 
 /**
+ * The next token of each row from the last position's logits [B, T, V]: scored in float32 (as HF,
+ * whatever the model's dtype), repetition penalty over the row's history, then argmax or sampling.
+ */
+export function nextTokens(logits: Tensor, histories: number[][], settings: Settings): number[] {
+  return tidy(() => {
+    let scores = logits.select(1, logits.shape[1]! - 1).to("float32"); // [B, V]
+    scores = applyRepetitionPenalty(scores, histories, settings.repetitionPenalty);
+    if (!settings.doSample) return scores.argmax(-1).toFlatArray();
+    scores = warpForSampling(scores, settings.temperature, settings.topK, settings.topP);
+    return scores.softmax(-1).multinomial(1).view(histories.length).toFlatArray();
+  });
+}
+
+/** Whether a prompt may be fed in chunks: dynamic RoPE sets its frequencies from each forward's length. */
+export function prefillChunkable(model: CausalLM): boolean {
+  return model.config.rope_scaling?.rope_type !== "dynamic";
+}
+
+/**
  * Chunked prefill of equal-length rows: feeds all but the last `prefillChunk` tokens into `cache`,
  * one forward per step (the caller's first step then feeds the rest and picks the first token).
  * Returns false when the time limit passed meanwhile.
  */
 function* prefillChunks(model: CausalLM, rows: number[][], cache: KVCache, settings: Settings): Generator<null, boolean> {
-  // Dynamic RoPE sets its frequencies from the length of each forward: chunks would change them.
-  if (model.config.rope_scaling?.rope_type === "dynamic") return true;
+  if (!prefillChunkable(model)) return true;
   const width = rows[0]!.length;
   const device = modelDevice(model);
   for (let start = 0; start + settings.prefillChunk < width; start += settings.prefillChunk) {
     const chunk = rows.map((row) => row.slice(start, start + settings.prefillChunk));
-    tidy(() => noGrad(() => void model.forward(tensor(chunk, { dtype: "int64", device }), { cache, logitsToKeep: 1 })));
+    tidy(() => noGrad(() => void batchInvariant(() => model.forward(tensor(chunk, { dtype: "int64", device }), { cache, logitsToKeep: 1 }))));
     yield null;
     if (Date.now() > settings.deadline) return false;
   }
@@ -322,7 +340,7 @@ function* beamSearch(model: CausalLM, prompt: number[], settings: Settings): Gen
         noGrad(() => {
           // With a cache, only what it does not hold yet: the prompt (or its last chunk), then each beam's last token.
           const fresh = cache ? beams.map((beam) => beam.slice(cache.length)) : beams;
-          const logits = model.forward(tensor(fresh, { dtype: "int64", device }), { cache, logitsToKeep: 1 }); // [N, 1, V]
+          const logits = batchInvariant(() => model.forward(tensor(fresh, { dtype: "int64", device }), { cache, logitsToKeep: 1 })); // [N, 1, V]
           const logprobs = logits.select(1, logits.shape[1]! - 1).to("float32").logSoftmax(-1); // [N, V]
           // HF applies the processors to log-probs in beam search.
           const processed = applyRepetitionPenalty(logprobs, beams, settings.repetitionPenalty);

@@ -1,7 +1,7 @@
 // Rotary position embeddings with Hugging Face's scaling types (transformers
 // modeling_rope_utils.py: default, linear, dynamic, yarn, llama3, longrope), computed in float32 as
 // HF does, over the first partial_rotary_factor of each head.
-import { type Tensor, arange, cat, keep, powScalarBase, stack, tensor, tidy, where } from "../torch/index.ts";
+import { type Tensor, arange, autocast, autocastDeviceOf, cat, keep, powScalarBase, stack, tensor, tidy, where } from "../torch/index.ts";
 import type { ModelConfig } from "./config.ts";
 
 export interface RopeParameters {
@@ -148,14 +148,15 @@ export class RotaryEmbedding {
     const type = this.config.rope_scaling?.rope_type;
     if (type === "dynamic") this.updateDynamic(positions);
     if (type === "longrope") this.updateLongrope(positions);
-    return tidy(() => {
+    // Float32 even under autocast, as HF forces it (autocast(enabled=False) around this product).
+    return autocast(() => tidy(() => {
       const invFreq = this.params.invFreq.unsqueeze(0).unsqueeze(2); // [1, D/2, 1]
       const pos = positions.to("float32").unsqueeze(1); // [B, 1, T]
       const freqs = invFreq.matmul(pos).transpose(1, 2); // [B, T, D/2]
       const emb = cat([freqs, freqs], -1); // [B, T, D]
       const scale = this.params.attentionScaling;
       return { cos: emb.cos().mul(scale), sin: emb.sin().mul(scale) };
-    });
+    }), { device: autocastDeviceOf(positions.device), enabled: false });
   }
 
   /** HF's dynamic_rope_update: grow the base past the trained length, reset when back under. */

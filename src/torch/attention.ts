@@ -1,6 +1,7 @@
 // Scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention computes it:
 // libtorch's fused kernel where it has one, and the composed formula otherwise. Grouped-query
 // attention repeats each key/value head for its group of query heads (HF's repeat_kv).
+import { autocastDeviceOf, autocastState } from "./autocast.ts";
 import { native } from "./native.ts";
 import { full } from "./creation.ts";
 import { tidy } from "./scope.ts";
@@ -27,6 +28,10 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
     if ((options.scale !== undefined && options.scale !== 1 / Math.sqrt(D)) || options.softcap) {
       return attentionComposed(q, key, value, options);
     }
+    // libtorch 1.13's kernel is not on autocast's lists: its math path would add the mask to and
+    // take the softmax of bfloat16 scores. transformers runs eager attention there (its sdpa needs
+    // torch >= 2.1), whose softmax is float32; libtorch 2's public kernel is autocast to bfloat16.
+    if (!hasPublicSdpa() && autocastState(autocastDeviceOf(q.device)).enabled) return attentionComposed(q, key, value, options);
     let mask = options.mask ?? null;
     const T = q.shape[2]!;
     const S = key.shape[2]!;
@@ -58,7 +63,10 @@ export function attentionComposed(q: Tensor, k: Tensor, v: Tensor, options: Atte
     if (options.mask) {
       scores = options.mask.dtype === "bool" ? scores.maskedFill(options.mask.logicalNot(), -Infinity) : scores.add(options.mask);
     }
-    let weights = scores.softmax(-1);
+    // Half-precision scores: softmax in float32, cast back to the query's dtype (transformers'
+    // eager_attention_forward).
+    const half = scores.dtype === "bfloat16" || scores.dtype === "float16";
+    let weights = half ? scores.to("float32").softmax(-1).to(q.dtype) : scores.softmax(-1);
     if (options.dropoutP) weights = new Tensor(native.dropout(weights.id, options.dropoutP, true));
     return weights.matmul(value);
   });
@@ -93,4 +101,12 @@ function repeatKv(q: Tensor, k: Tensor, v: Tensor): [Tensor, Tensor] {
   }
   const groups = queryHeads / kvHeads;
   return [k.repeatInterleave(groups, 1), v.repeatInterleave(groups, 1)];
+}
+
+let publicSdpa: boolean | null = null;
+
+/** Whether libtorch has the public, autocast-aware scaled_dot_product_attention (>= 2.0). */
+function hasPublicSdpa(): boolean {
+  publicSdpa ??= Number(native.build_info().torch_version.split(".")[0]) >= 2;
+  return publicSdpa;
 }

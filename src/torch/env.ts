@@ -73,12 +73,30 @@ export function engineInfo(): EngineInfo {
   };
 }
 
+/**
+ * Whether libtorch's CPU bfloat16 matmul has its fast (oneDNN) path here: libtorch 1.13 takes it
+ * only on CPUs with AVX-512 BW, VL and DQ, and otherwise runs a reference loop tens of times
+ * slower than float32 (40x for a LoRA step measured on an AVX2-only CPU). Null where unknown
+ * (not Linux/x86, or libtorch >= 2, whose conditions differ).
+ */
+export function cpuBf16MatmulFast(): boolean | null {
+  if (process.arch !== "x64" || Number(native.build_info().torch_version.split(".")[0]) >= 2) return null;
+  let flags: string;
+  try {
+    flags = /^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "";
+  } catch {
+    return null;
+  }
+  const has = new Set(flags.trim().split(/\s+/));
+  return has.has("avx512bw") && has.has("avx512vl") && has.has("avx512dq");
+}
+
 export function engineReport(): string {
   const info = engineInfo();
   return [
     `libtorch       ${info.torchVersion}`,
     `BLAS           ${info.blas}${info.blasLibrary ? ` (${info.blasLibrary})` : ""}`,
-    `CPU kernels    ${info.cpuCapability ?? "unknown"}`,
+    `CPU kernels    ${info.cpuCapability ?? "unknown"}${cpuBf16MatmulFast() === false ? "; bfloat16 matmul on libtorch's slow reference loop (no AVX-512 BW/VL/DQ): prefer fp32 on this CPU" : ""}`,
     `threads        ${info.threads} (idle: ${info.threadWait})`,
     `devices        cpu${info.cudaAvailable ? `, cuda x${info.cudaDevices}` : " (no CUDA in this libtorch build or no GPU)"}`,
     `node           ${process.version}`,

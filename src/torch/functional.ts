@@ -19,9 +19,35 @@ export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor {
 
 // --- functional nn ops ----------------------------------------------------------------------
 
+/** Rows up to which `batchInvariant` sends a linear layer to the row kernel (a decode step's batch). */
+export const INVARIANT_ROWS = 16;
+let invariantDepth = 0;
+
+/**
+ * Runs `fn` (generation's forward passes) with its small float32 CPU linear layers, up to
+ * INVARIANT_ROWS rows, on the addon's row kernel: each output row is computed in an order that
+ * does not depend on the other rows, so a sequence decoded in a batch gets the very logits it
+ * gets alone (BLAS gemm/gemv choose kernels by size, and round differently). No autograd.
+ */
+export function batchInvariant<T>(fn: () => T): T {
+  invariantDepth++;
+  try {
+    return fn();
+  } finally {
+    invariantDepth--;
+  }
+}
+
 /** `input @ weight.T + bias`, input [..., in], weight [out, in]. */
 export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  const inFeatures = weight.shape[1];
+  const inFeatures = weight.shape[1]!;
+  if (invariantDepth > 0 && weight.ndim === 2 && input.numel <= INVARIANT_ROWS * inFeatures && input.dtype === "float32" && weight.dtype === "float32" && input.device === "cpu") {
+    return tidy(() => {
+      const rows = input.reshape([-1, inFeatures]);
+      const out = new Tensor(native.rows_linear(rows.id, weight.id, bias ? bias.id : null));
+      return out.view(...input.shape.slice(0, -1), weight.shape[0]!);
+    });
+  }
   if (weight.ndim === 2 && input.ndim >= 1 && input.numel === inFeatures) {
     // A single row (decoding one token): libtorch's addmm hands M = 1 to sgemm, which packs the
     // whole weight on every call; gemv reads it once, about twice as fast per token.

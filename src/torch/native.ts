@@ -14,7 +14,7 @@ export interface BuildInfo {
   num_threads: number;
 }
 
-/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc, quant.cc). */
+/** The hand-written part of the addon (native/src/addon.cc, autograd.cc, serialization.cc, distributed.cc, quant.cc, autocast.cc, rows_linear.cc). */
 export interface NativeCore {
   dispose(id: number): boolean;
   live_count(): number;
@@ -46,6 +46,11 @@ export interface NativeCore {
   quantize_blockwise(a: number, code: number, blocksize: number): number[];
   dequantize(levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, numel: number, dtype: number, composed: boolean): number;
   packed_linear(x: number, levels: number, table: number, scale: number, zero: number | null, bits: number, blocksize: number, out: number, inFeatures: number, composed: boolean): number;
+  autocast_state(deviceType: "cpu" | "cuda"): { enabled: boolean; dtype: number };
+  autocast_enter(deviceType: "cpu" | "cuda", enabled: boolean, dtype: number): { enabled: boolean; dtype: number };
+  autocast_exit(deviceType: "cpu" | "cuda", previousEnabled: boolean, previousDtype: number): void;
+  rows_linear(input: number, weight: number, bias: number | null): number;
+  rows_linear_invariant(): boolean;
 }
 
 export type Native = NativeOps & NativeCore;

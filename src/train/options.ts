@@ -173,6 +173,8 @@ export function trainerOptionsFromArgs(args: TrainArgs, run: RunParts): TrainerO
     shuffle: !finetuning.disable_shuffling,
     dropLast: training.dataloader_drop_last,
     gradientCheckpointing: !model.disable_gradient_checkpointing,
+    // bf16 as HF's Trainer (accelerate's mixed_precision): autocast over float32 master weights.
+    autocast: training.bf16 ? "bfloat16" : null,
     neftuneNoiseAlpha: training.neftune_noise_alpha,
     plotLoss: finetuning.plot_loss,
     device: run.device,

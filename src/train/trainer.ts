@@ -12,8 +12,12 @@ import { UserError } from "../errors.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
 import { checkpointedBackward } from "../model/patches/checkpointing.ts";
 import {
+  type AutocastSpec,
+  type DType,
   type LambdaLR,
   type Tensor,
+  autocastDeviceOf,
+  autocastIf,
   clipGradNorm,
   getRngState,
   getScheduler,
@@ -101,6 +105,11 @@ export interface TrainerOptions {
   /** dataloader_drop_last: the last incomplete batch of an epoch (and of an evaluation) is dropped. */
   dropLast?: boolean;
   gradientCheckpointing: boolean;
+  /**
+   * bf16 as HF's Trainer: the forward passes of training and evaluation run under autocast to this
+   * dtype (float32 trainable weights, gradients and optimizer states); null or unset for none.
+   */
+  autocast?: DType | null;
   /** NEFTune noise on the input embeddings during training. */
   neftuneNoiseAlpha?: number | null;
   /** Where batches go: the model's device ("cpu", "cuda", "cuda:N"). */
@@ -193,6 +202,8 @@ export interface BatchPassOptions {
   /** Training: backpropagate (gradients accumulate in `.grad`); otherwise no graph is built. */
   backward: boolean;
   gradientCheckpointing?: boolean;
+  /** bf16: the forward passes run under autocast (torch.autocast), backward outside it. */
+  autocast?: AutocastSpec | null;
   record?: (name: string, value: number, weight?: number) => void;
   /** Evaluation: the stage also records its prediction metrics (compute_accuracy). */
   predictionMetrics?: boolean;
@@ -215,10 +226,12 @@ export function batchLoss<Batch extends CollatedBatch>(model: CausalLM, batch: B
     const labels = tensor(batch.labels, { device });
     const record = options.record ?? (() => {});
     const lossOf = (hidden: Tensor) => stage.loss({ model, hidden, batch, labels, denominator: options.denominator, record, predictionMetrics: options.predictionMetrics });
-    if (!options.backward) return noGrad(() => lossOf(model.hiddenStates(ids, forward)).item());
-    if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, forward);
-    // Whatever the loss made on the way (logits, their float copy) is freed before backward.
-    const loss = tidy(() => lossOf(model.hiddenStates(ids, forward)));
+    const amp = <T>(fn: () => T): T => autocastIf(options.autocast, fn);
+    if (!options.backward) return noGrad(() => amp(() => lossOf(model.hiddenStates(ids, forward))).item());
+    if (options.gradientCheckpointing) return checkpointedBackward(model, ids, lossOf, { ...forward, autocast: options.autocast });
+    // Whatever the loss made on the way (logits, their float copy) is freed before backward,
+    // which runs outside autocast (its ops follow the dtypes the forward chose).
+    const loss = tidy(() => amp(() => lossOf(model.hiddenStates(ids, forward))));
     loss.backward();
     return loss.item();
   });
@@ -249,6 +262,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
   const { model } = parts;
   const device = options.device ?? "cpu";
   const parallel = options.parallel ?? SINGLE_PROCESS;
+  const amp: AutocastSpec | null = options.autocast ? { device: autocastDeviceOf(device), dtype: options.autocast } : null;
   const warn = options.warn ?? options.print ?? ((line: string) => process.stderr.write(line + "\n"));
   const accumulation = Math.max(1, options.gradientAccumulationSteps);
   const dropLast = options.dropLast ?? false;
@@ -375,7 +389,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
     /** One evaluation (HF's _evaluate): logged, checked by early stopping, then ranked; true at a new best. */
     const evaluateNow = (rank: boolean): boolean => {
       if (!parts.eval?.length) return false;
-      const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics, parallel });
+      const result = evaluate(model, parts.eval, parts, options.evalBatchSize ?? options.batchSize, device, { dropLast, predictionMetrics: options.predictionMetrics, parallel, autocast: amp });
       const metrics: Record<string, number> = { eval_loss: result.loss, ...result.metrics };
       const entry = record(metrics);
       log.step({ step: globalStep, totalSteps, epoch: entry.epoch!, evalLoss: result.loss, metrics: result.metrics, tokensPerSecond: 0, totalTokens, stepsThisRun: stepsThisRun || 1, logs: entry });
@@ -465,7 +479,7 @@ export function train<Batch extends CollatedBatch>(parts: TrainerParts<Batch>, o
         let stepTokens = 0;
         let stepInputTokens = 0;
         for (const batch of group) {
-          stepLoss += batchLoss(model, batch, parts.stage, { device, denominator: denominator!, backward: true, gradientCheckpointing: options.gradientCheckpointing, record: metricsSinceLog.record });
+          stepLoss += batchLoss(model, batch, parts.stage, { device, denominator: denominator!, backward: true, gradientCheckpointing: options.gradientCheckpointing, autocast: amp, record: metricsSinceLog.record });
           stepTokens += tokensIn(batch);
           // HF counts input_ids.numel(): padding included.
           stepInputTokens += batch.input_ids.reduce((sum, row) => sum + row.length, 0);
@@ -571,6 +585,8 @@ export interface EvaluateOptions {
   predictionMetrics?: boolean;
   /** Each rank evaluates its shard; the sums are gathered, so every rank gets the whole set's result. */
   parallel?: DataParallel;
+  /** bf16: the forward passes under autocast, as in training. */
+  autocast?: AutocastSpec | null;
 }
 
 /**
@@ -600,7 +616,7 @@ export function evaluate<Batch extends CollatedBatch>(
   try {
     for (const indices of shard) {
       const batch = parts.collate(indices.map((i) => rows[i]!));
-      localLossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record, predictionMetrics: options.predictionMetrics });
+      localLossSum += batchLoss(model, batch, parts.stage, { device, denominator: 1, backward: false, record: metrics.record, predictionMetrics: options.predictionMetrics, autocast: options.autocast });
       batches.push(batch);
     }
   } finally {

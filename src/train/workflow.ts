@@ -21,7 +21,7 @@ import { loadWeights, saveModel } from "../model/loader.ts";
 import { copyTokenizerFiles } from "../data/tokenizer.ts";
 import { type LoadedModel, type LoadedTokenizer, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
 import { type ProgressBar, progressBarFor } from "../terminal/progress.ts";
-import { type DType, engineInfo, manualSeed } from "../torch/index.ts";
+import { type DType, autocastDeviceOf, cpuBf16MatmulFast, engineInfo, manualSeed } from "../torch/index.ts";
 import type { DataParallel } from "./distributed/data_parallel.ts";
 import { broadcastRows, fromMain } from "./distributed/from_main.ts";
 import { startDataParallel } from "./distributed/start.ts";
@@ -36,7 +36,11 @@ export interface RunOptions {
   print?: (line: string) => void;
 }
 
-/** The dtype weights are kept in: float32, or bfloat16 with bf16 (fp16 needs CUDA). */
+/**
+ * The dtype the model is loaded in (LLaMA-Factory's compute_dtype): float32, or bfloat16 with bf16
+ * or pure_bf16 (fp16 needs CUDA). With bf16 the trainable weights are then upcast to float32 and
+ * the forward passes autocast (mixed precision, as HF's Trainer); pure_bf16 trains in bfloat16.
+ */
 function computeDtype(args: TrainArgs, device: string): DType {
   if (args.training.fp16 && device === "cpu") {
     throw new UserError("fp16 is not supported on CPU by libtorch", "fp16", "use bf16: true (or neither) on CPU");
@@ -281,6 +285,9 @@ async function runWorker(
   if (training.do_train) checkTrainedLabels(trainRows, data.cutoff_len, warn);
 
   const dtype = computeDtype(args, device);
+  if (device === "cpu" && dtype === "bfloat16" && cpuBf16MatmulFast() === false) {
+    warn("bf16 / pure_bf16 on this CPU: without AVX-512 (BW, VL, DQ) libtorch runs bfloat16 matmuls on a reference loop, tens of times slower than float32 (a LoRA step measured 40x); leave bf16 off here for speed.");
+  }
   const onLoadProgress = bar ? (done: number, total: number) => bar.update("loading weights", done, total) : undefined;
   const prepared: LoadedModel = loadModelFor(preparedData, modelOptionsFromArgs(args, { dtype, device, training: training.do_train, modelMaxLength: data.cutoff_len, print: info, warn, onLoadProgress }));
   bar?.end();
@@ -332,9 +339,11 @@ async function runWorker(
           extraParameters: run.parameters,
           saveModel: saveTrained,
           inStreamOrder: data.streaming,
+          // Read as stored and copied into each weight's own dtype: exact for float32 master
+          // weights beside bfloat16 frozen ones (bf16), and for all-bfloat16 models alike.
           loadModel: (checkpoint) => {
             if (isLora) restoreLoraWeights(model, checkpoint);
-            else loadWeights(model, checkpoint, model.inputEmbeddings().weight.dtype);
+            else loadWeights(model, checkpoint, "float32");
             run.restore?.(checkpoint);
           },
         },
@@ -360,7 +369,8 @@ async function runWorker(
       }
     }
     if (training.do_eval && evalRows.length) {
-      const options = { dropLast: training.dataloader_drop_last, predictionMetrics, parallel };
+      const autocast = training.bf16 ? { device: autocastDeviceOf(device), dtype: "bfloat16" as const } : null;
+      const options = { dropLast: training.dataloader_drop_last, predictionMetrics, parallel, autocast };
       const { loss: evalLoss, metrics: evalMetrics } = evaluate(model, evalRows, { collate, stage: trainerStage }, training.per_device_eval_batch_size, device, options);
       const metrics: Record<string, number> = { eval_loss: evalLoss, ...evalMetrics, ...stage.evalMetrics?.(evalLoss) };
       if (parallel.isMain) saveMetrics(training.output_dir, "eval", metrics);

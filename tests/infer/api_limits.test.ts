@@ -1,6 +1,6 @@
 // `lmf api` under load and abuse, on a real loopback server over a tiny random chat model: the
 // context limit (OpenAI's context_length_exceeded), a responsive and fair server while answers are
-// long (round-robin per token), the waiting-queue limit (503 + Retry-After), the per-request time
+// long (answers decoded together, token by token), the waiting-queue limit (503 + Retry-After), the per-request time
 // limit, 413 for oversized bodies of any size, and one log line for an aborted upload. The
 // scheduler itself is checked with hand-made step-wise jobs.
 import { after, test } from "node:test";
@@ -283,7 +283,7 @@ function* recorder(name: string, steps: number, log: string[], closed: string[] 
 
 const job = (start: () => Generator<unknown, string>, seats = 1, startBy = Infinity, abandoned = () => false) => ({ seats, startBy, abandoned, start });
 
-test("scheduler: running jobs advance in turn, one step each; a waiting job starts when seats free up", async () => {
+test("scheduler: every running job steps once per tick, in arrival order; a waiting job starts when seats free up", async () => {
   const log: string[] = [];
   const scheduler = new Scheduler(2, 4);
   const results = await Promise.all([

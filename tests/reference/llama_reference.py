@@ -135,7 +135,7 @@ def forward(folder, input_ids, attention_mask):
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(H // KV, dim=1)
         v = v.repeat_interleave(H // KV, dim=1)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D) + bias
+        scores = q @ k.transpose(-1, -2) * D**-0.5 + bias  # transformers eager_attention_forward: * scaling
         o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D)
         h = h + lin("self_attn.o_proj", o)
         x = rms_norm(h, W[p + "post_attention_layernorm.weight"], eps)

@@ -4,7 +4,9 @@ the accumulated batch, torch.nn.utils.clip_grad_norm_, torch.optim.AdamW with HF
 and HF's linear schedule with warmup.
 
 stdin: {"folder", "steps": [[{"input_ids", "attention_mask", "labels"}, ...], ...] (micro-batches
-per optimizer step), "optim" ("sgd", else AdamW), "lr", "weight_decay", "betas", "eps", "max_grad_norm", "warmup", "total"}
+per optimizer step), "optim" ("sgd", else AdamW), "lr", "weight_decay", "betas", "eps", "max_grad_norm", "warmup", "total",
+"autocast" (optional: "bfloat16" runs each forward under torch.autocast("cpu", dtype=torch.bfloat16) over
+the float32 parameters, as HF's Trainer does with bf16=True; backward outside it)}
 stdout: {"losses": [...]}
 """
 import json
@@ -40,17 +42,20 @@ warmup, total = req["warmup"], req["total"]
 scheduler = torch.optim.lr_scheduler.LambdaLR(
     optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
 )
+autocast = req.get("autocast")
 losses = []
 for micro_batches in req["steps"]:
     trained = sum(sum(1 for v in row[1:] if v != -100) for mb in micro_batches for row in mb["labels"])
     step_loss = 0.0
     for mb in micro_batches:
         mask = mb["attention_mask"] if any(0 in row for row in mb["attention_mask"]) else None
-        logits = ref.forward(folder, mb["input_ids"], mask)
-        labels = torch.tensor(mb["labels"])
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-        ) / trained
+        with torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"), enabled=autocast is not None):
+            logits = ref.forward(folder, mb["input_ids"], mask)
+            labels = torch.tensor(mb["labels"])
+            # transformers' ForCausalLMLoss upcasts the logits before the loss.
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+            ) / trained
         loss.backward()
         step_loss += loss.item()
     torch.nn.utils.clip_grad_norm_(list(params.values()), req["max_grad_norm"])

@@ -110,6 +110,52 @@ for (const optim of ["adamw_torch", "sgd"]) {
   });
 }
 
+/** The reference loop's per-step losses for `steps` micro-batch groups (tests/reference/train_reference.py). */
+function referenceLosses(folder: string, steps: CollatedBatch[][], extra: Record<string, unknown> = {}): number[] {
+  const out = execFileSync("/usr/bin/python3", ["tests/reference/train_reference.py"], {
+    input: JSON.stringify({ folder, steps, lr: 5e-3, weight_decay: 0.1, betas: [0.9, 0.999], eps: 1e-8, max_grad_norm: 1.0, warmup: 2, total: 10, ...extra }),
+    maxBuffer: 1 << 26,
+  });
+  return JSON.parse(out.toString()).losses;
+}
+
+// bf16 tolerance: torch.testing.assert_close's default for bfloat16 (rtol 1.6e-2, atol 1e-5), per
+// step. (Both sides issue the same ATen ops under the same autocast, and the losses measured
+// bit-identical here; the tolerance is what a different op order in bfloat16 may cost.)
+const BF16_RTOL = 1.6e-2;
+const BF16_ATOL = 1e-5;
+
+for (const gradientCheckpointing of [true, false]) {
+  test(`bf16 autocast: 6 steps of losses match PyTorch's torch.autocast("cpu", bfloat16) loop within bf16 tolerance (gradient checkpointing ${gradientCheckpointing ? "on" : "off"})`, { skip: !hasTorch && "python3-torch not installed" }, () => {
+    const folder = makeTinyModel({ model_type: "qwen2", tie_word_embeddings: true, use_sliding_window: false });
+    const data = examples(24);
+    const run = (autocast: "bfloat16" | null) => {
+      const model = loadModel(folder);
+      const result = train(parts(model, data), options(tmp(), { maxSteps: 6, gradientCheckpointing, autocast }));
+      // HF's mixed precision keeps float32 master weights (and so float32 gradients and states).
+      assert.ok(model.parameters().every((p) => p.dtype === "float32"));
+      model.dispose();
+      return result.stepLosses;
+    };
+    const mixed = run("bfloat16");
+    const order = shuffledOrder(data.length, 42);
+    const steps = Array.from({ length: 6 }, (_, s) => [0, 1].map((m) => collate(order.slice((s * 2 + m) * 2, (s * 2 + m) * 2 + 2).map((i) => data[i]!))));
+    const reference = referenceLosses(folder, steps, { autocast: "bfloat16", total: 6 });
+    const referenceFp32 = referenceLosses(folder, steps, { total: 6 });
+    mixed.forEach((loss, i) => {
+      const tolerance = BF16_ATOL + BF16_RTOL * Math.abs(reference[i]!);
+      assert.ok(Math.abs(loss - reference[i]!) <= tolerance, `step ${i + 1}: ${loss} vs PyTorch autocast ${reference[i]}`);
+    });
+    // The comparison can tell bf16 from fp32: the autocast run is closer to PyTorch's autocast
+    // losses than to its float32 ones at every step, and differs from our own float32 run.
+    const fp32 = run(null);
+    mixed.forEach((loss, i) => {
+      assert.ok(Math.abs(loss - reference[i]!) < Math.abs(loss - referenceFp32[i]!), `step ${i + 1}: ${loss} is nearer fp32 ${referenceFp32[i]} than autocast ${reference[i]}`);
+    });
+    assert.notDeepEqual(mixed, fp32);
+  });
+}
+
 test("a run stopped after a checkpoint resumes exactly: same losses, same weights", () => {
   const folder = makeTinyModel();
   const data = examples(24); // 12 micro-batches = 6 steps per epoch: resume crosses an epoch

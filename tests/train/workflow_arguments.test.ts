@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { isUserError } from "../../src/errors.ts";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { LlamaDecoderLayer } from "../../src/model/models/llama.ts";
-import { engineInfo } from "../../src/torch/index.ts";
+import { autocastState, engineInfo } from "../../src/torch/index.ts";
 import { prepareTrainingData, runTrain } from "../../src/train/workflow.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
 
@@ -242,11 +242,45 @@ test("schedule and length arguments change the steps: lr_scheduler_type, lr_sche
 
 test("precision arguments set the dtype weights train and save in: bf16, pure_bf16; fp16 needs CUDA", async () => {
   const dtypes = (run: Run, file: string) => new Set(Object.values(tensorsIn(join(run.outputDir, file))).map((info) => info.dtype));
-  assert.deepEqual(dtypes(await runWith({ finetuning_type: "full" }), "model.safetensors"), new Set(["F32"]));
-  assert.deepEqual(dtypes(await runWith({ finetuning_type: "full", bf16: true }), "model.safetensors"), new Set(["BF16"]), "bf16");
-  // LoRA on a bf16 model keeps fp32 adapter weights, unless pure_bf16.
-  assert.deepEqual(dtypes(await runWith({ bf16: true }), "adapter_model.safetensors"), new Set(["F32"]));
-  assert.deepEqual(dtypes(await runWith({ bf16: true, pure_bf16: true }), "adapter_model.safetensors"), new Set(["BF16"]), "pure_bf16");
+  // Whether the decoder layers run under autocast, seen from inside them.
+  const forward = LlamaDecoderLayer.prototype.forward;
+  let autocastSeen = new Set<boolean>();
+  LlamaDecoderLayer.prototype.forward = function (this: LlamaDecoderLayer, ...args: Parameters<typeof forward>) {
+    autocastSeen.add(autocastState("cpu").enabled);
+    return forward.apply(this, args);
+  };
+  const withAutocast = async (overrides: Record<string, unknown>) => {
+    autocastSeen = new Set();
+    const run = await runWith(overrides);
+    return { run, autocast: [...autocastSeen] };
+  };
+  try {
+    const fp32 = await withAutocast({ finetuning_type: "full" });
+    assert.deepEqual(dtypes(fp32.run, "model.safetensors"), new Set(["F32"]));
+    assert.deepEqual(fp32.autocast, [false]);
+    // bf16 as LLaMA-Factory and HF's Trainer: loaded in bf16, trainable weights upcast to float32
+    // master weights, forward passes autocast to bf16.
+    const bf16 = await withAutocast({ finetuning_type: "full", bf16: true });
+    assert.deepEqual(dtypes(bf16.run, "model.safetensors"), new Set(["F32"]), "bf16: float32 master weights");
+    assert.deepEqual(bf16.autocast, [true], "bf16 autocasts");
+    assert.ok(!bf16.run.weights.equals(fp32.run.weights), "bf16 trains otherwise than fp32");
+    // Freeze: the trainable last layer in float32, the frozen rest as loaded (bf16).
+    const freeze = tensorsIn(join((await runWith({ finetuning_type: "freeze", freeze_trainable_layers: 1, bf16: true })).outputDir, "model.safetensors"));
+    assert.equal(freeze["model.layers.1.mlp.down_proj.weight"]!.dtype, "F32");
+    assert.equal(freeze["model.layers.0.mlp.down_proj.weight"]!.dtype, "BF16");
+    assert.equal(freeze["model.embed_tokens.weight"]!.dtype, "BF16");
+    // pure_bf16: everything in bf16, no autocast.
+    const pure = await withAutocast({ finetuning_type: "full", pure_bf16: true });
+    assert.deepEqual(dtypes(pure.run, "model.safetensors"), new Set(["BF16"]), "pure_bf16");
+    assert.deepEqual(pure.autocast, [false], "pure_bf16 does not autocast");
+    // LoRA on the bf16 base keeps float32 adapter weights, unless pure_bf16.
+    const lora = await withAutocast({ bf16: true });
+    assert.deepEqual(dtypes(lora.run, "adapter_model.safetensors"), new Set(["F32"]));
+    assert.deepEqual(lora.autocast, [true]);
+    assert.deepEqual(dtypes(await runWith({ bf16: true, pure_bf16: true }), "adapter_model.safetensors"), new Set(["BF16"]), "pure_bf16");
+  } finally {
+    LlamaDecoderLayer.prototype.forward = forward;
+  }
   if (engineInfo().cudaAvailable) {
     assert.deepEqual(dtypes(await runWith({ finetuning_type: "full", fp16: true }), "model.safetensors"), new Set(["F16"]), "fp16");
   } else {
@@ -324,8 +358,10 @@ test("model arguments change the run: model_name_or_path, adapter_name_or_path, 
   const shifted = await runWith({ shift_attn: true, dataset: "long" });
   assert.ok(shifted.lines.some((line) => /shift_attn: LongLoRA S²-Attn/.test(line)));
   assert.notDeepEqual(losses(shifted), losses(await runWith({ dataset: "long" })), "shift_attn");
-  const upcast = await runWith({ finetuning_type: "full", bf16: true, upcast_layernorm: true });
+  // (pure_bf16: with bf16 every trainable weight is float32 already.)
+  const upcast = await runWith({ finetuning_type: "full", pure_bf16: true, upcast_layernorm: true });
   assert.equal(tensorsIn(join(upcast.outputDir, "model.safetensors"))["model.norm.weight"]!.dtype, "F32", "upcast_layernorm");
+  assert.equal(tensorsIn(join(upcast.outputDir, "model.safetensors"))["model.layers.0.mlp.up_proj.weight"]!.dtype, "BF16");
   // upcast_lmhead_output has no effect: the loss is computed on float32 logits in any case.
   const bf16 = await runWith({ bf16: true, finetuning_type: "full", max_steps: 2 });
   assert.ok((await runWith({ bf16: true, finetuning_type: "full", max_steps: 2, upcast_lmhead_output: true })).weights.equals(bf16.weights));

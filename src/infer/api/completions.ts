@@ -3,10 +3,13 @@
 // Chat Completions objects (`chat.completion`, `chat.completion.chunk`): one batched generate for
 // the n choices, or a token-by-token stream; `stop` strings cut the text; tool calls parsed by the
 // template become `tool_calls`. The prompt and answer must fit the model's context (OpenAI's
-// context_length_exceeded). Both run one model step per `next()`, for the server's scheduler.
+// context_length_exceeded). Sequences join the server's running batch (continuous batching,
+// src/model/decode_batch.ts) and each `next()` takes what the batch's last step produced; beam
+// search runs its own steps, one per `next()`.
 import { randomUUID } from "node:crypto";
 import type { FunctionCall } from "../../data/templates/tools.ts";
-import { type FinishReason, type GenerateOptions, generateSteps } from "../../model/generation.ts";
+import type { DecodeBatch } from "../../model/decode_batch.ts";
+import { type FinishReason, type GenerateOptions, type GenerateOutput, generateSteps } from "../../model/generation.ts";
 import type { ChatModel } from "../chat_model.ts";
 import { PREFILL_TOKENS_PER_STEP } from "./memory_budget.ts";
 import { ApiError, type ChatRequest } from "./protocol.ts";
@@ -158,10 +161,40 @@ export function buildChoice(
   return { index, message: { role: "assistant", content: text }, finish_reason: finishReason, logprobs: null };
 }
 
-/** All n choices in one batched generate (the same prompt n times), one model step per `next()`. */
-export function* completeChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string): Generator<unknown, ChatCompletion> {
+/**
+ * Generation of `rows` copies of a prompt with generateSteps' protocol: each `next()` yields the
+ * new token of every row (the pad token for a row with none this step) or null when no row has
+ * one, and the return value is generate's output. With a batch, the rows are sequences of the
+ * running batch (whose steps run between the `next()` calls); beam search, or no batch, runs
+ * `generateSteps` itself, one model step per `next()`.
+ */
+export function* generationSteps(chat: ChatModel, batch: DecodeBatch | null, prompt: number[], rows: number, options: GenerateOptions): Generator<number[] | null, GenerateOutput> {
+  if (!batch || (options.numBeams ?? 1) > 1) return yield* generateSteps(chat.model, new Array<number[]>(rows).fill(prompt), options);
+  const sequences = Array.from({ length: rows }, () => batch.add(prompt, options));
+  try {
+    const taken = new Array<number>(rows).fill(0);
+    const pad = options.padTokenId ?? 0;
+    for (;;) {
+      const failed = sequences.find((sequence) => sequence.error !== null);
+      if (failed) throw failed.error;
+      const fresh = sequences.map((sequence, i) => (taken[i]! < sequence.tokens.length ? sequence.tokens[taken[i]!++]! : null));
+      if (fresh.some((token) => token !== null)) {
+        yield fresh.map((token) => token ?? pad);
+        continue;
+      }
+      if (sequences.every((sequence) => sequence.done)) break;
+      yield null;
+    }
+    return { sequences: sequences.map((sequence) => [...sequence.tokens]), finishReasons: sequences.map((sequence) => sequence.finishReason!) };
+  } finally {
+    for (const sequence of sequences) sequence.close();
+  }
+}
+
+/** All n choices (the same prompt n times), one scheduler step per `next()`. */
+export function* completeChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string, batch: DecodeBatch | null = null): Generator<unknown, ChatCompletion> {
   const { prompt, options } = prepared;
-  const { sequences, finishReasons } = yield* generateSteps(chat.model, new Array<number[]>(request.n).fill(prompt), options);
+  const { sequences, finishReasons } = yield* generationSteps(chat, batch, prompt, request.n, options);
   const decode = (ids: number[]) => chat.decode(ids);
   let completionTokens = 0;
   const choices = sequences.map((ids, index) => {
@@ -213,10 +246,10 @@ export interface StreamEnd {
  * `next()`); the return value is the finish reason and usage. Text is held back (the piece is "")
  * while it ends inside a multi-byte character or could begin a stop string.
  */
-export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat): Generator<string, StreamEnd> {
+export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: PreparedChat, batch: DecodeBatch | null = null): Generator<string, StreamEnd> {
   const { prompt, options } = prepared;
   const stopTokens = new Set(chat.template.getStopTokenIds(chat.tokenizer));
-  const steps = generateSteps(chat.model, [prompt], options);
+  const steps = generationSteps(chat, batch, prompt, 1, options);
   const generated: number[] = [];
   let completionTokens = 0;
   let emitted = 0;
@@ -229,7 +262,7 @@ export function* streamChat(chat: ChatModel, request: ChatRequest, prepared: Pre
         finishReason = next.value.finishReasons[0]!;
         break;
       }
-      // A prefill chunk: no token yet.
+      // A prefill chunk (or a step of the batch that gave this answer nothing): no token yet.
       if (next.value === null) {
         yield "";
         continue;

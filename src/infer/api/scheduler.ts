@@ -1,9 +1,12 @@
-// The API server's generation scheduler: the running requests' step-wise generators advance in
-// turn (round-robin), one model step each, with a turn of the event loop after every step
-// (setImmediate), so no request waits for another's whole answer and other connections are served
-// between steps. At most `maxSequences` sequences generate at once (a request with n choices is n
-// of them, each with its KV cache); up to `maxWaiting` requests wait in arrival order; past that,
-// and for a request that could not start within its time limit, the answer is 503 with Retry-After.
+// The API server's generation scheduler. Each tick (one turn of the event loop, setImmediate) every
+// running request's step-wise generator advances once, taking what the last model step gave it
+// (streaming it out) or joining the batch, and then one model step runs for all of them together
+// (`modelStep`: the continuous batch's step; requests that run their own steps, beam search, do so
+// in their turn). Requests join between ticks and leave as they finish, and other connections are
+// served between ticks. At most `maxSequences` sequences generate at once (a request with n
+// choices is n of them, each with its KV cache); up to `maxWaiting` requests wait in arrival
+// order; past that, and for a request that could not start within its time limit, the answer is
+// 503 with Retry-After.
 import { ApiError } from "./protocol.ts";
 
 /** 503 "try again later", with the seconds a client should wait (the Retry-After header). */
@@ -23,7 +26,7 @@ export interface Job<T> {
   startBy: number;
   /** True once the client is gone: a waiting job is dropped, a running one closed (which frees its cache). */
   abandoned: () => boolean;
-  /** The work, one model step per `next()`; made when the job starts. */
+  /** The work, one step per `next()` (between the model steps of the batch); made when the job starts. */
   start: () => Generator<unknown, T>;
 }
 
@@ -41,13 +44,14 @@ export class Scheduler {
   private readonly waiting: Entry[] = [];
   private readonly running: Entry[] = [];
   private busySeats = 0;
-  private cursor = 0;
   private wakeScheduled = false;
   private stopped = false;
 
   constructor(
     readonly maxSequences: number,
     readonly maxWaiting: number,
+    /** The batch's model step, run once per tick after the jobs' steps. */
+    private readonly modelStep: () => void = () => {},
   ) {}
 
   /** Runs `job` when there is room; resolves to its result, or undefined when its client went away. */
@@ -94,9 +98,7 @@ export class Scheduler {
 
   /** Removes a running entry, closing its generator when it did not finish; then settles it. */
   private end(entry: Entry, settle: () => void, close: boolean): void {
-    const index = this.running.indexOf(entry);
-    this.running.splice(index, 1);
-    if (index < this.cursor) this.cursor -= 1;
+    this.running.splice(this.running.indexOf(entry), 1);
     this.busySeats -= entry.job.seats;
     if (close) {
       try {
@@ -140,24 +142,23 @@ export class Scheduler {
     });
   }
 
-  /** One model step of the next running job in turn. */
+  /** One tick: every running job's step in arrival order, then the batch's model step. */
   private step(): void {
     this.admit();
-    if (this.running.length === 0) return;
-    if (this.cursor >= this.running.length) this.cursor = 0;
-    const entry = this.running[this.cursor]!;
-    if (entry.job.abandoned()) {
-      this.end(entry, () => entry.resolve(undefined), true);
-      return;
+    for (const entry of [...this.running]) {
+      if (entry.job.abandoned()) {
+        this.end(entry, () => entry.resolve(undefined), true);
+        continue;
+      }
+      let next: IteratorResult<unknown, unknown>;
+      try {
+        next = entry.steps!.next();
+      } catch (error) {
+        this.end(entry, () => entry.reject(error), false);
+        continue;
+      }
+      if (next.done) this.end(entry, () => entry.resolve(next.value), false);
     }
-    let next: IteratorResult<unknown, unknown>;
-    try {
-      next = entry.steps!.next();
-    } catch (error) {
-      this.end(entry, () => entry.reject(error), false);
-      return;
-    }
-    if (next.done) this.end(entry, () => entry.resolve(next.value), false);
-    else this.cursor += 1;
+    if (this.running.length > 0) this.modelStep();
   }
 }

@@ -1,19 +1,21 @@
 // `lmf api`: an OpenAI-compatible HTTP server over a ChatModel, after LLaMA-Factory's `api/app.py`
 // (routes, bearer auth from API_KEY, API_HOST / API_PORT / API_MODEL_NAME) and the OpenAI Chat
 // Completions API (JSON and server-sent-event responses, error shape). Plain `node:http`: two
-// routes need no framework. Generation runs on the event loop one model step at a time: the
-// scheduler interleaves the running requests step by step and bounds how many run and wait; each
-// request has a time limit and must fit the model's context.
+// routes need no framework. Generation runs on the event loop one model step at a time: the running
+// requests decode together in one batch (continuous batching: they join and leave between steps),
+// the scheduler bounds how many run and wait; each request has a time limit and must fit the
+// model's context.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { UserError, isUserError } from "../../errors.ts";
 import type { InferArgs } from "../../hparams/index.ts";
+import { DecodeBatch } from "../../model/decode_batch.ts";
 import type { ChatModel } from "../chat_model.ts";
 import { loadChatModelFromArgs } from "../from_args.ts";
 import { type ChatCompletionChunk, type PreparedChat, completeChat, completionId, prepareChat, streamChat, unixSeconds } from "./completions.ts";
 import { DEFAULT_LIMITS, type ServerLimits, limitsFromEnv } from "./limits.ts";
-import { formatBytes, memoryBudget, requestBytes, serverBytes } from "./memory_budget.ts";
+import { PREFILL_TOKENS_PER_STEP, formatBytes, memoryBudget, requestBytes, serverBytes } from "./memory_budget.ts";
 import { ApiError, type ChatRequest, parseChatRequest } from "./protocol.ts";
 import { OverloadedError, Scheduler } from "./scheduler.ts";
 
@@ -127,8 +129,8 @@ function writeEvent(res: ServerResponse, data: unknown): void {
  * SSE as LLaMA-Factory and OpenAI send it: a role delta, content deltas, a finish chunk, `[DONE]`;
  * one model step per `next()`, for the scheduler.
  */
-function* streamCompletion(res: ServerResponse, chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string): Generator<void, void> {
-  const pieces = streamChat(chat, request, prepared);
+function* streamCompletion(res: ServerResponse, chat: ChatModel, request: ChatRequest, prepared: PreparedChat, modelName: string, batch: DecodeBatch): Generator<void, void> {
+  const pieces = streamChat(chat, request, prepared, batch);
   // The first step runs before any byte is sent, so a generation-settings error can still be a 400.
   let step = pieces.next();
   const id = completionId();
@@ -169,7 +171,9 @@ export async function createApiServer(chat: ChatModel, options: ApiServerOptions
   const apiKey = options.apiKey || null;
   const log = options.log ?? ((message: string) => console.error(message));
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
-  const scheduler = new Scheduler(limits.maxSequences, limits.maxWaiting);
+  // Every running request's sequences decode together, one model step per scheduler tick.
+  const batch = new DecodeBatch(chat.model, { prefillTokensPerStep: PREFILL_TOKENS_PER_STEP });
+  const scheduler = new Scheduler(limits.maxSequences, limits.maxWaiting, () => batch.step());
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse, arrivedAt: number): Promise<void> {
     let clientGone = false;
@@ -185,10 +189,10 @@ export async function createApiServer(chat: ChatModel, options: ApiServerOptions
     }
     const job = { seats: prepared.rows, startBy: arrivedAt + limits.requestTimeoutSeconds * 1000, abandoned: () => clientGone };
     if (request.stream) {
-      await scheduler.submit({ ...job, start: () => streamCompletion(res, chat, request, prepared, modelName) });
+      await scheduler.submit({ ...job, start: () => streamCompletion(res, chat, request, prepared, modelName, batch) });
       return;
     }
-    const completion = await scheduler.submit({ ...job, start: () => completeChat(chat, request, prepared, modelName) });
+    const completion = await scheduler.submit({ ...job, start: () => completeChat(chat, request, prepared, modelName, batch) });
     if (completion) sendJson(res, 200, completion);
   }
 

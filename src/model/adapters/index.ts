@@ -44,6 +44,12 @@ export interface FinetuningOptions {
    * pure_bf16; the LoRA path casts its input and output, so a bf16 base model works with it.
    */
   loraDtype?: DType;
+  /**
+   * LLaMA-Factory's cast_trainable_params_to_fp32 (bf16 without pure_bf16): every trainable
+   * parameter is cast to float32 after the setup, the master weights of mixed precision, while
+   * frozen weights stay in the dtype the model was loaded in.
+   */
+  upcastTrainable?: boolean;
 }
 
 export interface FinetuningResult {
@@ -122,6 +128,7 @@ export function applyFinetuning(model: CausalLM, options: FinetuningOptions): Fi
     }
     if (!isTrainable) model.requiresGrad_(false);
   }
+  if (isTrainable && options.upcastTrainable) model.to("float32", { trainableOnly: true });
   return { loraConfig, trainableParams: model.numParameters({ trainableOnly: true }), allParams: model.numParameters() + quantizedParameterCount(model) };
 }
 

@@ -133,7 +133,8 @@ export function passGeometry(inputIds: Tensor, options: ForwardOptions) {
 export function rotaryContext(rotary: RotaryEmbedding, inputIds: Tensor, options: ForwardOptions, window: number | null, dtype: Tensor["dtype"]): RotaryContext {
   const { B, T, past, mask, positions } = passGeometry(inputIds, options);
   const { cos, sin } = rotary.forward(positions); // computed in float32
-  const additive = attentionMask(B, T, past, mask, window);
+  // Rows with caches of their own have no shared mask (RowCaches: single tokens, no padding).
+  const additive = options.cache?.perRow ? null : attentionMask(B, T, past, mask, window);
   const context = { cos: cos.to(dtype), sin: sin.to(dtype), mask: additive && additive.to(dtype) };
   return { ...context, tensors: [context.cos, context.sin, ...(context.mask ? [context.mask] : [])] };
 }

@@ -2,7 +2,7 @@
 // variants, switched by config flags): RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU.
 // Property names are the HF checkpoint names, so weights load without key maps.
 import { type Tensor, Linear, Module, RMSNorm, tidy } from "../../torch/index.ts";
-import type { KVCache } from "../cache.ts";
+import type { AttentionCache } from "../cache.ts";
 import type { AttentionKernel, BuildOptions, DecoderLayer, LayerContext } from "../causal_lm.ts";
 import type { ModelConfig } from "../config.ts";
 import { applyRotary } from "../rope.ts";
@@ -52,7 +52,7 @@ export class LlamaAttention extends Module {
   }
 
   /** x [B, T, C] -> [B, T, C]; `mask` is additive [B, 1, T, S] or null for plain causal. */
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: KVCache | null, layerIndex: number): Tensor {
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: AttentionCache | null, layerIndex: number): Tensor {
     const [B, T] = [x.shape[0]!, x.shape[1]!];
     const D = this._headDim;
     let q = this.q_proj.forward(x).view(B, T, this._heads, D); // [B, T, H, D]
@@ -64,9 +64,10 @@ export class LlamaAttention extends Module {
     }
     q = applyRotary(q.transpose(1, 2), cos, sin); // [B, H, T, D]
     k = applyRotary(k.transpose(1, 2), cos, sin); // [B, Hkv, T, D]
-    let [keys, values] = [k, v];
-    if (cache) [keys, values] = cache.update(layerIndex, k, v); // [B, Hkv, S, D]
-    const attended = this.attentionKernel(q, keys, values, mask, { training: this.training, cached: cache !== null });
+    // With a cache, k/v join the cached [B, Hkv, S, D] (each row its own, with RowCaches).
+    const state = { training: this.training, cached: cache !== null };
+    const attend = (query: Tensor, keys: Tensor, values: Tensor) => this.attentionKernel(query, keys, values, mask, state);
+    const attended = cache ? cache.attend(layerIndex, q, k, v, attend) : attend(q, k, v);
     return this.o_proj.forward(attended.transpose(1, 2).reshape(B, T, this._heads * D));
   }
 }
@@ -117,7 +118,7 @@ export class LlamaDecoderLayer extends Module implements DecoderLayer {
    * layer's temporaries are freed as soon as it is done (autograd keeps what backward needs), as
    * Python frees them when they go out of scope; a frozen layer then leaves nothing behind.
    */
-  forward(x: Tensor, context: LayerContext, cache: KVCache | null, layerIndex: number): Tensor {
+  forward(x: Tensor, context: LayerContext, cache: AttentionCache | null, layerIndex: number): Tensor {
     const { cos, sin, mask } = context as RotaryContext;
     return tidy(() => {
       const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, mask, cache, layerIndex));
@@ -131,6 +132,9 @@ export class LlamaDecoderLayer extends Module implements DecoderLayer {
 export class LlamaModel extends DecoderModel<LlamaDecoderLayer> {}
 
 export class LlamaForCausalLM extends DecoderForCausalLM<LlamaModel> {
+  /** Its layers attend through `cache.attend`: continuous batching gives each row its own cache (RowCaches). */
+  readonly perRowCaches = true;
+
   constructor(config: ModelConfig, variant: LlamaVariant = {}, options: BuildOptions = {}) {
     super(config, new LlamaModel(config, options, { layer: () => new LlamaDecoderLayer(config, variant, options) }), options);
   }

@@ -1,9 +1,11 @@
 // Gradient checkpointing, done in TypeScript: the forward pass keeps only each decoder layer's
 // input; the backward pass walks the layers in reverse, recomputing one layer's forward with
 // gradients on and backpropagating through it (what torch.utils.checkpoint does with
-// use_reentrant=True). Each layer's RNG state is replayed so dropout masks match. An auxiliary
-// loss the stage took (MoE router balancing) backpropagates through each recomputed layer.
-import { type Tensor, getRngState, keep, noGrad, setRngState, tidy } from "../../torch/index.ts";
+// use_reentrant=True). Each layer's RNG state is replayed so dropout masks match, and under the
+// trainer's autocast every forward (first and recomputed) is autocast while backward is not, as
+// torch.utils.checkpoint records and restores the autocast state. An auxiliary loss the stage took
+// (MoE router balancing) backpropagates through each recomputed layer.
+import { type AutocastSpec, type Tensor, autocastIf, getRngState, keep, noGrad, setRngState, tidy } from "../../torch/index.ts";
 import type { CausalLM, ForwardOptions } from "../causal_lm.ts";
 
 /**
@@ -16,9 +18,10 @@ export function checkpointedBackward(
   model: CausalLM,
   inputIds: Tensor,
   lossOf: (hidden: Tensor) => Tensor,
-  options: Omit<ForwardOptions, "cache" | "logitsToKeep"> = {},
+  options: Omit<ForwardOptions, "cache" | "logitsToKeep"> & { autocast?: AutocastSpec | null } = {},
 ): number {
   const layers = model.decoderLayers;
+  const amp = <T>(fn: () => T): T => autocastIf(options.autocast, fn);
   const saved: { input: Tensor; rng: Tensor }[] = [];
   try {
     const shared = tidy(() => {
@@ -28,13 +31,13 @@ export function checkpointedBackward(
     });
     try {
       // Forward without a graph, keeping each layer's input: h_0 .. h_L.
-      let hidden = noGrad(() => keep(model.embed(inputIds)));
+      let hidden = noGrad(() => keep(amp(() => model.embed(inputIds))));
       const embedded = hidden;
       for (let i = 0; i < layers.length; i++) {
         const rng = keep(getRngState());
         saved.push({ input: hidden, rng });
         const input = hidden;
-        hidden = noGrad(() => tidy(() => keep(layers[i]!.forward(input, shared, null, i))));
+        hidden = noGrad(() => tidy(() => keep(amp(() => layers[i]!.forward(input, shared, null, i)))));
       }
 
       // The head: final norm, lm_head and the loss, with a graph from h_L.
@@ -43,7 +46,7 @@ export function checkpointedBackward(
       const lossValue = tidy(() => {
         const top = last.detach().requiresGrad_(true);
         // Logits are not needed by backward: free them before it.
-        const loss = tidy(() => lossOf(model.finalNorm(top)));
+        const loss = tidy(() => amp(() => lossOf(model.finalNorm(top))));
         loss.backward();
         upstream = keep(top.grad!);
         return loss.item();
@@ -59,7 +62,7 @@ export function checkpointedBackward(
         upstream = tidy(() => {
           setRngState(rng);
           const leaf = input.detach().requiresGrad_(true);
-          const out = layers[i]!.forward(leaf, shared, null, i);
+          const out = amp(() => layers[i]!.forward(leaf, shared, null, i));
           // The part of the auxiliary loss (MoE load balancing) whose gradient flows through this layer.
           const auxiliary = model.auxiliaryLossOfLayer(i);
           if (auxiliary) out.mul(gradOut).sum().add(auxiliary).backward();
@@ -77,7 +80,7 @@ export function checkpointedBackward(
       // as with LoRA and freeze tuning).
       const gradEmbedded = upstream!;
       if (model.inputEmbeddings().weight.requiresGrad) {
-        tidy(() => model.embed(inputIds).backward(gradEmbedded));
+        tidy(() => amp(() => model.embed(inputIds)).backward(gradEmbedded));
       }
       gradEmbedded.dispose();
       embedded.dispose();

@@ -3,6 +3,7 @@
 // generator in the same order as PyTorch, so `manualSeed(s)` gives PyTorch's weights.
 import { type DType, type Device } from "../dtype.ts";
 import { noGrad } from "../autograd.ts";
+import { autocastDeviceOf, autocastState } from "../autocast.ts";
 import { empty, ones } from "../creation.ts";
 import { dropout, embedding, linear } from "../functional.ts";
 import { tidy } from "../scope.ts";
@@ -119,9 +120,12 @@ export class RMSNorm extends Module {
       const hidden = inputDtype === "float64" ? x : x.to("float32");
       const variance = hidden.pow(2).mean(-1, true);
       const normalised = hidden.mul(variance.add(this.eps).rsqrt());
-      // An upcast (float32) weight on lower-precision activations (upcast_layernorm): scale in
-      // float32 and hand the next layer its own dtype, since there is no autocast to do so.
-      if (this.weight.dtype === "float32" && inputDtype !== "float32" && inputDtype !== "float64") return this.weight.mul(normalised).to(inputDtype);
+      // An upcast (float32) weight on lower-precision activations (upcast_layernorm) without
+      // autocast: scale in float32 and hand the next layer its own dtype, which no autocast casts
+      // to. Under autocast the product stays float32, as in HF, and the next matmul casts it.
+      if (this.weight.dtype === "float32" && inputDtype !== "float32" && inputDtype !== "float64" && !autocastState(autocastDeviceOf(x.device)).enabled) {
+        return this.weight.mul(normalised).to(inputDtype);
+      }
       return this.weight.mul(normalised.to(inputDtype));
     });
   }

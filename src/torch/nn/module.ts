@@ -262,10 +262,13 @@ export class Module {
    * kept tensor (the old one is disposed), keeping `requiresGrad`; shared tensors stay shared.
    * Build optimizers after this, as in PyTorch. Only floating tensors change dtype.
    */
-  to(target: DType | Device | string): this {
+  to(target: DType | Device | string, options: { trainableOnly?: boolean } = {}): this {
     const isDtype = target in SCALAR_TYPE;
     const converted = new Map<Tensor, Tensor>();
-    const slots = [...this.#slots("parameters"), ...this.#slots("buffers")];
+    // trainableOnly: LLaMA-Factory's cast_trainable_params_to_fp32 (frozen weights and buffers stay).
+    const slots = options.trainableOnly
+      ? this.#slots("parameters").filter((slot) => slot.tensor.requiresGrad)
+      : [...this.#slots("parameters"), ...this.#slots("buffers")];
     noGrad(() => {
       for (const slot of slots) {
         const old = slot.tensor;
