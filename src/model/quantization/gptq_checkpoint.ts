@@ -93,9 +93,14 @@ export function gptqQuantLinear(
   const { bits } = config;
   const groupSize = config.groupSize ?? inFeatures;
   const groups = stored.scales.length / outFeatures;
-  if (inFeatures % groupSize !== 0 || groups !== inFeatures / groupSize) {
+  // auto_gptq keeps ceil(in / group_size) groups: the last one may be partial (or the only one, shorter than group_size).
+  if (groups !== Math.ceil(inFeatures / groupSize)) {
     throw new UserError(`${name}: ${inFeatures} input features do not split into ${groups} GPTQ groups of ${groupSize}`, "model_name_or_path", "the checkpoint's group_size does not fit the layer");
   }
+  // The quantized layer's blocks share one (scale, zero): `block` features, so that a whole group
+  // is one block, or several when a partial group makes the groups uneven.
+  const block = greatestCommonDivisor(inFeatures, groupSize);
+  const blocksPerRow = inFeatures / block;
   if (stored.qweight.length !== (inFeatures * bits * outFeatures) / 32) {
     throw new UserError(`${name}.qweight holds ${stored.qweight.length} words, a [${outFeatures}, ${inFeatures}] ${bits}-bit layer needs ${(inFeatures * bits * outFeatures) / 32}`, "model_name_or_path", "config.json and the GPTQ weights do not belong together");
   }
@@ -121,12 +126,13 @@ export function gptqQuantLinear(
       else bytes[e >> 1] |= e & 1 ? level : level << 4;
     }
   }
-  const scale = new Float32Array(outFeatures * groups);
-  const zero = new Float32Array(outFeatures * groups);
+  const scale = new Float32Array(outFeatures * blocksPerRow);
+  const zero = new Float32Array(outFeatures * blocksPerRow);
   for (let o = 0; o < outFeatures; o++) {
-    for (let g = 0; g < groups; g++) {
-      scale[o * groups + g] = stored.scales[g * outFeatures + o]!;
-      zero[o * groups + g] = zeros[g * outFeatures + o]! + (config.zeroMinusOne ? 1 : 0);
+    for (let b = 0; b < blocksPerRow; b++) {
+      const g = Math.floor((b * block) / groupSize);
+      scale[o * blocksPerRow + b] = stored.scales[g * outFeatures + o]!;
+      zero[o * blocksPerRow + b] = zeros[g * outFeatures + o]! + (config.zeroMinusOne ? 1 : 0);
     }
   }
   const device = options.device;
@@ -145,7 +151,7 @@ export function gptqQuantLinear(
       method: "gptq",
       format: `gptq ${bits}-bit${permuted ? " act-order" : ""}`,
       stored: buffers,
-      levels: (s) => ({ levels: s.qlevels!, bits: packedBits, table: s.qtable!, scale: s.qscale!, zero: s.qzero!, blocksize: groupSize }),
+      levels: (s) => ({ levels: s.qlevels!, bits: packedBits, table: s.qtable!, scale: s.qscale!, zero: s.qzero!, blocksize: block }),
       inputOrder,
     },
     { bias: options.bias, computeDtype: options.computeDtype },
@@ -211,4 +217,8 @@ export function gptqWeightSink(model: CausalLM, folder: string, config: GptqChec
       }
     },
   };
+}
+
+function greatestCommonDivisor(a: number, b: number): number {
+  return b === 0 ? a : greatestCommonDivisor(b, a % b);
 }
