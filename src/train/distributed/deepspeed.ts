@@ -113,7 +113,7 @@ export function checkDeepSpeedConfig(config: Config, values: DeepSpeedTrainingVa
   const offload = ["offload_optimizer", "offload_param"].filter((key) => at(config, `zero_optimization.${key}.device`) && at(config, `zero_optimization.${key}.device`) !== "none");
   const tensorParallel = Number(at(config, "tensor_parallel.autotp_size") ?? 1);
   const placement = [`ZeRO stage ${stage}`, ...offload, ...(tensorParallel > 1 ? [`autotp_size ${tensorParallel}`] : [])].join(", ");
-  const precision = values.bf16 ? "; with bf16 the weights and optimizer states train in bfloat16 as without DeepSpeed (ZeRO would keep an fp32 master copy)" : "";
+  const precision = values.bf16 ? "; with bf16 the trainable weights and optimizer states stay float32 under bfloat16 autocast, as without DeepSpeed (ZeRO's bf16 keeps an fp32 master copy too)" : "";
   return (
     `deepspeed (${placement}): lmfactory runs the same data-parallel training without DeepSpeed; parameters, gradients and optimizer states are not sharded or offloaded, ` +
     `so every process holds them whole (memory, not results, differs)${precision}`

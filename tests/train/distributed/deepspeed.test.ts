@@ -24,7 +24,7 @@ test("LLaMA-Factory's ds_z0 / ds_z2 / ds_z3 configs are accepted with one notice
   for (const [stage, file] of [[0, "ds_z0_config.json"], [2, "ds_z2_config.json"], [3, "ds_z3_config.json"]] as const) {
     const notice = checkDeepSpeedConfig(readDeepSpeedConfig(`examples/deepspeed/${file}`), VALUES);
     assert.match(notice, new RegExp(`^deepspeed \\(ZeRO stage ${stage}\\): lmfactory runs the same data-parallel training without DeepSpeed; parameters, gradients and optimizer states are not sharded`));
-    assert.match(notice, /with bf16 the weights and optimizer states train in bfloat16/);
+    assert.match(notice, /with bf16 the trainable weights and optimizer states stay float32 under bfloat16 autocast/);
   }
   const offload = { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu" }, offload_param: { device: "cpu" } }, tensor_parallel: { autotp_size: 2 } };
   assert.match(checkDeepSpeedConfig(offload, { ...VALUES, bf16: false }), /^deepspeed \(ZeRO stage 3, offload_optimizer, offload_param, autotp_size 2\)/);
