@@ -7,8 +7,9 @@ import { UserError } from "../errors.ts";
 import type { InferArgs } from "../hparams/index.ts";
 import { ollamaModelfile, savedChatTemplate } from "../data/templates/serialize.ts";
 import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_args.ts";
+import { checkpointTensors } from "../model/loader.ts";
 import { type LoadedModel, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
-import { type DType, engineInfo } from "../torch/index.ts";
+import { type DType, type Tensor, engineInfo, saveSafetensorsSharded } from "../torch/index.ts";
 import { StagedFolder, checkExportDir } from "./folder.ts";
 import { listDataFiles, readDataFiles } from "../data/loaders.ts";
 import { readDatasetInfo } from "../data/registry.ts";
@@ -91,6 +92,7 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
     if (modelArgs.adapter_name_or_path?.length) throw new UserError("cannot merge adapters into a quantized (GPTQ) model", "adapter_name_or_path", "merge the adapters into the unquantized model, then quantize that export");
     if (modelArgs.export_format === "gguf") throw new UserError("GGUF export starts from float weights, and this model is GPTQ-quantized", "export_format: gguf", "export the unquantized model to GGUF and choose a GGUF type there");
     if (modelArgs.export_quantization_bit !== null) throw new UserError("the model is already GPTQ-quantized", "export_quantization_bit", "quantize the unquantized model");
+    if (modelArgs.export_legacy_format) throw new UserError("GPTQ folders are written as safetensors", "export_legacy_format", "drop export_legacy_format for a GPTQ model");
   }
   // A GPTQ model is saved in float16, as LLaMA-Factory sets torch_dtype for quantized models.
   const dtype = bits !== null ? "float16" : exportDtype(modelArgs.infer_dtype, configDtype);
@@ -206,7 +208,20 @@ function writeHf(loaded: LoadedModel, args: InferArgs, dtype: DType, folder: str
     chatTemplate: savedChatTemplate(loaded.template, loaded.tokenizer),
     modelfile: ollamaModelfile(loaded.template, loaded.tokenizer),
     valueHead,
+    // A GPTQ model exports unchanged (no adapter merges into it): its packed tensors as stored.
+    writeWeights: loaded.model.config.quantization_config ? (target) => copyCheckpoint(loaded.modelFolder, target, dtype, options.maxShardBytes ?? `${modelArgs.export_size}GB`) : undefined,
   });
+}
+
+/** The source checkpoint's tensors re-sharded into `folder` (floating ones in `dtype`, integer ones as stored). */
+function copyCheckpoint(source: string, folder: string, dtype: DType, maxShardSize: number | string): string[] {
+  const state: Record<string, Tensor> = {};
+  try {
+    for (const [name, tensor] of checkpointTensors(source)) state[name] = tensor;
+    return saveSafetensorsSharded(folder, state, { maxShardSize, dtype }).map((path) => basename(path));
+  } finally {
+    for (const tensor of Object.values(state)) tensor.dispose();
+  }
 }
 
 /** A GGUF export: one `model-<type>.gguf` with the tokenizer and chat template, and a Modelfile that points at it. */

@@ -44,8 +44,8 @@ export function loadModel(folder: string, options: LoadModelOptions = {}): Causa
   return model;
 }
 
-/** The checkpoint's tensors one at a time, in their stored dtypes. */
-function* checkpointTensors(folder: string): Generator<[string, Tensor]> {
+/** The checkpoint's tensors one at a time, in their stored dtypes (the caller disposes each). */
+export function* checkpointTensors(folder: string): Generator<[string, Tensor]> {
   if (existsSync(join(folder, "model.safetensors")) || existsSync(join(folder, "model.safetensors.index.json"))) {
     const reader: TensorReader = openSafetensors(folder);
     try {
