@@ -18,5 +18,8 @@ function job<C extends Command, R, O>(command: C, load: () => Promise<(args: Arg
 export const runExp = job("train", async () => (await import("../train/workflow.ts")).runTrain);
 export const train = runExp;
 
+/** `lmf export` (LLaMA-Factory's `export_model`): merges adapters and writes the folder; returns its path. */
+export const exportModel = job("export", async () => (await import("../export/workflow.ts")).runExport);
+
 /** `lmf eval`: a multiple-choice benchmark; returns the accuracies and predictions. */
 export const evaluate = job("eval", async () => (await import("../eval/evaluator.ts")).runEval);

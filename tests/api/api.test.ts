@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ChatModel, evaluate, isUserError, parseArgs, runExp, train, version } from "../../src/index.ts";
+import { ChatModel, evaluate, exportModel, isUserError, parseArgs, runExp, train, version } from "../../src/index.ts";
 import { ChatModel as ChatEngine } from "../../src/infer/chat_model.ts";
 import { alpacaDataDir, tinyModelWithTokenizer } from "../fixtures/tiny_run.ts";
 
@@ -63,6 +63,19 @@ test("runExp trains as lmf train does; ChatModel answers as the engine does and 
   } finally {
     chat.dispose();
     engine.dispose();
+  }
+
+  // exportModel merges the adapter into a Hugging Face folder whose model answers as the adapter did.
+  const exported = join(output, "..", "merged");
+  assert.equal(await exportModel({ model_name_or_path: model, adapter_name_or_path: output, template: "chatml", export_dir: exported, infer_dtype: "float32" }, { print: () => {}, ...quiet }), exported);
+  const merged = ChatEngine.load({ modelNameOrPath: exported, template: "chatml" }, { maxNewTokens: 6, doSample: false });
+  const adapted = ChatEngine.load({ modelNameOrPath: model, adapterNameOrPath: [output], template: "chatml" }, { maxNewTokens: 6, doSample: false });
+  try {
+    const messages = [{ role: "user" as const, content: "Count to 3." }];
+    assert.equal(merged.chat([messages])[0]!.text, adapted.chat([messages])[0]!.text);
+  } finally {
+    merged.dispose();
+    adapted.dispose();
   }
 });
 

@@ -1,7 +1,7 @@
 // Compile-only check of the public types, as a project that installed lmfactory sees them: the
 // repo's typecheck compiles it against src/, tests/package/packed.test.ts against the packed
 // package's declarations (imports rewritten to "lmfactory" and "lmfactory/torch"). Never run.
-import { ChatModel, type ChatResponse, type EvalResult, type InferArgs, type TrainArgs, UserError, evaluate, parseArgs, runExp, train, version } from "../../src/index.ts";
+import { ChatModel, type ChatResponse, type EvalResult, type InferArgs, type TrainArgs, UserError, evaluate, exportModel, parseArgs, runExp, train, version } from "../../src/index.ts";
 import { type Tensor, tensor, tidy } from "../../src/torch/index.ts";
 
 export async function publicTypes(): Promise<void> {
@@ -25,6 +25,10 @@ export async function publicTypes(): Promise<void> {
   const pieces: Generator<string> = chat.streamChat([{ role: "user", content: "hi" }]);
   chat.dispose();
 
+  const folder: string = await exportModel({ model_name_or_path: "m", adapter_name_or_path: "a", export_dir: "out", export_size: 2 });
+  // @ts-expect-error export takes no training keys
+  await exportModel({ model_name_or_path: "m", export_dir: "out", learning_rate: 1e-4 });
+  void folder;
   const result: EvalResult = await evaluate({ model_name_or_path: "m", task: "mmlu_test" });
   const average: number | undefined = result.categoryAccuracy["Average"];
   const error: Error = new UserError("what", "where", "fix");
