@@ -30,7 +30,7 @@ export const rlhfFields = {
   ppo_logger: optChoice(["wandb", "tensorboard"], "Logger for PPO runs.", later),
   ref_model: optStr("Reference model for DPO or PPO (defaults to the model being trained)."),
   ref_model_adapters: optList("Adapters of the reference model."),
-  ref_model_quantization_bit: intChoice([4, 8], "Quantize the reference model to this many bits.", later),
+  ref_model_quantization_bit: intChoice([4, 8], "Quantize ref_model to this many bits while it loads (bitsandbytes' formats, as quantization_bit)."),
   reward_model: optStr("Reward model for PPO: a folder, or a URL when reward_model_type is api.", later),
   reward_model_adapters: optList("Adapters of the reward model.", later),
   reward_model_quantization_bit: intChoice([4, 8], "Quantize the reward model to this many bits.", later),

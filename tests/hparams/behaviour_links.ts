@@ -75,7 +75,7 @@ const TRAINER_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
 const preference = "tests/train/preference_stages.test.ts";
 const preferenceInit: Link = [preference, "dpo at initialisation, policy = reference (LoRA B = 0, a frozen copy for full and freeze): sigmoid ln 2, hinge 1, ipo (1/(2β))², kto_pair 1/2, BCO mixed"];
 const preferenceWeights: Link = [preference, "pref_ftx, dpo_label_smoothing, ld_alpha and the KTO weights each change the loss as LLaMA-Factory computes it"];
-const referenceChoice: Link = [preference, "ref_model and ref_model_adapters choose the reference: the base gives ln 2 at init, an adapter on it does not"];
+const referenceChoice: Link = [preference, "ref_model, ref_model_adapters and ref_model_quantization_bit choose the reference: the base gives ln 2 at init, an adapter on it or its 4-bit copy does not"];
 
 /** The preference stages' fields (issue 15). */
 const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
@@ -90,6 +90,7 @@ const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   simpo_gamma: [preference, "orpo and simpo train without a reference and log their metrics; rewards are β · average log-probs"],
   ref_model: referenceChoice,
   ref_model_adapters: referenceChoice,
+  ref_model_quantization_bit: referenceChoice,
 };
 
 const hfExport = "tests/export/hf_export.test.ts";

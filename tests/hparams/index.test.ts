@@ -123,7 +123,7 @@ describe("tiers", () => {
       return true;
     });
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm" }), /not yet supported by lmfactory: `stage: ppo`/);
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo", ref_model_quantization_bit: 4 }), /`ref_model_quantization_bit: 4`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo", use_galore: true }), /`use_galore: true`/);
     for (const stage of ["rm", "dpo", "kto"]) assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, stage, pref_loss: "ipo", ld_alpha: 0.5, ref_model: "models/ref" }), stage);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, optim: "paged_adamw_8bit" }), /`optim: paged_adamw_8bit`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, lr_scheduler_type: "reduce_lr_on_plateau" }), /`lr_scheduler_type: reduce_lr_on_plateau`/);
@@ -275,7 +275,7 @@ describe("help and schema", () => {
     const train = commandHelp("train");
     assert.match(train, /lora_rank {2}int {2}\(default: 8\)/);
     assert.match(train, /finetuning_type {2}enum\{lora, freeze, full, oft\} {2}\(default: lora\)/);
-    assert.match(train, /ref_model_quantization_bit {2}int\{4, 8\}\? {2}\(default: null\)\n.*\[not yet supported\]/);
+    assert.match(train, /use_galore {2}bool {2}\(default: false\)\n.*\[not yet supported\]/);
     assert.match(train, /stage .*\n.*\[not yet supported: ppo\]/);
     assert.ok(allFieldsHelp().includes("EvaluationArguments"));
   });

@@ -166,7 +166,7 @@ test("kto at initialisation: kl 0, rewards 0, loss w/2; then it learns the tags"
   assert.ok(existsSync(join(learnt.outputDir, "training_rewards_chosen.png")));
 });
 
-test("ref_model and ref_model_adapters choose the reference: the base gives ln 2 at init, an adapter on it does not", async () => {
+test("ref_model, ref_model_adapters and ref_model_quantization_bit choose the reference: the base gives ln 2 at init, an adapter on it or its 4-bit copy does not", async () => {
   // A LoRA adapter that has moved away from the base: one short dpo run.
   const adapter = (await train({ stage: "dpo", max_steps: 5 })).outputDir;
   const onBase = await train({ stage: "dpo", finetuning_type: "full", ref_model: MODEL });
@@ -175,6 +175,10 @@ test("ref_model and ref_model_adapters choose the reference: the base gives ln 2
   const onAdapter = await train({ stage: "dpo", finetuning_type: "full", ref_model: MODEL, ref_model_adapters: adapter });
   assert.notEqual(onAdapter.history[0]!["rewards/margins"], 0);
   assert.ok(Math.abs(onAdapter.history[0]!.loss! - Math.log(2)) > 1e-3);
+  // ref_model_quantization_bit: the same base as reference, quantized to 4 bits, no longer equals the policy at init.
+  const quantized = await train({ stage: "dpo", finetuning_type: "full", ref_model: MODEL, ref_model_quantization_bit: 4 });
+  assert.ok(quantized.lines.some((line) => line.startsWith(`reference model: ${MODEL} (frozen, quantized to 4 bits)`)), quantized.lines.join("\n"));
+  assert.notEqual(quantized.history[0]!["rewards/margins"], 0);
 });
 
 test("dpo evaluation without training uses the policy as its reference and reports no rewards", async () => {

@@ -20,11 +20,16 @@ export interface Reference {
   dispose(): void;
 }
 
-/** Loads a frozen model for inference from `folder` (with its adapters merged), as the reference. */
-function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null): CausalLM {
+/**
+ * Loads a frozen model for inference from `folder` (with its adapters merged), as the reference;
+ * `quantizationBit` replaces the policy's quantization_bit (LLaMA-Factory's ModelArguments.copyfrom
+ * with ref_model_quantization_bit), undefined keeps it.
+ */
+function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null, quantizationBit?: number | null): CausalLM {
   const { args, device, dtype, print, loaded } = context;
   const tokenizer: LoadedTokenizer = folder === null ? loaded : loadTokenizerAndTemplate(tokenizerOptionsFromArgs({ ...args, model: { ...args.model, model_name_or_path: folder } }));
-  const options = modelOptionsFromArgs(args, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
+  const modelArgs = quantizationBit === undefined ? args.model : { ...args.model, quantization_bit: quantizationBit };
+  const options = modelOptionsFromArgs({ ...args, model: modelArgs }, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
   // LLaMA-Factory loads it with fresh FinetuningArguments (LoRA, not trainable): adapters are merged.
   const { model } = loadModelFor(tokenizer, { ...options, printParamStatus: false, finetuning: { finetuningType: "lora", adapterNameOrPath: adapters, isTrainable: false } });
   const want = loaded.model.outputEmbeddings().weight.shape[0];
@@ -50,8 +55,10 @@ export function createReference(context: AttachContext): Reference {
     return { kind, logps: (rows) => noGrad(() => modelLogProbs(model, rows, device)), dispose: () => model.dispose() };
   };
   if (finetuning.ref_model) {
-    print(`reference model: ${finetuning.ref_model}${finetuning.ref_model_adapters?.length ? ` with adapters ${finetuning.ref_model_adapters.join(", ")}` : ""} (frozen)`);
-    return frozen(loadFrozen(context, finetuning.ref_model, finetuning.ref_model_adapters), "ref_model");
+    const bits = finetuning.ref_model_quantization_bit;
+    const adapters = finetuning.ref_model_adapters?.length ? ` with adapters ${finetuning.ref_model_adapters.join(", ")}` : "";
+    print(`reference model: ${finetuning.ref_model}${adapters} (frozen${bits !== null ? `, quantized to ${bits} bits` : ""})`);
+    return frozen(loadFrozen(context, finetuning.ref_model, finetuning.ref_model_adapters, bits), "ref_model");
   }
   if (!training.do_train) {
     print("reference model: the model itself (evaluation without training and without ref_model: rewards are not reported)");

@@ -5,10 +5,10 @@ import type { FinetuningArguments } from "../../hparams/index.ts";
 import { rlhfFields } from "../../hparams/rlhf.ts";
 
 /** The preference fields lmfactory honours, and which of them a stage (with its settings) reads. */
-const PREFERENCE_FIELDS = ["pref_beta", "pref_ftx", "pref_bco_weight", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight", "simpo_gamma", "ld_alpha", "ref_model", "ref_model_adapters"] as const;
+const PREFERENCE_FIELDS = ["pref_beta", "pref_ftx", "pref_bco_weight", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight", "simpo_gamma", "ld_alpha", "ref_model", "ref_model_adapters", "ref_model_quantization_bit"] as const;
 
 function fieldsRead(stage: string, finetuning: FinetuningArguments): Set<string> {
-  const reference = ["ref_model", ...(finetuning.ref_model ? ["ref_model_adapters"] : [])];
+  const reference = ["ref_model", ...(finetuning.ref_model ? ["ref_model_adapters", "ref_model_quantization_bit"] : [])];
   if (stage === "kto") return new Set(["pref_beta", "pref_ftx", "kto_chosen_weight", "kto_rejected_weight", ...reference]);
   if (stage !== "dpo") return new Set();
   const read = ["pref_beta", "pref_ftx", "pref_loss", "ld_alpha", "dpo_label_smoothing"];
