@@ -175,13 +175,15 @@ def main():
         remapped = {}
         lora_modules = {k.rsplit(".lora_", 1)[0] for k in lora}
         for name, t in state.items():
-            module = name.rsplit(".", 1)[0]
-            remapped[f"{module}.base_layer.weight" if module in lora_modules else name] = t
+            module, leaf = name.rsplit(".", 1)
+            remapped[f"{module}.base_layer.{leaf}" if module in lora_modules else name] = t
         remapped.update(lora)
         state = remapped
         del remapped, lora
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and not [m for m in missing if "inv_freq" not in m], (missing, unexpected)
+    # A tied head shares the embedding's weight and is not in the checkpoint (transformers drops it on save).
+    tied = {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set()
+    assert not unexpected and not [m for m in missing if "inv_freq" not in m and m not in tied], (missing, unexpected)
     del state
     trainable = set(req["trainable"])
     names = {n for n, _ in model.named_parameters()}
