@@ -199,3 +199,24 @@ test("lmf export with export_format gguf refuses deepseek_v2 before loading the 
   await assert.rejects(runExport(args, { print: () => {} }), /DeepSeek-V2's MLA attention/);
   assert.ok(!existsSync(dir), "nothing written");
 });
+
+for (const [label, overrides] of [
+  ["gemma2", { model_type: "gemma2", ...GEMMA, tie_word_embeddings: true, sliding_window: 4, attn_logit_softcapping: 20.0, final_logit_softcapping: 10.0 }],
+  ["qwen3_moe", { model_type: "qwen3_moe", ...MOE, head_dim: 16, intermediate_size: 40, moe_intermediate_size: 16, num_experts: 4, num_experts_per_tok: 2, norm_topk_prob: true }],
+] as [string, Record<string, unknown>][]) {
+  test(`lmf export with export_format gguf writes a ${label} file llama.cpp runs as lmfactory does`, async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const folder = makeTinyChatModel(overrides);
+    const dir = join(workDir, `export-${label}`);
+    const args = parseInferArgs({ model_name_or_path: folder, template: "default", export_dir: dir, export_format: "gguf", export_gguf_type: "f32" }, { command: "export", onWarning: () => {} });
+    await runExport(args, { print: () => {} });
+    const path = join(dir, "model-f32.gguf");
+    assert.ok(existsSync(join(dir, "Modelfile")));
+    const model = loadModel(folder);
+    const result = await compareWithLlamaCpp(llama!, model, path, PROMPT, 4, "F32");
+    t.diagnostic(`f32: max |p_ours - p_llama.cpp| over 4 steps = ${result.maxDiff.toExponential(2)}`);
+    assert.deepEqual(result.theirs, result.ours);
+    assert.ok(result.maxDiff < 5e-4);
+    model.dispose();
+  });
+}

@@ -1,9 +1,8 @@
-// Gemma, Gemma 2 and Gemma 3 (text) as GGUF: llama.cpp's `gemma`, `gemma2` and `gemma3`, as
-// convert_hf_to_gguf.py's GemmaModel, Gemma2Model and Gemma3Model write them: every norm weight
-// stored as (1 + w), the post-attention / pre- and post-feedforward norms, soft-capping and
-// sliding-window keys. llama.cpp fixes what HF configures (its llama_load_hparams_gemma2/3): the
-// sliding pattern (every 2nd / 6th layer global), Gemma 3's local RoPE base 10000, and the query
-// scale (head_dim, or hidden / heads for the 27B layer counts), so other values are refused or folded.
+// Gemma, Gemma 2 and Gemma 3 (text) as GGUF: llama.cpp's `gemma`, `gemma2`, `gemma3`, as the
+// converter's GemmaModel / Gemma2Model / Gemma3Model write them: norms stored as (1 + w), the extra
+// norms, soft-capping and sliding-window keys. llama.cpp fixes what HF configures (its
+// llama_load_hparams_gemma2/3: the sliding pattern, Gemma 3's local RoPE base 10000, the query
+// scale), so other values are refused, or for the query scale folded into the weights.
 import type { ModelConfig } from "../../model/config.ts";
 import type { Tensor } from "../../torch/index.ts";
 import { type GgufFamily, type Metadata, commonMetadata, ropeScalingMetadata } from "./family.ts";

@@ -1,9 +1,8 @@
 // Phi-3 / Phi-3.5 / Phi-4 as GGUF: llama.cpp's `phi3`, as convert_hf_to_gguf.py's Phi3MiniModel
-// writes it: the fused qkv_proj as attn_qkv and the fused gate_up_proj as ffn_up (llama.cpp's
-// SwiGLU takes the gate from the first half), partial rotary as rope.dimension_count, and LongRoPE
-// (`su` / `longrope`) as rope_factors_short / rope_factors_long with the attention factor; llama.cpp
-// picks the long factors by its context size (n_ctx, padded to 256, > the original context), HF by
-// sequence length.
+// writes it: qkv_proj as attn_qkv, gate_up_proj as ffn_up (SwiGLU, gate first), partial rotary as
+// rope.dimension_count, LongRoPE (`su` / `longrope`) as rope_factors_short / _long with the
+// attention factor. llama.cpp picks the long factors by its context size (n_ctx, padded to 256,
+// above the original context), HF by sequence length.
 import type { ModelConfig } from "../../model/config.ts";
 import { type GgufFamily, type Metadata, commonMetadata } from "./family.ts";
 import { f32, u32 } from "./writer.ts";

@@ -1,9 +1,8 @@
-// Qwen2-MoE and Qwen3-MoE as GGUF: llama.cpp's `qwen2moe` and `qwen3moe`, as convert_hf_to_gguf.py's
-// Qwen2MoeModel and Qwen3MoeModel write them: the router as ffn_gate_inp (kept float32), the
-// experts stacked into 3-D ffn_{gate,up,down}_exps [E, out, in], Qwen2-MoE's shared expert as
-// ffn_*_shexp with its sigmoid gate as ffn_gate_inp_shexp, and the expert sizes as
-// expert_feed_forward_length / expert_shared_feed_forward_length. llama.cpp's graphs renormalise
-// the top-k weights for qwen3moe and never for qwen2moe, and have every layer sparse.
+// Qwen2-MoE and Qwen3-MoE as GGUF: llama.cpp's `qwen2moe` and `qwen3moe`, as the converter's
+// Qwen2MoeModel / Qwen3MoeModel write them: the router as ffn_gate_inp (float32), experts stacked
+// into 3-D ffn_{gate,up,down}_exps [E, out, in], Qwen2-MoE's shared expert as ffn_*_shexp with its
+// sigmoid gate ffn_gate_inp_shexp, expert sizes as expert_(shared_)feed_forward_length. llama.cpp's
+// graphs renormalise top-k weights for qwen3moe, never for qwen2moe, and have every layer sparse.
 import type { ModelConfig } from "../../model/config.ts";
 import { type GgufFamily, type Metadata, commonMetadata, expertMetadata, ropeDimensions, ropeScalingMetadata } from "./family.ts";
 import { LAYER_TENSOR_NAMES } from "./llama.ts";
