@@ -91,6 +91,13 @@ const SHAPES = [
       ["gemma3_text, tied, (1 + w) norms", { model_type: "gemma3_text", head_dim: 64, query_pre_attn_scalar: 64, sliding_window: 16, tie_word_embeddings: true }],
       ["phi3, fused qkv and gate_up", { model_type: "phi3" }],
       ["glm4, biases and post-norms", { model_type: "glm4", head_dim: 64 }],
+      [
+        "deepseek_v2, MLA's split attn_k_b / attn_v_b, shared experts",
+        {
+          model_type: "deepseek_v2", num_key_value_heads: 4, q_lora_rank: 64, kv_lora_rank: 64, qk_nope_head_dim: 32, qk_rope_head_dim: 32, v_head_dim: 32,
+          moe_intermediate_size: 64, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2, first_k_dense_replace: 1,
+        },
+      ],
     ] as [string, Record<string, unknown>][]
   ).map(([label, family]) => ({
     label: `${label}: the float types and q8_0`,

@@ -1,4 +1,4 @@
-// GGUF export of the families beyond Llama (src/export/gguf/{gemma,phi3,qwen_moe,glm4,llama}.ts)
+// GGUF export of the families beyond Llama (src/export/gguf/{gemma,phi3,qwen_moe,glm4,deepseek_v2,llama}.ts)
 // against llama.cpp (node-llama-cpp, CPU) on tiny random checkpoints of each family: the file's
 // architecture and tensor layout as an independent reader sees it, then next-token probabilities
 // along the greedy path and the greedy continuation itself, from f32 and f16 files. Families or
@@ -36,6 +36,12 @@ const PROMPT = [1, 17, 42, 8, 91, 33, 5, 60, 27];
 const STEPS = 16;
 
 const GEMMA = { head_dim: 8, query_pre_attn_scalar: 8, intermediate_size: 48 };
+/** DeepSeek-V2-Lite's shape in miniature (tests/model/deepseek_v2.test.ts). */
+const DEEPSEEK = {
+  intermediate_size: 48, moe_intermediate_size: 12, num_hidden_layers: 3, num_key_value_heads: 4, q_lora_rank: null, kv_lora_rank: 16,
+  qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 6, n_routed_experts: 8, n_shared_experts: 2, num_experts_per_tok: 3,
+  first_k_dense_replace: 1, routed_scaling_factor: 1.0, topk_method: "greedy",
+};
 const MOE = { num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 };
 
 interface Case {
@@ -121,6 +127,20 @@ const CASES: Case[] = [
     tensors: { "blk.0.attn_q.bias": [32], "blk.0.post_attention_norm.weight": [32], "blk.0.post_ffw_norm.weight": [32], "blk.1.ffn_up.weight": [32, 96] },
     f32Tolerance: 1e-5,
   },
+  {
+    label: "deepseek_v2 as V2-Lite (MLA without q LoRA, YaRN with mscale = mscale_all_dim, a dense first layer, 2 shared + 8 routed top-3)",
+    overrides: { model_type: "deepseek_v2", ...DEEPSEEK, rope_scaling: { type: "yarn", factor: 40, original_max_position_embeddings: 4, beta_fast: 32, beta_slow: 1, mscale: 0.707, mscale_all_dim: 0.707 } },
+    arch: "deepseek2",
+    tensors: { "blk.0.attn_k_b.weight": [8, 16, 4], "blk.0.attn_v_b.weight": [16, 6, 4], "blk.0.attn_kv_a_mqa.weight": [32, 20], "blk.0.ffn_gate.weight": [32, 48], "blk.1.ffn_gate_exps.weight": [32, 12, 8], "blk.2.ffn_up_shexp.weight": [32, 24] },
+    f32Tolerance: 1e-5,
+  },
+  {
+    label: "deepseek_v2 with q LoRA and renormalised top-k",
+    overrides: { model_type: "deepseek_v2", ...DEEPSEEK, q_lora_rank: 12, norm_topk_prob: true },
+    arch: "deepseek2",
+    tensors: { "blk.1.attn_q_a.weight": [32, 12], "blk.1.attn_q_a_norm.weight": [12], "blk.1.attn_q_b.weight": [12, 48] },
+    f32Tolerance: 1e-5,
+  },
 ];
 
 for (const [index, { label, overrides, arch, tensors, f32Tolerance }] of CASES.entries()) {
@@ -167,7 +187,10 @@ for (const [index, { label, overrides, arch, tensors, f32Tolerance }] of CASES.e
 const refused = (overrides: Record<string, unknown>, type: "f32" | "q4_k_m" = "f32") => ggufRefusal(normalizeConfig({ ...TINY_LLAMA, ...overrides }), type);
 
 test("GGUF export refuses, with the reason, configurations llama.cpp's graph cannot reproduce", () => {
-  assert.match(refused({ model_type: "deepseek_v2" })!, /DeepSeek-V2's MLA.*supports model_type llama/);
+  assert.match(refused({ model_type: "falcon" })!, /does not support model_type 'falcon'; it supports llama, /);
+  assert.match(refused({ model_type: "deepseek_v2", ...DEEPSEEK, topk_method: "group_limited_greedy", n_group: 4, topk_group: 2 })!, /group-limited routing/);
+  assert.match(refused({ model_type: "deepseek_v2", ...DEEPSEEK, norm_topk_prob: true, routed_scaling_factor: 16 })!, /normalises and then scales/);
+  assert.match(refused({ model_type: "deepseek_v2", ...DEEPSEEK, rope_scaling: { type: "yarn", factor: 4, mscale: 1, mscale_all_dim: 0.8 } })!, /mscale equal to mscale_all_dim/);
   assert.match(refused({ model_type: "gemma3_text", rope_local_base_freq: 100 })!, /RoPE base 10000 on sliding layers/);
   assert.match(refused({ model_type: "gemma3_text", sliding_window_pattern: 2 })!, /every 6th layer global/);
   assert.match(refused({ model_type: "gemma2", tie_word_embeddings: true, attn_logit_softcapping: null })!, /always soft-caps/);
@@ -180,23 +203,11 @@ test("GGUF export refuses, with the reason, configurations llama.cpp's graph can
   assert.equal(refused({ model_type: "llama" }, "q4_k_m"), null);
 });
 
-test("lmf export with export_format gguf refuses deepseek_v2 before loading the model or writing anything", async () => {
-  const folder = makeTinyChatModel({
-    model_type: "deepseek_v2",
-    moe_intermediate_size: 12,
-    num_key_value_heads: 4,
-    q_lora_rank: null,
-    kv_lora_rank: 16,
-    qk_nope_head_dim: 8,
-    qk_rope_head_dim: 4,
-    v_head_dim: 6,
-    n_routed_experts: 4,
-    n_shared_experts: 1,
-    num_experts_per_tok: 2,
-  });
+test("lmf export with export_format gguf refuses what llama.cpp cannot run before loading the model or writing anything", async () => {
+  const folder = makeTinyChatModel({ model_type: "deepseek_v2", ...DEEPSEEK, topk_method: "group_limited_greedy", n_group: 4, topk_group: 2 });
   const dir = join(workDir, "deepseek-export");
   const args = parseInferArgs({ model_name_or_path: folder, template: "default", export_dir: dir, export_format: "gguf" }, { command: "export", onWarning: () => {} });
-  await assert.rejects(runExport(args, { print: () => {} }), /DeepSeek-V2's MLA attention/);
+  await assert.rejects(runExport(args, { print: () => {} }), /group-limited routing/);
   assert.ok(!existsSync(dir), "nothing written");
 });
 

@@ -7,6 +7,7 @@ import type { CausalLM } from "../../model/registry.ts";
 import { type Tensor, noGrad, stack, tidy } from "../../torch/index.ts";
 import type { GgufFamily, Metadata } from "./family.ts";
 import { gemmaFamily } from "./gemma.ts";
+import { deepseekV2Family } from "./deepseek_v2.ts";
 import { glm4Family } from "./glm4.ts";
 import { llamaFamily, qwenFamily } from "./llama.ts";
 import { GGUF_FILE_TYPES, type GgufFileType, tensorTypes } from "./mix.ts";
@@ -30,12 +31,7 @@ const FAMILIES: Record<string, GgufFamily> = {
   qwen2_moe: qwenMoeFamily,
   qwen3_moe: qwenMoeFamily,
   glm4: glm4Family,
-};
-
-/** model_types lmfactory trains but cannot write as GGUF, with the reason. */
-const NOT_EXPORTABLE: Record<string, string> = {
-  deepseek_v2:
-    "lmfactory does not write DeepSeek-V2's MLA attention (llama.cpp's deepseek2: kv_lora_rank, the split attn_k_b / attn_v_b tensors) as GGUF yet",
+  deepseek_v2: deepseekV2Family,
 };
 
 /**
@@ -49,11 +45,7 @@ const TYPES_BEYOND_LLAMA: readonly GgufFileType[] = ["f32", "f16", "bf16", "q8_0
 /** Why this checkpoint cannot be exported as GGUF of `type` (one message), or null. */
 export function ggufRefusal(config: ModelConfig, type: GgufFileType = "f32"): string | null {
   const family = FAMILIES[config.model_type];
-  if (!family) {
-    const why = NOT_EXPORTABLE[config.model_type];
-    const supported = `GGUF export supports model_type ${Object.keys(FAMILIES).join(", ")}`;
-    return why ? `${why}; ${supported}` : `GGUF export does not support model_type '${config.model_type}'; ${supported}`;
-  }
+  if (!family) return `GGUF export does not support model_type '${config.model_type}'; it supports ${Object.keys(FAMILIES).join(", ")}`;
   const reason = family.refuse?.(config);
   if (reason) return `this ${config.model_type} checkpoint cannot be exported as GGUF (llama.cpp's ${family.arch(config)} would compute something else): ${reason}`;
   if (!MIXED_TYPES_CHECKED.includes(config.model_type) && !TYPES_BEYOND_LLAMA.includes(type)) {
@@ -146,6 +138,11 @@ export function exportGguf(model: CausalLM, tokenizer: GgufTokenizer, path: stri
     if (family.notInGraph?.test(name)) {
       if (tidy(() => weight.abs().max().item()) === 0) continue;
       throw new UserError(`llama.cpp's ${arch} has no "${name}"; this model's is non-zero`, "GGUF export", "set attention_bias: false for this model");
+    }
+    const parts = family.split?.(name, config);
+    if (parts) {
+      for (const part of parts) pending.push({ name: part.name, shape: part.shape, values: () => rewritten(family, config, part.name, () => part.make(weight)) });
+      continue;
     }
     pending.push({ name, shape: [...weight.shape], values: () => rewritten(family, config, name, () => weight) });
     // Tied embeddings where llama.cpp's loader requires an output matrix: the converter's copy.

@@ -27,6 +27,8 @@ export interface GgufFamily {
   expertNames?: Record<string, string>;
   /** The converter's rewrite of one tensor (float32, by llama.cpp name), e.g. Gemma's norm + 1. */
   rewrite?(name: string, weight: Tensor, config: ModelConfig): Tensor;
+  /** One llama.cpp tensor the converter writes as several (DeepSeek's kv_b), each made from the whole. */
+  split?(name: string, config: ModelConfig): { name: string; shape: number[]; make(weight: Tensor): Tensor }[] | null;
   /** Tensors the converter adds that the checkpoint has no parameter for (RoPE factors). [n] */
   extraTensors?(config: ModelConfig): { name: string; values: number[] }[];
   /** llama.cpp names this architecture's graph has no slot for: a zero tensor is dropped, another refused. */
