@@ -107,10 +107,10 @@ const CASES: Case[] = [
     f32Tolerance: 1e-5,
   },
   {
-    label: "qwen2_moe (6 experts top-3 unnormalised, q/k/v biases, gated shared expert)",
-    overrides: { model_type: "qwen2_moe", ...MOE, intermediate_size: 40, moe_intermediate_size: 16, shared_expert_intermediate_size: 24, num_experts: 6, num_experts_per_tok: 3 },
+    label: "qwen2_moe (6 experts top-3 unnormalised, q/k/v biases, gated shared expert, tied head written out as llama.cpp requires)",
+    overrides: { model_type: "qwen2_moe", ...MOE, tie_word_embeddings: true, intermediate_size: 40, moe_intermediate_size: 16, shared_expert_intermediate_size: 24, num_experts: 6, num_experts_per_tok: 3 },
     arch: "qwen2moe",
-    tensors: { "blk.0.ffn_up_exps.weight": [32, 16, 6], "blk.0.ffn_gate_inp_shexp.weight": [32, 1], "blk.1.ffn_down_shexp.weight": [24, 32], "blk.0.attn_q.bias": [32] },
+    tensors: { "blk.0.ffn_up_exps.weight": [32, 16, 6], "blk.0.ffn_gate_inp_shexp.weight": [32, 1], "blk.1.ffn_down_shexp.weight": [24, 32], "blk.0.attn_q.bias": [32], "output.weight": [32, 96] },
     f32Tolerance: 1e-5,
   },
   {
