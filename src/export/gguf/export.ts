@@ -36,8 +36,8 @@ const FAMILIES: Record<string, GgufFamily> = {
 
 /**
  * llama-quantize's per-tensor mixes (q4_0, the k-quants) are reproduced and checked byte for byte for
- * these dense families only (its MoE rules, e.g. attn_k/attn_v in q8_0 for 8 experts, are not);
- * every family takes the types below.
+ * these dense families only (its rules for experts and other architectures are not); every family
+ * takes the types below, checked byte for byte against llama-quantize per family.
  */
 const MIXED_TYPES_CHECKED: readonly string[] = ["llama", "mistral", "qwen2", "qwen3"];
 const TYPES_BEYOND_LLAMA: readonly GgufFileType[] = ["f32", "f16", "bf16", "q8_0"];
