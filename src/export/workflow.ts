@@ -94,9 +94,14 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
     if (modelArgs.export_quantization_bit !== null) throw new UserError("the model is already GPTQ-quantized", "export_quantization_bit", "quantize the unquantized model");
   }
   if (modelArgs.export_format === "gguf" && typeof sourceConfig.model_type === "string") {
-    // Families llama.cpp cannot run as Hugging Face does are refused before the model loads or anything is written.
-    const refusal = ggufRefusal(normalizeConfig(sourceConfig as Record<string, unknown>), modelArgs.export_gguf_type as GgufFileType);
+    // Families llama.cpp cannot run as Hugging Face does, and tokenizers GGUF cannot carry here, are
+    // refused before the model loads or anything is written (the tokenizer is built again once the
+    // model's vocabulary is final).
+    const config = normalizeConfig(sourceConfig as Record<string, unknown>);
+    const refusal = ggufRefusal(config, modelArgs.export_gguf_type as GgufFileType);
     if (refusal) throw new UserError(refusal, "export_format: gguf", "export a Hugging Face folder (export_format: hf) instead");
+    const { tokenizer, template } = loadedTokenizer;
+    ggufTokenizerFromHf(tokenizer, Math.max(config.vocab_size, tokenizer.length), savedChatTemplate(template, tokenizer));
   }
   // A GPTQ model is saved in float16, as LLaMA-Factory sets torch_dtype for quantized models.
   const dtype = bits !== null ? "float16" : exportDtype(modelArgs.infer_dtype, configDtype);
