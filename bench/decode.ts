@@ -5,7 +5,7 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
-import { exportGguf } from "../src/export/gguf/llama.ts";
+import { exportGguf } from "../src/export/gguf/export.ts";
 import { syntheticTokenizer } from "../src/export/gguf/tokenizer.ts";
 import { normalizeConfig } from "../src/model/config.ts";
 import { generateStream } from "../src/model/generation.ts";

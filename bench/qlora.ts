@@ -199,7 +199,7 @@ async function main(): Promise<void> {
   const { normalizeConfig } = await import("../src/model/config.ts");
   const { architectureFor } = await import("../src/model/registry.ts");
   const { saveModel } = await import("../src/model/loader.ts");
-  const { exportGguf } = await import("../src/export/gguf/llama.ts");
+  const { exportGguf } = await import("../src/export/gguf/export.ts");
   const { syntheticTokenizer } = await import("../src/export/gguf/tokenizer.ts");
   const T = await import("../src/torch/index.ts");
   mkdirSync(FOLDER, { recursive: true });

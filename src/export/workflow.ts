@@ -6,6 +6,7 @@ import { basename, join, resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import type { InferArgs } from "../hparams/index.ts";
 import { ollamaModelfile, savedChatTemplate } from "../data/templates/serialize.ts";
+import { normalizeConfig } from "../model/config.ts";
 import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../model/from_args.ts";
 import { checkpointTensors } from "../model/loader.ts";
 import { type LoadedModel, loadModelFor, loadTokenizerAndTemplate } from "../model/pretrained.ts";
@@ -13,7 +14,7 @@ import { type DType, type Tensor, engineInfo, saveSafetensorsSharded } from "../
 import { StagedFolder, checkExportDir } from "./folder.ts";
 import { listDataFiles, readDataFiles } from "../data/loaders.ts";
 import { readDatasetInfo } from "../data/registry.ts";
-import { exportGguf } from "./gguf/llama.ts";
+import { exportGguf, ggufRefusal } from "./gguf/export.ts";
 import { GPTQ_DEFAULTS } from "./gptq/gptq.ts";
 import { gptqConfigs, gptqQuantizeModel, gptqStateDict, sampleCalibration, writeGptqWeights } from "./gptq/quantize_model.ts";
 import type { GgufFileType } from "./gguf/mix.ts";
@@ -94,6 +95,16 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
     if (modelArgs.export_quantization_bit !== null) throw new UserError("the model is already GPTQ-quantized", "export_quantization_bit", "quantize the unquantized model");
     if (modelArgs.export_legacy_format) throw new UserError("GPTQ folders are written as safetensors", "export_legacy_format", "drop export_legacy_format for a GPTQ model");
   }
+  if (modelArgs.export_format === "gguf" && typeof sourceConfig.model_type === "string") {
+    // Families llama.cpp cannot run as Hugging Face does, and tokenizers GGUF cannot carry here, are
+    // refused before the model loads or anything is written (the tokenizer is built again once the
+    // model's vocabulary is final).
+    const config = normalizeConfig(sourceConfig as Record<string, unknown>);
+    const refusal = ggufRefusal(config, modelArgs.export_gguf_type as GgufFileType);
+    if (refusal) throw new UserError(refusal, "export_format: gguf", "export a Hugging Face folder (export_format: hf) instead");
+    const { tokenizer, template } = loadedTokenizer;
+    ggufTokenizerFromHf(tokenizer, Math.max(config.vocab_size, tokenizer.length), savedChatTemplate(template, tokenizer));
+  }
   // A GPTQ model is saved in float16, as LLaMA-Factory sets torch_dtype for quantized models.
   const dtype = bits !== null ? "float16" : exportDtype(modelArgs.infer_dtype, configDtype);
   const adapters = modelArgs.adapter_name_or_path ?? [];
@@ -136,11 +147,11 @@ export async function runExport(args: InferArgs, options: ExportOptions = {}): P
 }
 
 /** The source checkpoint's config.json as written (before defaults), for its torch_dtype and quantization_config. */
-function readSourceConfig(folder: string): { torch_dtype?: unknown; quantization_config?: unknown } {
+function readSourceConfig(folder: string): { torch_dtype?: unknown; quantization_config?: unknown; model_type?: unknown } {
   const path = join(folder, "config.json");
   if (!existsSync(path)) return {};
   try {
-    return JSON.parse(readFileSync(path, "utf8")) as { torch_dtype?: unknown; quantization_config?: unknown };
+    return JSON.parse(readFileSync(path, "utf8")) as { torch_dtype?: unknown; quantization_config?: unknown; model_type?: unknown };
   } catch {
     return {};
   }

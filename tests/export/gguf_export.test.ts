@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getTemplateAndFixTokenizer } from "../../src/data/templates/index.ts";
 import type { Template } from "../../src/data/templates/template.ts";
-import { exportGguf } from "../../src/export/gguf/llama.ts";
+import { exportGguf } from "../../src/export/gguf/export.ts";
 import { GGUF_FILE_TYPES, type GgufFileType } from "../../src/export/gguf/mix.ts";
 import { bf16Bits, fp16Bits } from "../../src/export/gguf/quants.ts";
 import { syntheticTokenizer } from "../../src/export/gguf/tokenizer.ts";
@@ -84,6 +84,26 @@ const SHAPES = [
     },
     types: ["q4_k_m", "q5_k_m", "q4_0"] as GgufFileType[],
   },
+  ...(
+    [
+      ["mixtral, 8 experts (llama.cpp's 8-expert rules)", { model_type: "mixtral", num_local_experts: 8, num_experts_per_tok: 2 }],
+      ["qwen2_moe, shared expert and its [1, hidden] gate", { model_type: "qwen2_moe", moe_intermediate_size: 96, shared_expert_intermediate_size: 160, num_experts: 4, num_experts_per_tok: 2 }],
+      ["gemma3_text, tied, (1 + w) norms", { model_type: "gemma3_text", head_dim: 64, query_pre_attn_scalar: 64, sliding_window: 16, tie_word_embeddings: true }],
+      ["phi3, fused qkv and gate_up", { model_type: "phi3" }],
+      ["glm4, biases and post-norms", { model_type: "glm4", head_dim: 64 }],
+      [
+        "deepseek_v2, MLA's split attn_k_b / attn_v_b, shared experts",
+        {
+          model_type: "deepseek_v2", num_key_value_heads: 4, q_lora_rank: 64, kv_lora_rank: 64, qk_nope_head_dim: 32, qk_rope_head_dim: 32, v_head_dim: 32,
+          moe_intermediate_size: 64, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2, first_k_dense_replace: 1,
+        },
+      ],
+    ] as [string, Record<string, unknown>][]
+  ).map(([label, family]) => ({
+    label: `${label}: the float types and q8_0`,
+    overrides: { hidden_size: 256, intermediate_size: 544, vocab_size: 512, num_attention_heads: 4, num_key_value_heads: 2, num_hidden_layers: 2, ...family },
+    types: ["f16", "bf16", "q8_0"] as GgufFileType[],
+  })),
 ];
 
 for (const { label, overrides, types } of SHAPES) {

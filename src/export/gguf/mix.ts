@@ -37,9 +37,18 @@ export interface MixModel {
   numKvHeads: number;
 }
 
-/** tensor_allows_quantization for the tensors a Llama-family file holds. */
+/** ggml_n_dims: the dims up to the last ggml dim above 1 (torch's leading 1s do not count). */
+function ggmlDims(shape: readonly number[]): number {
+  const first = shape.findIndex((n) => n !== 1);
+  return first < 0 ? 1 : shape.length - first;
+}
+
+/**
+ * tensor_allows_quantization for the tensors these files hold: not 1-D in ggml's sense (Qwen2-MoE's
+ * [1, hidden] shared-expert gate is 1-D there), not norms, not the MoE router (ffn_gate_inp).
+ */
 function allowsQuantization(tensor: MixTensor): boolean {
-  return tensor.shape.length >= 2 && tensor.name.endsWith("weight") && !tensor.name.includes("_norm.weight");
+  return ggmlDims(tensor.shape) >= 2 && tensor.name.endsWith("weight") && !tensor.name.includes("_norm.weight") && !tensor.name.includes("ffn_gate_inp.weight");
 }
 
 /** weight_name_comparer: by `blk.N.` layer (others first), then by name. */
