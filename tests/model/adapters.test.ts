@@ -8,7 +8,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../../src/errors.ts";
+import { normalizeConfig } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/loader.ts";
+import { architectureFor } from "../../src/model/registry.ts";
 import { checkpointedBackward } from "../../src/model/patches/checkpointing.ts";
 import type { CausalLM } from "../../src/model/registry.ts";
 import {
@@ -392,6 +394,40 @@ test("freeze: n > 0 trains the last n layers, n < 0 the first |n|, modules and e
 });
 
 // --- LLaMA Pro -----------------------------------------------------------------------------------
+
+const FAMILY_BASE = { vocab_size: 96, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128 };
+/** One tiny config per family whose layers differ by kind or by names (experts, fused projections, MLA). */
+const EXPANDABLE: [string, Record<string, unknown>][] = [
+  ["gemma2 (sliding window on even layers)", { model_type: "gemma2", head_dim: 8, sliding_window: 3, query_pre_attn_scalar: 12 }],
+  ["gemma3_text (every 2nd layer global)", { model_type: "gemma3_text", head_dim: 8, sliding_window: 3, sliding_window_pattern: 2, rope_local_base_freq: 100 }],
+  ["phi3 (fused qkv_proj, gate_up_proj)", { model_type: "phi3", original_max_position_embeddings: 128 }],
+  ["glm4 (post norms)", { model_type: "glm4", head_dim: 8 }],
+  ["mixtral (experts' w2)", { model_type: "mixtral", intermediate_size: 24, num_local_experts: 4, num_experts_per_tok: 2 }],
+  ["qwen2_moe (a dense layer in mlp_only_layers, shared expert)", { model_type: "qwen2_moe", moe_intermediate_size: 16, shared_expert_intermediate_size: 24, num_experts: 4, num_experts_per_tok: 2, mlp_only_layers: [1] }],
+  [
+    "deepseek_v2 (MLA, first_k_dense_replace 1)",
+    { model_type: "deepseek_v2", num_key_value_heads: 4, moe_intermediate_size: 12, q_lora_rank: null, kv_lora_rank: 16, qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 6, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2, first_k_dense_replace: 1, topk_method: "greedy" },
+  ],
+];
+
+test("LLaMA Pro keeps every family's output: the copies add nothing and each layer keeps its kind (sliding or global, dense or sparse)", () => {
+  for (const [name, overrides] of EXPANDABLE) {
+    const config = normalizeConfig({ ...FAMILY_BASE, ...overrides });
+    manualSeed(3);
+    const model = architectureFor(config).build(config, { init: "hf" });
+    // Non-zero norm weights and biases, so a copied block that were not the identity would show.
+    noGrad(() => {
+      for (const [, parameter] of model.namedParameters()) if (parameter.shape.length === 1) parameter.copy_(randn(parameter.shape).mul(0.5).add(1));
+    });
+    const before = logits(model);
+    const expanded = expandLayers(model, { numExpandedLayers: 2 });
+    assert.equal(expanded.decoderLayers.length, 6, name);
+    const diff = maxAbsDiff(logits(expanded), before);
+    assert.ok(diff <= 1e-5, `${name}: logits moved by ${diff}`);
+    model.dispose();
+    expanded.dispose();
+  }
+});
 
 test("LLaMA Pro: expansion adds identity blocks (same outputs), names them, and only they train", () => {
   const folder = makeTinyModel({ num_hidden_layers: 4 });

@@ -9,8 +9,11 @@ import { type CausalLM, architectureFor } from "../registry.ts";
 import { trainableLayerIds } from "./freeze.ts";
 
 const LAYER_KEY = /^(.*\.layers\.)(\d+)(\..+)$/;
-/** The projections whose zeroing makes a copied block add nothing to the residual stream. */
-const ZEROED = ["o_proj", "down_proj"];
+/**
+ * The projections whose zeroing makes a copied block add nothing to the residual stream: attention's
+ * output, the MLP's down projection (every expert's and the shared expert's too), Mixtral's `w2`.
+ */
+const ZEROED = [".o_proj.", ".down_proj.", ".w2."];
 
 export interface ExpandOptions {
   numExpandedLayers: number;
@@ -37,7 +40,7 @@ export function expandLayers(model: CausalLM, options: ExpandOptions): CausalLM 
     sources.push([layer, false]);
     if ((layer + 1) % split === 0) sources.push([layer, true]);
   }
-  const config = { ...model.config, num_hidden_layers: numLayers + numExpand };
+  const config = { ...model.config, num_hidden_layers: numLayers + numExpand, ...perLayerSettings(model, sources.map(([source]) => source)) };
   const reference = model.inputEmbeddings().weight;
   const expanded = architectureFor(config).build(config, { dtype: reference.dtype, device: reference.device, init: "empty" });
   const oldState = model.stateDict();
@@ -56,6 +59,37 @@ export function expandLayers(model: CausalLM, options: ExpandOptions): CausalLM 
     }
   });
   return expanded;
+}
+
+/**
+ * The config keys that say what each layer is, rewritten for the expanded order (new layer j is a
+ * copy of old layer `sources[j]`), so every layer keeps its kind: Gemma's sliding or global
+ * attention (`layer_types`), Qwen-MoE's dense layers (`mlp_only_layers`), DeepSeek-V2's leading
+ * dense layers (`first_k_dense_replace`). LLaMA-Factory's script only changes num_hidden_layers,
+ * which would shift these kinds onto other layers.
+ */
+function perLayerSettings(model: CausalLM, sources: number[]): Record<string, unknown> {
+  const config = model.config;
+  const layers = model.decoderLayers;
+  const settings: Record<string, unknown> = {};
+  const types = layers.map((layer) => (layer as { layerType?: unknown }).layerType);
+  if (types.every((type) => typeof type === "string")) settings.layer_types = sources.map((source) => types[source]);
+  const hasExperts = layers.map((layer) => layer.namedParameters().some(([name]) => name.includes(".experts.")));
+  if (hasExperts.some(Boolean) && hasExperts.some((sparse) => !sparse)) {
+    if (config.model_type === "qwen2_moe" || config.model_type === "qwen3_moe") {
+      settings.mlp_only_layers = sources.flatMap((source, index) => (hasExperts[source] ? [] : [index]));
+      settings.decoder_sparse_step = 1;
+    } else if (config.model_type === "deepseek_v2" && (Number(config.moe_layer_freq ?? 1) === 1)) {
+      settings.first_k_dense_replace = sources.filter((source) => !hasExperts[source]).length;
+    } else {
+      throw new UserError(
+        `LLaMA Pro cannot keep this ${String(config.model_type)} model's pattern of dense and sparse layers in the expanded order`,
+        "num_expand",
+        "expand a model whose layers are all sparse (or all dense), or whose dense layers are listed in mlp_only_layers / first_k_dense_replace",
+      );
+    }
+  }
+  return settings;
 }
 
 /**
