@@ -78,9 +78,9 @@ describe("lmf", () => {
   });
 
   test("an unsupported feature is refused before anything runs", () => {
-    const result = lmf("train", "examples/train_lora/qwen3_lora_dpo.yaml", "ref_model_quantization_bit=4");
+    const result = lmf("train", "examples/train_lora/qwen3_lora_dpo.yaml", "use_galore=true");
     assert.equal(result.status, 1);
-    assertOneCleanError(result.stderr, "not yet supported by lmfactory: `ref_model_quantization_bit: 4`");
+    assertOneCleanError(result.stderr, "not yet supported by lmfactory: `use_galore: true`");
   });
 
   test("train --help lists every field with type and default", () => {
