@@ -21,7 +21,7 @@ export interface Reference {
 }
 
 /** Loads a frozen model for inference from `folder` (with its adapters merged), as the reference. */
-function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null): CausalLM {
+export function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null): CausalLM {
   const { args, device, dtype, print, loaded } = context;
   const tokenizer: LoadedTokenizer = folder === null ? loaded : loadTokenizerAndTemplate(tokenizerOptionsFromArgs({ ...args, model: { ...args.model, model_name_or_path: folder } }));
   const options = modelOptionsFromArgs(args, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
