@@ -86,46 +86,53 @@ def compute_advantages(values, rewards, mask, gamma, lam, whiten_rewards):
     return values, advantages.detach(), returns
 
 
-def loss(r):
-    old_logprobs, values, logits = t(r["old_logprobs"]), t(r["values"]), t(r["logits"])
-    mask, advantages, returns = t(r["mask"]), t(r["advantages"]), t(r["returns"])
-    vpreds = t(r["vpreds"]).requires_grad_(True)
-    logprobs = t(r["logprobs"]).requires_grad_(True)
-    cliprange, cliprange_value = r["cliprange"], r["cliprange_value"]
+def trl_loss(old_logprobs, values, logits, vpreds, logprobs, mask, advantages, returns, cliprange, cliprange_value, vf_coef, ratio_threshold):
+    """PPOTrainer.loss: the total (pg + vf_coef · vf, zeroed past the ratio threshold) and the stats as floats."""
     vpredclipped = clip_by_value(vpreds, values - cliprange_value, values + cliprange_value)
     vf_losses1 = (vpreds - returns) ** 2
     vf_losses2 = (vpredclipped - returns) ** 2
     vf_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
-    vf_clipfrac = masked_mean(torch.gt(vf_losses2, vf_losses1).double(), mask)
+    vf_clipfrac = masked_mean(torch.gt(vf_losses2, vf_losses1).to(mask.dtype), mask)
     ratio = torch.exp(logprobs - old_logprobs)
     pg_losses = -advantages * ratio
     pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
-    pg_clipfrac = masked_mean(torch.gt(pg_losses2, pg_losses).double(), mask)
-    total = pg_loss + r["vf_coef"] * vf_loss
+    pg_clipfrac = masked_mean(torch.gt(pg_losses2, pg_losses).to(mask.dtype), mask)
+    total = pg_loss + vf_coef * vf_loss
     avg_ratio = masked_mean(ratio, mask).item()
-    if avg_ratio > r["ratio_threshold"]:
+    if avg_ratio > ratio_threshold:
         pg_loss = pg_loss * 0.0
         vf_loss = vf_loss * 0.0
         total = total * 0.0
+    with torch.no_grad():
+        stats = {
+            "loss/policy": pg_loss.item(),
+            "loss/value": vf_loss.item(),
+            "loss/total": total.item(),
+            "policy/entropy": masked_mean(entropy_from_logits(logits), mask).item(),
+            "policy/approxkl": (0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)).item(),
+            "policy/policykl": masked_mean(old_logprobs - logprobs, mask).item(),
+            "policy/clipfrac": pg_clipfrac.item(),
+            "policy/advantages_mean": masked_mean(advantages, mask).item(),
+            "returns/mean": masked_mean(returns, mask).item(),
+            "returns/var": masked_var(returns, mask).item(),
+            "val/vpred": masked_mean(vpreds, mask).item(),
+            "val/error": masked_mean((vpreds - returns) ** 2, mask).item(),
+            "val/clipfrac": vf_clipfrac.item(),
+            "val/mean": masked_mean(values, mask).item(),
+            "val/var": masked_var(values, mask).item(),
+        }
+    return total, stats
+
+
+def loss(r):
+    vpreds = t(r["vpreds"]).requires_grad_(True)
+    logprobs = t(r["logprobs"]).requires_grad_(True)
+    total, stats = trl_loss(
+        t(r["old_logprobs"]), t(r["values"]), t(r["logits"]), vpreds, logprobs, t(r["mask"]), t(r["advantages"]), t(r["returns"]),
+        r["cliprange"], r["cliprange_value"], r["vf_coef"], r["ratio_threshold"],
+    )
     total.backward()
-    stats = {
-        "loss/policy": pg_loss.item(),
-        "loss/value": vf_loss.item(),
-        "loss/total": total.item(),
-        "policy/entropy": masked_mean(entropy_from_logits(logits), mask).item(),
-        "policy/approxkl": (0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)).item(),
-        "policy/policykl": masked_mean(old_logprobs - logprobs, mask).item(),
-        "policy/clipfrac": pg_clipfrac.item(),
-        "policy/advantages_mean": masked_mean(advantages, mask).item(),
-        "returns/mean": masked_mean(returns, mask).item(),
-        "returns/var": masked_var(returns, mask).item(),
-        "val/vpred": masked_mean(vpreds, mask).item(),
-        "val/error": masked_mean((vpreds - returns) ** 2, mask).item(),
-        "val/clipfrac": vf_clipfrac.item(),
-        "val/mean": masked_mean(values, mask).item(),
-        "val/var": masked_var(values, mask).item(),
-    }
     return {"loss": total.item(), "stats": stats, "grad_logprobs": logprobs.grad.tolist(), "grad_vpreds": vpreds.grad.tolist()}
 
 

@@ -4,6 +4,8 @@
 // stage rm, swapped onto the policy's base). With greedy rollouts on a policy whose LoRA starts at
 // B = 0, the first step's logged reward is checked against the reward model scored independently.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { type Server, createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -15,13 +17,14 @@ import { modelOptionsFromArgs, tokenizerOptionsFromArgs } from "../../src/model/
 import { generate } from "../../src/model/generation.ts";
 import { loadPretrained } from "../../src/model/pretrained.ts";
 import { CausalLMWithValueHead, ValueHead, loadValueHead } from "../../src/model/value_head.ts";
-import { type Tensor, liveTensors, noGrad, saveSafetensors, seededRandom, tensor, tidy } from "../../src/torch/index.ts";
+import { type Tensor, liveTensors, manualSeed, noGrad, saveSafetensors, seededRandom, shuffled, tensor, tidy } from "../../src/torch/index.ts";
 import { withAdaptersDisabled } from "../../src/model/adapters/index.ts";
 import { createOptimizer } from "../../src/train/optimizer.ts";
 import { type PpoConfig, PpoStepper, TRL_DEFAULTS } from "../../src/train/stages/ppo.ts";
 import { prepareTrainingData, runTrain } from "../../src/train/workflow.ts";
 import { arithmeticPreferenceData, tinyModelWithDemoTokenizer } from "../fixtures/preference_data.ts";
 import { alpacaDataDir } from "../fixtures/tiny_run.ts";
+import { assertClose, hasTorch } from "../torch/torch-reference.ts";
 
 const MODEL = tinyModelWithDemoTokenizer();
 const DATA = alpacaDataDir();
@@ -231,4 +234,55 @@ test("ppo_buffer_size, ppo_epochs, ppo_target, ppo_score_norm and ppo_whiten_rew
   // Whitened rewards change the returns the value head is trained toward.
   const whitened = run({ whitenRewards: true });
   assert.notEqual(whitened.stats[0]!["ppo/returns/mean"], raw.stats[0]!["ppo/returns/mean"]);
+});
+
+test("a whole PPO step on fixed rollouts equals a PyTorch reference step: statistics, KL coefficient and updated weights", { skip: !hasTorch && "python3-torch is not installed" }, async () => {
+  // Full fine-tuning (the reference is a frozen copy of the initial weights), two steps with ppo_score_norm and
+  // ppo_whiten_rewards, mini-batch 2 × accumulation 2 × ppo_buffer_size 2, ppo_epochs 2.
+  const args = parseTrainArgs({ ...BASE, finetuning_type: "full", output_dir: "unused", reward_model: url, reward_model_type: "api" }, { onWarning: () => {} });
+  const policy = loadPretrained(tokenizerOptionsFromArgs(args), modelOptionsFromArgs(args, { dtype: "float32", device: "cpu", training: true }));
+  const reference = loadPretrained(tokenizerOptionsFromArgs(args), modelOptionsFromArgs(args, { dtype: "float32", device: "cpu", training: false }));
+  policy.model.train();
+  manualSeed(0); // the value head's initialisation does not depend on the tests run before
+  const vHead = new ValueHead(32, { dropoutProb: 0 });
+  const trainable: [string, Tensor][] = [...policy.model.namedParameters({ trainableOnly: true }), ...vHead.namedParameters().map(([name, t]): [string, Tensor] => [`v_head.${name}`, t])];
+  const vHeadInit = { weight: vHead.summary.weight.toArray(), bias: vHead.summary.bias!.toFlatArray() };
+  const optimizer = createOptimizer(trainable, { learningRate: 1e-3, weightDecay: 0, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8 });
+  const config: PpoConfig = { ...TRL_DEFAULTS, miniBatchSize: 2, gradientAccumulationSteps: 2, batchSize: 8, ppoEpochs: 2, maxGradNorm: 1, target: 6, scoreNorm: true, whitenRewards: true };
+  const stepper = new PpoStepper({ model: policy.model, vHead, withReference: (fn) => fn(reference.model), optimizer, clipped: trainable.map(([, t]) => t), device: "cpu", amp: null, padTokenId: 576, random: seededRandom(5) }, config);
+  const random = seededRandom(9);
+  const orderRandom = seededRandom(5); // the same draws as the stepper's permutations
+  const steps = Array.from({ length: 2 }, () => ({
+    queries: Array.from({ length: 8 }, (_, i) => Array.from({ length: 2 + (i % 4) }, () => 10 + Math.floor(random() * 560))),
+    responses: Array.from({ length: 8 }, (_, i) => Array.from({ length: 1 + ((i * 3) % 5) }, () => 10 + Math.floor(random() * 560))),
+    scores: Array.from({ length: 8 }, () => 4 * random() - 1),
+    orders: Array.from({ length: 2 }, () => shuffled(Array.from({ length: 8 }, (_, i) => i), orderRandom)),
+  }));
+  const got = steps.map((step) => ({ stats: stepper.step(step.queries, step.responses, step.scores), klCoef: stepper.kl.value }));
+  const expected = JSON.parse(
+    execFileSync("/usr/bin/python3", [fileURLToPath(new URL("../reference/ppo_step_reference.py", import.meta.url))], {
+      input: JSON.stringify({
+        folder: MODEL,
+        v_head: vHeadInit,
+        pad: 576,
+        lr: 1e-3,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        config: { mini: 2, accum: 2, batch: 8, ppo_epochs: 2, max_grad_norm: 1, init_kl: 0.2, target: 6, horizon: 10000, gamma: 1, lam: 0.95, cliprange: 0.2, cliprange_value: 0.2, vf_coef: 0.1, ratio_threshold: 10, score_norm: true, whiten_rewards: true },
+        steps,
+      }),
+      encoding: "utf8",
+      maxBuffer: 1 << 28,
+    }),
+  ) as { stats: Record<string, number>[]; kl_coef: number[]; weights: Record<string, number[]> };
+  got.forEach(({ stats, klCoef }, i) => {
+    for (const [name, value] of Object.entries(expected.stats[i]!)) assertClose([stats[name]!], [value], 1e-5, 1e-5, `step ${i + 1} ${name}`);
+    assertClose([klCoef], [expected.kl_coef[i]!], 1e-9, 1e-12, `step ${i + 1} kl coef`);
+  });
+  assert.ok(Math.abs(got[1]!.stats["objective/kl"]!) > 1e-4, "the second step's policy differs from the reference");
+  for (const [name, value] of trainable) assertClose(value.toFlatArray(), expected.weights[name]!, 1e-5, 1e-5, name);
+  optimizer.dispose();
+  vHead.dispose();
+  policy.model.dispose();
+  reference.model.dispose();
 });
