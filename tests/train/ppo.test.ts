@@ -23,6 +23,7 @@ import { createOptimizer } from "../../src/train/optimizer.ts";
 import { type PpoConfig, PpoStepper, TRL_DEFAULTS } from "../../src/train/stages/ppo.ts";
 import { prepareTrainingData, runTrain } from "../../src/train/workflow.ts";
 import { arithmeticPreferenceData, tinyModelWithDemoTokenizer } from "../fixtures/preference_data.ts";
+import { readEventFile } from "../fixtures/tensorboard_reader.ts";
 import { alpacaDataDir } from "../fixtures/tiny_run.ts";
 import { assertClose, hasTorch } from "../torch/torch-reference.ts";
 
@@ -285,4 +286,52 @@ test("a whole PPO step on fixed rollouts equals a PyTorch reference step: statis
   vHead.dispose();
   policy.model.dispose();
   reference.model.dispose();
+});
+
+test("a learnable reward (the letters e in the answer, served by the api type) rises over a short run while the KL stays bounded", async () => {
+  const letters = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk) => (body += chunk));
+    request.on("end", () => {
+      const { messages } = JSON.parse(body) as { messages: string[] };
+      response.end(JSON.stringify({ scores: messages.map((text) => (text.split("<|im_start|>assistant\n").at(-1)!.match(/e/g) ?? []).length) }));
+    });
+  });
+  await new Promise<void>((resolve) => letters.listen(0, "127.0.0.1", resolve));
+  const loggingDir = join(temp("toy-tb"), "logs");
+  try {
+    const { outputDir } = await trainFromYaml({
+      reward_model: `http://127.0.0.1:${(letters.address() as { port: number }).port}/score`,
+      reward_model_type: "api",
+      max_new_tokens: 8,
+      per_device_train_batch_size: 4,
+      learning_rate: 5e-3,
+      max_steps: 30,
+      logging_steps: 10,
+      ppo_logger: "tensorboard",
+      logging_dir: loggingDir,
+      // Plain sampling from the model's distribution.
+      top_k: 0,
+      top_p: 1.0,
+      temperature: 1.0,
+    });
+    const rewards = logOf(outputDir).map((record) => record.reward!);
+    assert.equal(rewards.length, 3);
+    assert.ok(rewards[2]! > rewards[0]! + 0.3, `mean reward per 10 steps: ${rewards.join(", ")}`);
+    const [file] = readdirSync(join(loggingDir, "trl"));
+    const scalars = readEventFile(join(loggingDir, "trl", file!)).flatMap((event) => event.scalars);
+    const kls = scalars.filter(([tag]) => tag === "objective/kl").map(([, value]) => value);
+    const coefs = scalars.filter(([tag]) => tag === "objective/kl_coef").map(([, value]) => value);
+    assert.equal(kls.length, 30);
+    // The KL to the reference grows as the policy learns, and stays around ppo_target (6) where the adaptive controller holds it.
+    assert.ok(kls.every((kl) => Number.isFinite(kl) && kl > -1 && kl < 12), `objective/kl: ${kls.map((kl) => kl.toFixed(3)).join(", ")}`);
+    assert.ok(kls.slice(-10).reduce((a, b) => a + b, 0) / 10 > 1, "the policy moved away from the reference");
+    // Each step's coefficient follows from the last: × (1 + clip(kl / 6 − 1, ±0.2) · 8 / 10000).
+    for (let i = 1; i < 30; i++) {
+      const expected = coefs[i - 1]! * (1 + (Math.min(Math.max(kls[i - 1]! / 6 - 1, -0.2), 0.2) * 8) / 10000);
+      assert.ok(Math.abs(coefs[i]! - expected) < 1e-7, `kl_coef at step ${i + 1}`);
+    }
+  } finally {
+    letters.close();
+  }
 });

@@ -298,6 +298,8 @@ function attach(context: AttachContext): StageRun {
     // LLaMA-Factory's ppo_train and create_scheduler: the dataloader drops the last incomplete batch.
     const stepsInEpoch = Math.floor(rows.length / batchSize);
     const maxSteps = training.max_steps > 0 ? training.max_steps : Math.ceil(training.num_train_epochs * stepsInEpoch);
+    // The logged epoch is step / steps_in_epoch, which LLaMA-Factory sets to max_steps when max_steps is given.
+    const epochLength = training.max_steps > 0 ? training.max_steps : stepsInEpoch;
     const schedulerSteps = training.max_steps > 0 ? training.max_steps : training.num_train_epochs * Math.ceil(rows.length / batchSize);
     const trainable: [string, Tensor][] = [...model.namedParameters({ trainableOnly: true }), ...vHead.namedParameters().map(([name, value]): [string, Tensor] => [`v_head.${name}`, value])];
     const log = new RunLog(training.output_dir, context.print, false, [], { progress: !options.disableTqdm, bar: parts.progressBar });
@@ -366,17 +368,17 @@ function attach(context: AttachContext): StageRun {
         counted += scores.length;
         const globalStep = step + 1;
         if (options.loggingSteps > 0 && globalStep % options.loggingSteps === 0) {
-          const entry = { loss: Math.round((lossSum / counted) * 1e4) / 1e4, reward: Math.round((rewardSum / counted) * 1e4) / 1e4, learning_rate: lr, epoch: Math.round((step / stepsInEpoch) * 100) / 100 };
+          const entry = { loss: Math.round((lossSum / counted) * 1e4) / 1e4, reward: Math.round((rewardSum / counted) * 1e4) / 1e4, learning_rate: lr, epoch: Math.round((step / epochLength) * 100) / 100 };
           logHistory.push({ ...entry, step });
           log.step({ step: globalStep, totalSteps: maxSteps, epoch: entry.epoch, loss: entry.loss, lr, metrics: { reward: entry.reward }, tokensPerSecond: 0, totalTokens: 0, stepsThisRun: globalStep, logs: entry });
           lossSum = rewardSum = counted = 0;
         }
-        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: (step + 1) / stepsInEpoch, tokens: 0 });
+        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: 0 });
         // LLaMA-Factory saves the model every save_steps (its loop reads no save_strategy).
         if (options.saveSteps > 0 && globalStep % options.saveSteps === 0) parts.saveModel(join(training.output_dir, `checkpoint-${globalStep}`));
       }
       parts.saveModel(training.output_dir);
-      const state = { epoch: maxSteps / stepsInEpoch, global_step: maxSteps, max_steps: maxSteps, num_train_epochs: training.max_steps > 0 ? null : training.num_train_epochs, logging_steps: training.logging_steps, save_steps: training.save_steps, train_batch_size: mini, log_history: logHistory };
+      const state = { epoch: maxSteps / epochLength, global_step: maxSteps, max_steps: maxSteps, num_train_epochs: training.max_steps > 0 ? null : training.num_train_epochs, logging_steps: training.logging_steps, save_steps: training.save_steps, train_batch_size: mini, log_history: logHistory };
       writeFileSync(join(training.output_dir, "trainer_state.json"), JSON.stringify(state, null, 2) + "\n");
       if (finetuning.plot_loss) for (const file of plotLoss(training.output_dir, logHistory, ["loss", "reward"])) log.info(`wrote ${file}`);
     } finally {
