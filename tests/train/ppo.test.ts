@@ -158,6 +158,13 @@ async function expectedFirstReward(folder: string, adapters: string[] | null, he
   }
 }
 
+test("num_train_epochs counts PPO steps as LLaMA-Factory: ⌊prompts / batch⌋ per epoch, the epoch logged as step / steps per epoch", async () => {
+  // 10 prompts, batches of 4: 2 steps per epoch (the last 2 prompts dropped), 1.5 epochs = 3 steps.
+  const { outputDir } = await trainFromYaml({ reward_model: url, reward_model_type: "api", max_samples: 10, num_train_epochs: 1.5, ppo_epochs: 1 });
+  const log = logOf(outputDir);
+  assert.deepEqual(log.map((record) => [record.current_steps, record.total_steps, record.epoch]), [[1, 3, 0], [2, 3, 0.5], [3, 3, 1]]);
+});
+
 test("ppo with reward_model_type lora: the rm adapter and its value head swapped onto the policy's base score the rollouts", async () => {
   const rm = await trainedRewardAdapter();
   const { outputDir, lines } = await trainFromYaml({ ...GREEDY, reward_model: rm, reward_model_type: "lora" });
@@ -178,7 +185,8 @@ test("ppo with reward_model_type full: a separate folder with its value head, or
   assert.ok(existsSync(join(plain.outputDir, "model.safetensors")) && existsSync(join(plain.outputDir, "value_head.safetensors")));
 
   const rm = await trainedRewardAdapter();
-  const withAdapters = await trainFromYaml({ ...GREEDY, reward_model: MODEL, reward_model_adapters: rm, reward_model_type: "full" });
+  const withAdapters = await trainFromYaml({ ...GREEDY, reward_model: MODEL, reward_model_adapters: rm, reward_model_type: "full", ref_model: MODEL });
+  assert.ok(withAdapters.lines.some((line) => line.includes(`reference model: ${MODEL} (frozen)`)));
   assert.ok(Math.abs(logOf(withAdapters.outputDir)[0]!.reward! - (await expectedFirstReward(MODEL, [rm], rm))) < 2e-4);
   // Without a value head the reward model is refused, as no score can be read.
   await assert.rejects(trainFromYaml({ ...GREEDY, reward_model: MODEL, reward_model_type: "full" }), /has no value_head.safetensors/);

@@ -283,7 +283,7 @@ function attach(context: AttachContext): StageRun {
   const rewardModel = reward;
 
   const train = async (parts: OwnLoopParts): Promise<void> => {
-    const options = trainerOptionsFromArgs(args, { device, resumeFrom: null, print: context.print, warn: parts.warn, reporters: [], effectiveTokens: null, computesAccuracy: false, parallel: undefined as never, progressBar: parts.progressBar });
+    const options = trainerOptionsFromArgs(args, { device, resumeFrom: null, print: context.print, warn: parts.warn, reporters: [], effectiveTokens: null, computesAccuracy: false, progressBar: parts.progressBar });
     const mini = training.per_device_train_batch_size;
     const accumulation = training.gradient_accumulation_steps;
     const batchSize = mini * accumulation * finetuning.ppo_buffer_size;
