@@ -21,6 +21,7 @@ import { type Tensor, liveTensors, manualSeed, noGrad, saveSafetensors, seededRa
 import { withAdaptersDisabled } from "../../src/model/adapters/index.ts";
 import { createOptimizer } from "../../src/train/optimizer.ts";
 import { type PpoConfig, PpoStepper, TRL_DEFAULTS } from "../../src/train/stages/ppo.ts";
+import { unreadSettings } from "../../src/train/stages/index.ts";
 import { prepareTrainingData, runTrain } from "../../src/train/workflow.ts";
 import { arithmeticPreferenceData, tinyModelWithDemoTokenizer } from "../fixtures/preference_data.ts";
 import { readEventFile } from "../fixtures/tensorboard_reader.ts";
@@ -342,4 +343,10 @@ test("a learnable reward (the letters e in the answer, served by the api type) r
   } finally {
     letters.close();
   }
+});
+
+test("settings PPO does not read are named in one notice; PPO settings outside ppo likewise", () => {
+  const args = parseTrainArgs({ ...BASE, output_dir: "unused", reward_model: url, reward_model_type: "api", reward_model_adapters: "saves/rm", pref_beta: 0.3, ref_model: MODEL, ppo_epochs: 2 }, { onWarning: () => {} });
+  assert.deepEqual(unreadSettings("ppo", args.finetuning), ["pref_beta", "reward_model_adapters"]);
+  assert.deepEqual(unreadSettings("dpo", args.finetuning), ["ppo_epochs", "reward_model", "reward_model_adapters", "reward_model_type"]);
 });
