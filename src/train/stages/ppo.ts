@@ -235,7 +235,6 @@ export class PpoStepper {
   }
 }
 
-
 /** The policy's value head: from the last adapter or the model folder when one is saved there (LLaMA-Factory's load_model), else TRL's fresh head. */
 function policyValueHead(context: AttachContext): ValueHead {
   const { loaded, args, device, print } = context;
