@@ -10,7 +10,7 @@ import { collateSupervised } from "../../data/processors/collator.ts";
 import { processorSpec } from "../../data/processors/factories.ts";
 import type { SupervisedRow } from "../../data/types.ts";
 import { UserError } from "../../errors.ts";
-import { withAdaptersDisabled } from "../../model/adapters/index.ts";
+import { appliedLoraConfig, withAdaptersDisabled } from "../../model/adapters/index.ts";
 import type { CausalLM } from "../../model/causal_lm.ts";
 import { generationSettingsFromArgs } from "../../model/from_args.ts";
 import { generate } from "../../model/generation.ts";
@@ -250,6 +250,13 @@ function ppoReference(context: AttachContext): { withReference<T>(fn: (model: Ca
   const policy = loaded.model;
   const { finetuning } = args;
   if (!finetuning.ref_model && finetuning.finetuning_type === "lora") {
+    if (appliedLoraConfig(policy)?.modules_to_save?.length) {
+      throw new UserError(
+        "the adapter-disabled reference model cannot undo additional_target modules, which train in place",
+        "additional_target",
+        "set ref_model to the base model folder (a frozen copy is loaded), or drop additional_target",
+      );
+    }
     print("reference model: the trained model with its LoRA adapters disabled");
     return { withReference: (fn) => withAdaptersDisabled(policy, () => fn(policy)), dispose: () => {} };
   }
