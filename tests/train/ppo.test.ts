@@ -328,7 +328,10 @@ test("a learnable reward (the letters e in the answer, served by the api type) r
     assert.equal(rewards.length, 3);
     assert.ok(rewards[2]! > rewards[0]! + 0.3, `mean reward per 10 steps: ${rewards.join(", ")}`);
     const [file] = readdirSync(join(loggingDir, "trl"));
-    const scalars = readEventFile(join(loggingDir, "trl", file!)).flatMap((event) => event.scalars);
+    const events = readEventFile(join(loggingDir, "trl", file!));
+    // TRL's steps count from 1.
+    assert.deepEqual([...new Set(events.filter((event) => event.scalars.length).map((event) => event.step))], Array.from({ length: 30 }, (_, i) => i + 1));
+    const scalars = events.flatMap((event) => event.scalars);
     const kls = scalars.filter(([tag]) => tag === "objective/kl").map(([, value]) => value);
     const coefs = scalars.filter(([tag]) => tag === "objective/kl_coef").map(([, value]) => value);
     assert.equal(kls.length, 30);

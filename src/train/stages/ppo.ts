@@ -368,11 +368,12 @@ function attach(context: AttachContext): StageRun {
         stats["env/reward_mean"] = mean(scores);
         stats["env/reward_std"] = scores.length > 1 ? std(scores) : NaN;
         scheduler.step();
-        if (board) for (const [name, value] of Object.entries(stats)) if (Number.isFinite(value)) board.addScalar(name, value, step);
         lossSum += stats["ppo/loss/total"]! * scores.length;
         rewardSum += mean(scores) * scores.length;
         counted += scores.length;
         const globalStep = step + 1;
+        // TRL's log_stats: the step counter moves before each TensorBoard log, so the first step logs at 1.
+        if (board) for (const [name, value] of Object.entries(stats)) if (Number.isFinite(value)) board.addScalar(name, value, globalStep);
         if (options.loggingSteps > 0 && globalStep % options.loggingSteps === 0) {
           const entry = { loss: Math.round((lossSum / counted) * 1e4) / 1e4, reward: Math.round((rewardSum / counted) * 1e4) / 1e4, learning_rate: lr, epoch: Math.round((step / epochLength) * 100) / 100 };
           logHistory.push({ ...entry, step });
