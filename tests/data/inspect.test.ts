@@ -47,3 +47,12 @@ test("lmf data inspect on dpo and kto configs shows chosen and rejected, or the 
   const ktoText = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", "examples/train_lora/qwen3_lora_kto.yaml", ...overrides, "--n", "2"], { encoding: "utf8" });
   assert.match(ktoText.stdout, /--- example 0 desirable [\s\S]*--- example 0 kl [\s\S]*--- example 1 undesirable /);
 });
+
+test("lmf data inspect on a ppo config shows each prompt and the dataset's answer, neither trained on", () => {
+  const ppo = ["examples/demo/sft_lora.yaml", ...TOKENIZER, "stage=ppo", "reward_model=http://127.0.0.1:9/score", "reward_model_type=api", "additional_target=null"];
+  const text = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", ...ppo, "--n", "1"], { encoding: "utf8" });
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /--- example 0 prompt \(15 tokens, 0 trained\) ---\n<\|im_start\|>user\nWho are you\?<\|im_end\|>\n<\|im_start\|>assistant\n\n/);
+  assert.match(text.stdout, /--- example 0 dataset answer \(not trained on: PPO answers with the policy\) \(\d+ tokens, 0 trained\) ---\nI am Pico/);
+  assert.match(text.stdout, /--- 13 examples, \d+ tokens, 0 trained tokens, /);
+});
