@@ -174,6 +174,8 @@ test("ppo with reward_model_type lora: the rm adapter and its value head swapped
   const [first] = logOf(outputDir);
   assert.ok(Math.abs(first!.reward! - (await expectedFirstReward(MODEL, [rm], rm))) < 2e-4, `logged ${first!.reward}`);
   assert.ok(existsSync(join(outputDir, "value_head.safetensors")));
+  // A policy adapter on fewer modules than the reward adapter is refused before any rollout.
+  await assert.rejects(trainFromYaml({ ...GREEDY, reward_model: rm, reward_model_type: "lora", lora_target: "q_proj" }), /the reward adapter targets \d+ module\(s\) the trained LoRA adapter does not/);
 });
 
 test("ppo with reward_model_type full: a separate folder with its value head, or the base with reward_model_adapters", async () => {

@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../../errors.ts";
-import { type LoraUpdate, patternValue, readLoraConfig, withAdapterSwapped } from "../../model/adapters/index.ts";
+import { type LoraUpdate, loraLayers, patternValue, readLoraConfig, withAdapterSwapped } from "../../model/adapters/index.ts";
 import type { CausalLM } from "../../model/causal_lm.ts";
 import { ValueHead, loadValueHead } from "../../model/value_head.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
@@ -136,6 +136,16 @@ export function createRewardModel(context: AttachContext, policy: CausalLM, toke
   const hiddenSize = policy.config.hidden_size;
   if (kind === "lora") {
     const updates = readRewardAdapter(source, device);
+    // Checked now rather than at the first score: the swap itself refuses modules the policy's adapter lacks.
+    const policyLayers = new Set(loraLayers(policy).map(([name]) => name));
+    const outside = [...updates.keys()].filter((name) => !policyLayers.has(name));
+    if (outside.length) {
+      throw new UserError(
+        `the reward adapter targets ${outside.length} module(s) the trained LoRA adapter does not (${outside.slice(0, 3).join(", ")})`,
+        "lora_target",
+        "train the policy's LoRA on at least the reward adapter's modules (lora_target: all covers any)",
+      );
+    }
     const head = rewardHead(hiddenSize, source, device, "reward_model");
     print(`reward model: the LoRA adapter ${source} swapped onto the trained model's base, with its value head`);
     return {
