@@ -355,3 +355,15 @@ test("settings PPO does not read are named in one notice; PPO settings outside p
   assert.deepEqual(unreadSettings("ppo", args.finetuning), ["pref_beta", "reward_model_adapters"]);
   assert.deepEqual(unreadSettings("dpo", args.finetuning), ["ppo_epochs", "reward_model", "reward_model_adapters", "reward_model_type"]);
 });
+
+test("examples/train_lora/llama3_lora_ppo.yaml trains on the reward adapter of llama3_lora_reward.yaml (tiny model, chatml, 2 short steps)", async () => {
+  // The tiny tokenizer lacks Llama 3's special tokens, so both run with chatml; the rest is the examples' own.
+  const folder = temp("examples");
+  const rewardDir = join(folder, "reward");
+  const common = [`model_name_or_path=${MODEL}`, "template=chatml", "logging_steps=1"];
+  await runTrain(parseTrainArgs(["examples/train_lora/llama3_lora_reward.yaml", ...common, `output_dir=${rewardDir}`, "num_train_epochs=1"], { onWarning: () => {} }), { print: () => {} });
+  const ppoDir = join(folder, "ppo");
+  await runTrain(parseTrainArgs(["examples/train_lora/llama3_lora_ppo.yaml", ...common, `reward_model=${rewardDir}`, `output_dir=${ppoDir}`, "max_steps=2", "max_new_tokens=8"], { onWarning: () => {} }), { print: () => {} });
+  assert.deepEqual(logOf(ppoDir).map((record) => record.current_steps), [1, 2]);
+  for (const file of ["adapter_model.safetensors", "value_head.safetensors", "trainer_state.json", "training_loss.png", "training_reward.png"]) assert.ok(existsSync(join(ppoDir, file)), file);
+});
