@@ -38,7 +38,7 @@ import { createOptimizer } from "../optimizer.ts";
 import { trainerOptionsFromArgs } from "../options.ts";
 import { plotLoss } from "../plot.ts";
 import { EventFileWriter, defaultLoggingDir } from "../tensorboard.ts";
-import { shuffledOrder } from "../trainer.ts";
+import { absoluteSteps, shuffledOrder } from "../trainer.ts";
 import { AdaptiveKLController, RunningMoments, computeAdvantages, computeRewards, maskedMean, normalizeScores, ppoLoss } from "./ppo_math.ts";
 import { loadFrozen } from "./reference.ts";
 import { type RewardModel, createRewardModel, rightPadded } from "./reward_model.ts";
@@ -339,6 +339,9 @@ function attach(context: AttachContext): StageRun {
     log.info(
       `PPO: ${rows.length} prompts, ${maxSteps} steps of ${batchSize} rollouts (mini-batch ${mini} × accumulation ${accumulation} × ppo_buffer_size ${finetuning.ppo_buffer_size}), ${finetuning.ppo_epochs} ppo_epochs, ${trainable.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0)} trainable parameters`,
     );
+    // A fraction below 1 is that share of all steps, as the trainer reads logging_steps and save_steps.
+    const loggingSteps = absoluteSteps(options.loggingSteps, maxSteps);
+    const saveSteps = absoluteSteps(options.saveSteps, maxSteps);
     let order: number[] = [];
     try {
       for (let step = 0; step < maxSteps; step++) {
@@ -374,7 +377,7 @@ function attach(context: AttachContext): StageRun {
         const globalStep = step + 1;
         // TRL's log_stats: the step counter moves before each TensorBoard log, so the first step logs at 1.
         if (board) for (const [name, value] of Object.entries(stats)) if (Number.isFinite(value)) board.addScalar(name, value, globalStep);
-        if (options.loggingSteps > 0 && globalStep % options.loggingSteps === 0) {
+        if (loggingSteps > 0 && globalStep % loggingSteps === 0) {
           const entry = { loss: Math.round((lossSum / counted) * 1e4) / 1e4, reward: Math.round((rewardSum / counted) * 1e4) / 1e4, learning_rate: lr, epoch: Math.round((step / epochLength) * 100) / 100 };
           logHistory.push({ ...entry, step });
           log.step({ step: globalStep, totalSteps: maxSteps, epoch: entry.epoch, loss: entry.loss, lr, metrics: { reward: entry.reward }, tokensPerSecond: 0, totalTokens: 0, stepsThisRun: globalStep, logs: entry });
@@ -382,7 +385,7 @@ function attach(context: AttachContext): StageRun {
         }
         log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: 0 });
         // LLaMA-Factory saves the model every save_steps (its loop reads no save_strategy).
-        if (options.saveSteps > 0 && globalStep % options.saveSteps === 0) parts.saveModel(join(training.output_dir, `checkpoint-${globalStep}`));
+        if (saveSteps > 0 && globalStep % saveSteps === 0) parts.saveModel(join(training.output_dir, `checkpoint-${globalStep}`));
       }
       parts.saveModel(training.output_dir);
       const state = { epoch: maxSteps / epochLength, global_step: maxSteps, max_steps: maxSteps, num_train_epochs: training.max_steps > 0 ? null : training.num_train_epochs, logging_steps: training.logging_steps, save_steps: training.save_steps, train_batch_size: mini, log_history: logHistory };
