@@ -1,7 +1,7 @@
 // RLHFArguments: preference optimisation (DPO, ORPO, SimPO, KTO) and PPO, with the reference and
 // reward models they use (LLaMA-Factory `RLHFArguments`). The dpo, kto and ppo fields work
-// (src/train/stages/); quantized reference and reward models and the wandb PPO logger are not built
-// yet: non-default values are refused.
+// (src/train/stages/); a quantized reference model and the wandb PPO logger are not built yet:
+// non-default values are refused.
 import { bool, choice, float, int, intChoice, optChoice, optFloat, optList, optStr } from "./schema.ts";
 
 const later = { tier: "later" } as const;
@@ -36,7 +36,7 @@ export const rlhfFields = {
   ref_model_quantization_bit: intChoice([4, 8], "Quantize the reference model to this many bits.", later),
   reward_model: optStr("Reward model for PPO: a folder, or a URL when reward_model_type is api."),
   reward_model_adapters: optList("Adapters of the reward model (reward_model_type full)."),
-  reward_model_quantization_bit: intChoice([4, 8], "Quantize the reward model to this many bits.", later),
+  reward_model_quantization_bit: intChoice([4, 8], "Quantize the reward model (reward_model_type full) to this many bits while loading (bitsandbytes)."),
   reward_model_type: choice(
     ["lora", "full", "api"],
     "lora",

@@ -122,7 +122,7 @@ describe("tiers", () => {
       assert.match(error.message, /not yet supported by lmfactory: `use_unsloth: true`/);
       return true;
     });
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", reward_model_type: "full", reward_model_quantization_bit: 4 }), /`reward_model_quantization_bit: 4`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ref_model: "models/ref", ref_model_quantization_bit: 4 }), /`ref_model_quantization_bit: 4`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ppo_logger: "wandb" }), /`ppo_logger: wandb`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo", ref_model_quantization_bit: 4 }), /`ref_model_quantization_bit: 4`/);
     for (const stage of ["rm", "dpo", "kto"]) assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, stage, pref_loss: "ipo", ld_alpha: 0.5, ref_model: "models/ref" }), stage);
@@ -167,9 +167,9 @@ describe("tiers", () => {
   });
 
   test("unsupportedSettings lists them without throwing; chat skips training-only ones", () => {
-    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", reward_model_type: "full", reward_model_quantization_bit: 4, use_unsloth: true }, { allowUnsupported: true });
+    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ref_model: "models/ref", ref_model_quantization_bit: 4, use_unsloth: true }, { allowUnsupported: true });
     const found = unsupportedSettings("train", args as never).map((setting) => `${setting.name}:${setting.tier}`);
-    assert.deepEqual(found, ["use_unsloth:later", "reward_model_quantization_bit:later"]);
+    assert.deepEqual(found, ["use_unsloth:later", "ref_model_quantization_bit:later"]);
     const chat = parseWith("chat", { ...baseConfigs.chat, stage: "ppo", reward_model: "saves/rm" });
     assert.equal(chat.args.finetuning!.stage, "ppo");
   });

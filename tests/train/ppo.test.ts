@@ -178,7 +178,7 @@ test("ppo with reward_model_type lora: the rm adapter and its value head swapped
   await assert.rejects(trainFromYaml({ ...GREEDY, reward_model: rm, reward_model_type: "lora", lora_target: "q_proj" }), /the reward adapter targets \d+ module\(s\) the trained LoRA adapter does not/);
 });
 
-test("ppo with reward_model_type full: a separate folder with its value head, or the base with reward_model_adapters", async () => {
+test("ppo with reward_model_type full: a separate folder with its value head (8-bit with reward_model_quantization_bit), or the base with reward_model_adapters", async () => {
   // A different tiny model with a value head written beside it.
   const other = tinyModelWithDemoTokenizer(1);
   saveSafetensors(join(other, "value_head.safetensors"), { "v_head.summary.weight": tensor([Array.from({ length: 32 }, (_, i) => Math.sin(i))]), "v_head.summary.bias": tensor([0.25]) });
@@ -186,6 +186,11 @@ test("ppo with reward_model_type full: a separate folder with its value head, or
   assert.ok(plain.lines.some((line) => line.includes(`reference model: a frozen copy of ${MODEL}`)));
   assert.ok(Math.abs(logOf(plain.outputDir)[0]!.reward! - (await expectedFirstReward(other, null, other))) < 2e-4);
   assert.ok(existsSync(join(plain.outputDir, "model.safetensors")) && existsSync(join(plain.outputDir, "value_head.safetensors")));
+  // reward_model_quantization_bit quantizes the reward model while loading: close to the float scores, not equal.
+  const quantized = await trainFromYaml({ ...GREEDY, reward_model: other, reward_model_type: "full", finetuning_type: "full", reward_model_quantization_bit: 8 });
+  assert.ok(quantized.lines.some((line) => line.includes(`reward model: ${other} (frozen, 8-bit)`)));
+  const [floatReward, int8Reward] = [logOf(plain.outputDir)[0]!.reward!, logOf(quantized.outputDir)[0]!.reward!];
+  assert.ok(int8Reward !== floatReward && Math.abs(int8Reward - floatReward) < 0.1 * Math.abs(floatReward), `float ${floatReward}, 8-bit ${int8Reward}`);
 
   const rm = await trainedRewardAdapter();
   const withAdapters = await trainFromYaml({ ...GREEDY, reward_model: MODEL, reward_model_adapters: rm, reward_model_type: "full", ref_model: MODEL });

@@ -20,9 +20,13 @@ export interface Reference {
   dispose(): void;
 }
 
-/** Loads a frozen model for inference from `folder` (with its adapters merged), as the reference. */
-export function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null): CausalLM {
-  const { args, device, dtype, print, loaded } = context;
+/**
+ * Loads a frozen model for inference from `folder` (with its adapters merged), as the reference.
+ * `quantizationBit`, when given, replaces the run's quantization_bit (PPO's reward_model_quantization_bit).
+ */
+export function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null, quantizationBit?: number | null): CausalLM {
+  const { device, dtype, print, loaded } = context;
+  const args = quantizationBit === undefined ? context.args : { ...context.args, model: { ...context.args.model, quantization_bit: quantizationBit } };
   const tokenizer: LoadedTokenizer = folder === null ? loaded : loadTokenizerAndTemplate(tokenizerOptionsFromArgs({ ...args, model: { ...args.model, model_name_or_path: folder } }));
   const options = modelOptionsFromArgs(args, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
   // LLaMA-Factory loads it with fresh FinetuningArguments (LoRA, not trainable): adapters are merged.

@@ -2,7 +2,7 @@
 // get_rewards, model/loader.py create_reward_model, train/ppo/ppo_utils.py): `lora` — a reward
 // adapter trained by stage rm, put in place of the policy's adapter on the same base with its own
 // value head; `full` — a separate model folder (with reward_model_adapters merged) and its
-// value_head.safetensors; `api` — POST {"model": "model", "messages": [text]} to a URL, read
+// value_head.safetensors, quantized with reward_model_quantization_bit; `api` — POST {"model": "model", "messages": [text]} to a URL, read
 // `scores`. A model's score is the value at the last token of query + response.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -160,7 +160,9 @@ export function createRewardModel(context: AttachContext, policy: CausalLM, toke
       },
     };
   }
-  const model = loadFrozen(context, source, adapters);
+  // LLaMA-Factory's create_reward_model: the run's model arguments with quantization_bit = reward_model_quantization_bit.
+  const bits = args.finetuning.reward_model_quantization_bit;
+  const model = loadFrozen(context, source, adapters, bits);
   model.eval();
   let head: ValueHead;
   try {
@@ -169,7 +171,7 @@ export function createRewardModel(context: AttachContext, policy: CausalLM, toke
     model.dispose();
     throw error;
   }
-  print(`reward model: ${source}${adapters?.length ? ` with adapters ${adapters.join(", ")}` : ""} (frozen), with its value head`);
+  print(`reward model: ${source}${adapters?.length ? ` with adapters ${adapters.join(", ")}` : ""} (frozen${bits ? `, ${bits}-bit` : ""}), with its value head`);
   return {
     kind,
     scores: async (queries, responses) => lastTokenValues(model, head, rightPadded(queries, responses, padTokenId), device, amp),
