@@ -93,7 +93,7 @@ const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
 };
 
 const ppo = "tests/train/ppo.test.ts";
-const ppoApi: Link = [ppo, "ppo with an api reward model from YAML: the server gets the decoded rollouts, loss and reward are logged, adapter and value head saved"];
+const ppoApi: Link = [ppo, "ppo with an api reward model from YAML: the server gets the decoded rollouts, loss and reward are logged, adapter and value head saved, checkpoints rotated"];
 const ppoLora: Link = [ppo, "ppo with reward_model_type lora: the rm adapter and its value head swapped onto the policy's base score the rollouts"];
 const ppoFull: Link = [ppo, "ppo with reward_model_type full: a separate folder with its value head (8-bit with reward_model_quantization_bit), or the base with reward_model_adapters"];
 const ppoStep: Link = [ppo, "ppo_buffer_size, ppo_epochs, ppo_target, ppo_score_norm and ppo_whiten_rewards change the PPO step"];

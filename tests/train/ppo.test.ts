@@ -87,9 +87,9 @@ before(async () => {
 });
 after(() => server.close());
 
-test("ppo with an api reward model from YAML: the server gets the decoded rollouts, loss and reward are logged, adapter and value head saved", async () => {
+test("ppo with an api reward model from YAML: the server gets the decoded rollouts, loss and reward are logged, adapter and value head saved, checkpoints rotated", async () => {
   const loggingDir = join(temp("tb"), "logs");
-  const { outputDir } = await trainFromYaml({ reward_model: url, reward_model_type: "api", max_steps: 2, save_steps: 1, ppo_epochs: 2, ppo_logger: "tensorboard", logging_dir: loggingDir, plot_loss: true });
+  const { outputDir } = await trainFromYaml({ reward_model: url, reward_model_type: "api", max_steps: 2, save_steps: 1, save_total_limit: 1, ppo_epochs: 2, ppo_logger: "tensorboard", logging_dir: loggingDir, plot_loss: true });
   // 2 steps × 4 rollouts, one request per mini-batch of 2, each text the prompt then the answer.
   assert.equal(received.length, 4);
   for (const messages of received) {
@@ -103,9 +103,11 @@ test("ppo with an api reward model from YAML: the server gets the decoded rollou
   }
   const state = JSON.parse(readFileSync(join(outputDir, "trainer_state.json"), "utf8"));
   assert.deepEqual(Object.keys(state.log_history[0]).sort(), ["epoch", "learning_rate", "loss", "reward", "step"]);
-  for (const folder of [outputDir, join(outputDir, "checkpoint-1"), join(outputDir, "checkpoint-2")]) {
-    for (const file of ["adapter_model.safetensors", "adapter_config.json", "value_head.safetensors"]) assert.ok(existsSync(join(folder, file)), `${folder}/${file}`);
+  // Weights every save_steps, written atomically and rotated by save_total_limit.
+  for (const folder of [outputDir, join(outputDir, "checkpoint-2")]) {
+    for (const file of ["adapter_model.safetensors", "adapter_config.json", "value_head.safetensors", "trainer_state.json"]) assert.ok(existsSync(join(folder, file)), `${folder}/${file}`);
   }
+  assert.ok(!existsSync(join(outputDir, "checkpoint-1")));
   assert.ok(existsSync(join(outputDir, "training_loss.png")) && existsSync(join(outputDir, "training_reward.png")));
   // TRL's statistics under logging_dir/trl, with TRL's names.
   const events = readdirSync(join(loggingDir, "trl")).map((name) => readFileSync(join(loggingDir, "trl", name)).toString("latin1")).join("");

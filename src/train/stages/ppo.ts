@@ -33,6 +33,7 @@ import {
   tidy,
   warmupSteps,
 } from "../../torch/index.ts";
+import { type TrainerStateJson, rotateCheckpoints, saveCheckpoint } from "../checkpoint.ts";
 import { RunLog } from "../logging.ts";
 import { createOptimizer } from "../optimizer.ts";
 import { trainerOptionsFromArgs } from "../options.ts";
@@ -339,6 +340,26 @@ function attach(context: AttachContext): StageRun {
     log.info(
       `PPO: ${rows.length} prompts, ${maxSteps} steps of ${batchSize} rollouts (mini-batch ${mini} × accumulation ${accumulation} × ppo_buffer_size ${finetuning.ppo_buffer_size}), ${finetuning.ppo_epochs} ppo_epochs, ${trainable.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0)} trainable parameters`,
     );
+    /** HF's TrainerState as LLaMA-Factory's save_state writes it for PPO. */
+    const trainerState = (globalStep: number): TrainerStateJson => ({
+      global_step: globalStep,
+      max_steps: maxSteps,
+      num_train_epochs: training.num_train_epochs,
+      epoch: globalStep / epochLength,
+      logging_steps: training.logging_steps,
+      save_steps: training.save_steps,
+      eval_steps: null,
+      train_batch_size: mini,
+      total_flos: 0,
+      log_history: logHistory,
+      best_metric: null,
+      best_model_checkpoint: null,
+      is_local_process_zero: true,
+      is_world_process_zero: true,
+      // Where the prompts stand (PPO does not resume from it): the epoch and the mini-batches taken in it.
+      lmf_data_position: { epoch: Math.floor(globalStep / stepsInEpoch), microBatch: (globalStep % stepsInEpoch) * (batchSize / mini) },
+      lmf_total_tokens: 0,
+    });
     // A fraction below 1 is that share of all steps, as the trainer reads logging_steps and save_steps.
     const loggingSteps = absoluteSteps(options.loggingSteps, maxSteps);
     const saveSteps = absoluteSteps(options.saveSteps, maxSteps);
@@ -384,12 +405,15 @@ function attach(context: AttachContext): StageRun {
           lossSum = rewardSum = counted = 0;
         }
         log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: 0 });
-        // LLaMA-Factory saves the model every save_steps (its loop reads no save_strategy).
-        if (saveSteps > 0 && globalStep % saveSteps === 0) parts.saveModel(join(training.output_dir, `checkpoint-${globalStep}`));
+        // LLaMA-Factory saves the weights every save_steps (its loop reads no save_strategy); written
+        // atomically as every checkpoint here, and rotated by save_total_limit.
+        if (saveSteps > 0 && globalStep % saveSteps === 0) {
+          saveCheckpoint(training.output_dir, { saveModel: parts.saveModel, optimizer, scheduler, state: trainerState(globalStep) }, true);
+          rotateCheckpoints(training.output_dir, training.save_total_limit);
+        }
       }
       parts.saveModel(training.output_dir);
-      const state = { epoch: maxSteps / epochLength, global_step: maxSteps, max_steps: maxSteps, num_train_epochs: training.max_steps > 0 ? null : training.num_train_epochs, logging_steps: training.logging_steps, save_steps: training.save_steps, train_batch_size: mini, log_history: logHistory };
-      writeFileSync(join(training.output_dir, "trainer_state.json"), JSON.stringify(state, null, 2) + "\n");
+      writeFileSync(join(training.output_dir, "trainer_state.json"), JSON.stringify(trainerState(maxSteps), null, 2) + "\n");
       if (finetuning.plot_loss) for (const file of plotLoss(training.output_dir, logHistory, ["loss", "reward"])) log.info(`wrote ${file}`);
     } finally {
       board?.close();
