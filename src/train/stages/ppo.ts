@@ -404,7 +404,8 @@ function attach(context: AttachContext): StageRun {
           log.step({ step: globalStep, totalSteps: maxSteps, epoch: entry.epoch, loss: entry.loss, lr, metrics: { reward: entry.reward }, tokensPerSecond: 0, totalTokens: 0, stepsThisRun: globalStep, logs: entry });
           lossSum = rewardSum = counted = 0;
         }
-        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: 0 });
+        // The bar's tokens/s counts the rollouts' tokens (prompt and answer).
+        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: queries.reduce((n, query, i) => n + query.length + responses[i]!.length, 0) });
         // LLaMA-Factory saves the weights every save_steps (its loop reads no save_strategy); written
         // atomically as every checkpoint here, and rotated by save_total_limit.
         if (saveSteps > 0 && globalStep % saveSteps === 0) {
