@@ -163,9 +163,13 @@ async function expectedFirstReward(folder: string, adapters: string[] | null, he
 
 test("num_train_epochs counts PPO steps as LLaMA-Factory: ⌊prompts / batch⌋ per epoch, the epoch logged as step / steps per epoch", async () => {
   // 10 prompts, batches of 4: 2 steps per epoch (the last 2 prompts dropped), 1.5 epochs = 3 steps.
-  const { outputDir } = await trainFromYaml({ reward_model: url, reward_model_type: "api", max_samples: 10, num_train_epochs: 1.5, ppo_epochs: 1 });
+  const loggingDir = join(temp("epochs-tb"), "logs");
+  const { outputDir } = await trainFromYaml({ reward_model: url, reward_model_type: "api", max_samples: 10, num_train_epochs: 1.5, ppo_epochs: 1, report_to: "tensorboard", logging_dir: loggingDir });
   const log = logOf(outputDir);
   assert.deepEqual(log.map((record) => [record.current_steps, record.total_steps, record.epoch]), [[1, 3, 0], [2, 3, 0.5], [3, 3, 1]]);
+  // report_to: tensorboard also sends TRL's statistics (LLaMA-Factory's log_with = report_to[0]).
+  const [file] = readdirSync(join(loggingDir, "trl"));
+  assert.deepEqual([...new Set(readEventFile(join(loggingDir, "trl", file!)).flatMap((event) => event.scalars.filter(([tag]) => tag === "ppo/mean_scores").map(() => event.step)))], [1, 2, 3]);
 });
 
 test("ppo with reward_model_type lora: the rm adapter and its value head swapped onto the policy's base score the rollouts", async () => {
