@@ -132,6 +132,7 @@ export class RunLog {
       `epoch ${record.epoch!.toFixed(2)}`,
       values.loss !== undefined ? `loss ${values.loss.toFixed(4)}` : "",
       values.evalLoss !== undefined ? `eval_loss ${values.evalLoss.toFixed(4)}` : "",
+      reward !== undefined ? `reward ${reward.toFixed(4)}` : "",
       values.lr !== undefined ? `lr ${values.lr.toExponential(2)}` : "",
       `${values.tokensPerSecond.toFixed(0)} tokens/s`,
       `elapsed ${record.elapsed_time}`,

@@ -337,6 +337,10 @@ function attach(context: AttachContext): StageRun {
     let lossSum = 0;
     let rewardSum = 0;
     let counted = 0;
+    // The rollouts' tokens (prompt and answer), for the tokens/s of the log line and the bar.
+    let totalTokens = 0;
+    let tokensSinceLog = 0;
+    let timeAtLastLog = log.elapsed();
     log.info(
       `PPO: ${rows.length} prompts, ${maxSteps} steps of ${batchSize} rollouts (mini-batch ${mini} × accumulation ${accumulation} × ppo_buffer_size ${finetuning.ppo_buffer_size}), ${finetuning.ppo_epochs} ppo_epochs, ${trainable.reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0)} trainable parameters`,
     );
@@ -396,16 +400,20 @@ function attach(context: AttachContext): StageRun {
         rewardSum += mean(scores) * scores.length;
         counted += scores.length;
         const globalStep = step + 1;
+        const stepTokens = queries.reduce((n, query, i) => n + query.length + responses[i]!.length, 0);
+        totalTokens += stepTokens;
+        tokensSinceLog += stepTokens;
         // TRL's log_stats: the step counter moves before each TensorBoard log, so the first step logs at 1.
         if (board) for (const [name, value] of Object.entries(stats)) if (Number.isFinite(value)) board.addScalar(name, value, globalStep);
         if (loggingSteps > 0 && globalStep % loggingSteps === 0) {
           const entry = { loss: Math.round((lossSum / counted) * 1e4) / 1e4, reward: Math.round((rewardSum / counted) * 1e4) / 1e4, learning_rate: lr, epoch: Math.round((step / epochLength) * 100) / 100 };
           logHistory.push({ ...entry, step });
-          log.step({ step: globalStep, totalSteps: maxSteps, epoch: entry.epoch, loss: entry.loss, lr, metrics: { reward: entry.reward }, tokensPerSecond: 0, totalTokens: 0, stepsThisRun: globalStep, logs: entry });
-          lossSum = rewardSum = counted = 0;
+          const now = log.elapsed();
+          log.step({ step: globalStep, totalSteps: maxSteps, epoch: entry.epoch, loss: entry.loss, lr, metrics: { reward: entry.reward }, tokensPerSecond: tokensSinceLog / Math.max(now - timeAtLastLog, 1e-9), totalTokens, stepsThisRun: globalStep, logs: entry });
+          lossSum = rewardSum = counted = tokensSinceLog = 0;
+          timeAtLastLog = now;
         }
-        // The bar's tokens/s counts the rollouts' tokens (prompt and answer).
-        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: queries.reduce((n, query, i) => n + query.length + responses[i]!.length, 0) });
+        log.tick({ step: globalStep, totalSteps: maxSteps, epoch: globalStep / epochLength, tokens: stepTokens });
         // LLaMA-Factory saves the weights every save_steps (its loop reads no save_strategy); written
         // atomically as every checkpoint here, and rotated by save_total_limit.
         if (saveSteps > 0 && globalStep % saveSteps === 0) {
