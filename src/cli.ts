@@ -110,7 +110,7 @@ async function inspectData(action: string, tokens: string[]): Promise<number> {
   const data = await prepareTrainingData(args, (line) => console.error(line));
   const rows = data.train.length ? data.train : data.eval;
   const { colorEnabled } = await import("./terminal/style.ts");
-  console.log(renderInspection(rows, data.tokenizer, { n, json, color: !json && colorEnabled(process.stdout), cutoffLen: args.data.cutoff_len, dropped: data.dropped }));
+  console.log(renderInspection(rows, data.tokenizer, { n, json, color: !json && colorEnabled(process.stdout), cutoffLen: args.data.cutoff_len, dropped: data.dropped, prompts: args.finetuning.stage === "ppo" }));
   return 0;
 }
 

@@ -1,7 +1,8 @@
 // `lmf data inspect`: the first examples exactly as the trainer will receive them, token by token
 // with its id and whether its label is trained (green) or masked (dim), or as JSON for machines,
 // plus summary counts. What LLaMA-Factory prints as "training example" at start-up, made browsable.
-// Pairwise rows (rm, dpo) show their chosen and rejected sequences; KTO rows their tag, answer and KL row.
+// Pairwise rows (rm, dpo) show their chosen and rejected sequences; KTO rows their tag, answer and KL row;
+// PPO's prompt rows the prompt the policy answers and the dataset's answer, neither trained on.
 import type { Tokenizer } from "./tokenizer.ts";
 import { type FeedbackRow, IGNORE_INDEX, type PairwiseRow, type SupervisedRow } from "./types.ts";
 
@@ -11,6 +12,8 @@ export interface InspectOptions {
   color: boolean;
   cutoffLen: number;
   dropped: number;
+  /** PPO's rows (the unsupervised processor): input_ids are the prompt, labels the dataset's answer. */
+  prompts?: boolean;
 }
 
 export interface InspectSummary {
@@ -28,8 +31,17 @@ interface Sequence {
   labels: number[];
 }
 
-/** The named token sequences of a row: one for sft/pt, chosen and rejected for pairwise, answer and KL for KTO. */
-function sequencesOf(row: InspectedRow): [name: string, sequence: Sequence][] {
+const untrained = (ids: number[]): Sequence => ({ input_ids: ids, labels: ids.map(() => IGNORE_INDEX) });
+
+/** The named token sequences of a row: one for sft/pt, chosen and rejected for pairwise, answer and KL for KTO, prompt and answer for PPO. */
+function sequencesOf(row: InspectedRow, prompts = false): [name: string, sequence: Sequence][] {
+  if (prompts) {
+    const { input_ids, labels } = row as SupervisedRow;
+    return [
+      ["prompt", untrained(input_ids)],
+      ["dataset answer (not trained on: PPO answers with the policy)", untrained(labels)],
+    ];
+  }
   if ("chosen_input_ids" in row) {
     return [
       ["chosen", { input_ids: row.chosen_input_ids, labels: row.chosen_labels }],
@@ -47,12 +59,13 @@ function sequencesOf(row: InspectedRow): [name: string, sequence: Sequence][] {
 
 const trainedIn = (sequence: Sequence) => sequence.labels.filter((label) => label !== IGNORE_INDEX).length;
 
-export function summarize(rows: readonly InspectedRow[], cutoffLen: number, dropped: number): InspectSummary {
+export function summarize(rows: readonly InspectedRow[], cutoffLen: number, dropped: number, prompts = false): InspectSummary {
   let tokens = 0;
   let trained = 0;
   let atCutoff = 0;
   for (const row of rows) {
-    const sequences = sequencesOf(row).map(([, sequence]) => sequence);
+    // PPO counts its prompts: the dataset answer never reaches the model.
+    const sequences = sequencesOf(row, prompts).map(([, sequence]) => sequence).slice(0, prompts ? 1 : undefined);
     tokens += sequences.reduce((sum, sequence) => sum + sequence.input_ids.length, 0);
     trained += sequences.reduce((sum, sequence) => sum + trainedIn(sequence), 0);
     if (sequences.some((sequence) => sequence.input_ids.length >= cutoffLen)) atCutoff += 1;
@@ -84,7 +97,7 @@ export function renderInspection(rows: readonly InspectedRow[], tokenizer: Token
   const masked = (text: string) => (options.color ? `\x1b[2m${text}\x1b[0m` : text);
   const lines: string[] = [];
   shown.forEach((row, index) => {
-    for (const [name, sequence] of sequencesOf(row)) {
+    for (const [name, sequence] of sequencesOf(row, options.prompts)) {
       const label = name ? `example ${index} ${name}` : `example ${index}`;
       lines.push(`--- ${label} (${sequence.input_ids.length} tokens, ${trainedIn(sequence)} trained) ---`);
       lines.push(tokenizer.decode(sequence.input_ids, { skipSpecialTokens: false }));
@@ -95,7 +108,7 @@ export function renderInspection(rows: readonly InspectedRow[], tokenizer: Token
       lines.push(pieces.join(" "));
     }
   });
-  const summary = summarize(rows, options.cutoffLen, options.dropped);
+  const summary = summarize(rows, options.cutoffLen, options.dropped, options.prompts);
   lines.push(
     `--- ${summary.examples} examples, ${summary.tokens} tokens, ${summary.trained_tokens} trained tokens, ` +
       `${summary.at_cutoff} at cutoff_len (truncated or packed), ${summary.dropped} dropped ---`,

@@ -25,7 +25,7 @@ const method = {
     ["pt", "sft", "rm", "ppo", "dpo", "kto"],
     "sft",
     "Training stage: pre-training, supervised, reward model, PPO, DPO-family or KTO.",
-    { choiceTiers: { ppo: "later" }, trainOnly: true },
+    { trainOnly: true },
   ),
   finetuning_type: choice(
     ["lora", "freeze", "full", "oft"],

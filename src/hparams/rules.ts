@@ -316,6 +316,18 @@ const trainRules: Rule[] = [
     fix: "set `report_to` to one of wandb, tensorboard, trackio or none",
   },
   {
+    name: "ppo_cannot_resume",
+    when: (a) => !!training(a)?.resume_from_checkpoint && isPpo(a),
+    message: "PPO cannot resume from a checkpoint (LLaMA-Factory's PPO trainer cannot either)",
+    fix: "drop `resume_from_checkpoint`; to go on from a saved adapter, set `adapter_name_or_path` to it",
+  },
+  {
+    name: "ppo_no_eval_data",
+    when: (a) => training(a) !== null && isPpo(a) && (a.data.eval_dataset !== null || a.data.val_size > 0),
+    message: "PPO has no evaluation set (LLaMA-Factory's PPOTrainer does not support one)",
+    fix: "drop `eval_dataset` and `val_size`; evaluate the result with `stage: sft`",
+  },
+  {
     name: "full_rm_ppo_cannot_resume",
     when: (a) =>
       !!training(a)?.resume_from_checkpoint &&

@@ -12,6 +12,8 @@ export interface LogRecord {
   total_steps: number;
   loss?: number;
   eval_loss?: number;
+  /** PPO's mean reward of the log window (LLaMA-Factory's LogCallback copies `reward`). */
+  reward?: number;
   /** LLaMA-Factory's LogCallback copies `rewards/accuracies` (dpo) here. */
   accuracy?: number;
   lr?: number;
@@ -88,6 +90,7 @@ export class RunLog {
     logs?: Record<string, number>;
   }): LogRecord {
     const accuracy = values.metrics?.["rewards/accuracies"];
+    const reward = values.metrics?.reward;
     const elapsed = this.elapsed();
     const perStep = values.stepsThisRun > 0 ? elapsed / values.stepsThisRun : 0;
     const remaining = perStep * (values.totalSteps - values.step);
@@ -96,6 +99,7 @@ export class RunLog {
       total_steps: values.totalSteps,
       ...(values.loss !== undefined && { loss: round(values.loss, 4) }),
       ...(values.evalLoss !== undefined && { eval_loss: round(values.evalLoss, 4) }),
+      ...(reward !== undefined && { reward }),
       ...(accuracy !== undefined && { accuracy }),
       ...(values.lr !== undefined && { lr: values.lr }),
       epoch: round(values.epoch, 2),
@@ -128,6 +132,7 @@ export class RunLog {
       `epoch ${record.epoch!.toFixed(2)}`,
       values.loss !== undefined ? `loss ${values.loss.toFixed(4)}` : "",
       values.evalLoss !== undefined ? `eval_loss ${values.evalLoss.toFixed(4)}` : "",
+      reward !== undefined ? `reward ${reward.toFixed(4)}` : "",
       values.lr !== undefined ? `lr ${values.lr.toExponential(2)}` : "",
       `${values.tokensPerSecond.toFixed(0)} tokens/s`,
       `elapsed ${record.elapsed_time}`,

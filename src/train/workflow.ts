@@ -329,39 +329,46 @@ async function runWorker(
         saveLoraAdapter(model, pissaFolder("pissa_init"), asPlainLora());
         info(`Initial PiSSA adapter saved at ${pissaFolder("pissa_init")}.`);
       }
-      train(
-        {
-          model,
-          train: trainRows,
-          eval: training.eval_strategy !== "no" ? evalRows : null,
-          collate,
-          stage: trainerStage,
-          extraParameters: run.parameters,
-          saveModel: saveTrained,
-          inStreamOrder: data.streaming,
-          // Read as stored and copied into each weight's own dtype: exact for float32 master
-          // weights beside bfloat16 frozen ones (bf16), and for all-bfloat16 models alike.
-          loadModel: (checkpoint) => {
-            if (isLora) restoreLoraWeights(model, checkpoint);
-            else loadWeights(model, checkpoint, "float32");
-            run.restore?.(checkpoint);
+      if (run.train) {
+        // A stage with its own loop (ppo): one process, no resume, as LLaMA-Factory's PPO trainer.
+        if (parallel.worldSize > 1) throw new UserError(`stage ${stage.name} runs in one process`, "stage", "launch it without data parallelism");
+        if (resumeFrom) throw new UserError(`stage ${stage.name} cannot resume from a checkpoint (nor can LLaMA-Factory's)`, "resume_from_checkpoint", "start the run afresh");
+        await run.train({ rows: trainRows, saveModel: saveTrained, warn, progressBar: bar });
+      } else {
+        train(
+          {
+            model,
+            train: trainRows,
+            eval: training.eval_strategy !== "no" ? evalRows : null,
+            collate,
+            stage: trainerStage,
+            extraParameters: run.parameters,
+            saveModel: saveTrained,
+            inStreamOrder: data.streaming,
+            // Read as stored and copied into each weight's own dtype: exact for float32 master
+            // weights beside bfloat16 frozen ones (bf16), and for all-bfloat16 models alike.
+            loadModel: (checkpoint) => {
+              if (isLora) restoreLoraWeights(model, checkpoint);
+              else loadWeights(model, checkpoint, "float32");
+              run.restore?.(checkpoint);
+            },
           },
-        },
-        trainerOptionsFromArgs(args, {
-          device,
-          resumeFrom,
-          print: info,
-          warn,
-          // `all` means every tracker lmfactory has, which is TensorBoard alone.
-          reporters: parallel.isMain && training.report_to.some((name) => name === "tensorboard" || name === "all")
-            ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
-            : [],
-          effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
-          computesAccuracy: !!stage.computesAccuracy,
-          parallel,
-          progressBar: bar,
-        }),
-      );
+          trainerOptionsFromArgs(args, {
+            device,
+            resumeFrom,
+            print: info,
+            warn,
+            // `all` means every tracker lmfactory has, which is TensorBoard alone.
+            reporters: parallel.isMain && training.report_to.some((name) => name === "tensorboard" || name === "all")
+              ? [tensorBoardReporter(training.logging_dir ?? defaultLoggingDir(training.output_dir), { args: trainingArgsJson(args) })]
+              : [],
+            effectiveTokens: finetuning.include_effective_tokens_per_second ? (stage.effectiveTokens?.(trainRows) ?? null) : null,
+            computesAccuracy: !!stage.computesAccuracy,
+            parallel,
+            progressBar: bar,
+          }),
+        );
+      }
       if (pissaConvert && parallel.isMain) {
         saveLoraAdapter(model, pissaFolder("pissa_backup"), asPlainLora());
         savePissaConverted(model, pissaFolder("pissa_converted"), pissaFolder("pissa_init"), { baseModelNameOrPath: args.model.model_name_or_path });

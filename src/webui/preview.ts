@@ -82,8 +82,15 @@ export function rawPage(workspace: Workspace, datasetDir: string, name: string, 
   });
 }
 
-/** The token strips of one processed row: every `<part>input_ids` with its `<part>labels`. */
-function tokenStrips(row: Record<string, unknown>, decode: (ids: number[]) => string): TokenizedExample[] {
+/**
+ * The token strips of one processed row: every `<part>input_ids` with its `<part>labels`; a PPO row
+ * (`prompts`) is its prompt, nothing trained, as `lmf data inspect` shows it.
+ */
+function tokenStrips(row: Record<string, unknown>, decode: (ids: number[]) => string, prompts = false): TokenizedExample[] {
+  if (prompts) {
+    const ids = row.input_ids as number[];
+    return [{ part: "input_ids", text: decode(ids), tokens: ids.map((id) => ({ id, text: decode([id]), trained: false })), trainedCount: 0 }];
+  }
   const strips: TokenizedExample[] = [];
   for (const key of Object.keys(row).filter((name) => name.endsWith("input_ids"))) {
     const prefix = key.slice(0, -"input_ids".length);
@@ -122,7 +129,7 @@ export function tokenizedPage(settings: Record<string, unknown>, name: string, o
     const data = await prepareTrainingData(args, (line) => notes.push(line));
     const decode = (ids: number[]) => data.tokenizer.decode(ids, { skipSpecialTokens: false });
     const rows = data.train as unknown as Record<string, unknown>[];
-    const examples = rows.slice(offset, offset + limit).map((row) => tokenStrips(row, decode));
+    const examples = rows.slice(offset, offset + limit).map((row) => tokenStrips(row, decode, args.finetuning.stage === "ppo"));
     return { examples, offset, more: rows.length > offset + limit, notes };
   });
 }

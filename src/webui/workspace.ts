@@ -95,11 +95,13 @@ export class Workspace {
     return this.folders.some((folder) => real === folder || real.startsWith(folder + sep));
   }
 
-  /** The problem with a path field's value, or null: outside the opened folders is refused (hub ids of model-like fields pass). */
+  /** The problem with a path field's value, or null: outside the opened folders is refused (hub ids of model-like fields and a reward API's URL pass). */
   pathProblem(field: string, value: unknown): string | null {
     const paths = Array.isArray(value) ? value.map(String) : typeof value === "string" ? [value] : [];
     for (const path of paths) {
       if (HUB_ID_FIELDS.has(field) && HUB_ID.test(path) && !path.split("/").includes("..") && !existsSync(this.resolve(path))) continue;
+      // PPO's `reward_model_type: api` names a URL, not a path.
+      if (field === "reward_model" && /^https?:\/\//.test(path)) continue;
       if (!this.contains(path)) return `${path} is outside the folders this board was opened with (${this.folders.join(", ")})`;
     }
     return null;

@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { resolve } from "node:path";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { prepareTrainingData } from "../../src/train/workflow.ts";
 
@@ -46,4 +47,22 @@ test("lmf data inspect on dpo and kto configs shows chosen and rejected, or the 
   assert.match(tagged[1].kl.text, /assistant\n12 \+ 30 = 42\.<\|im_end\|>/);
   const ktoText = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", "examples/train_lora/qwen3_lora_kto.yaml", ...overrides, "--n", "2"], { encoding: "utf8" });
   assert.match(ktoText.stdout, /--- example 0 desirable [\s\S]*--- example 0 kl [\s\S]*--- example 1 undesirable /);
+});
+
+test("lmf data inspect on a ppo config shows each prompt and the dataset's answer, neither trained on", () => {
+  const ppo = ["examples/demo/sft_lora.yaml", ...TOKENIZER, "stage=ppo", "reward_model=http://127.0.0.1:9/score", "reward_model_type=api", "additional_target=null"];
+  const text = spawnSync(process.execPath, ["bin/lmf.mjs", "data", "inspect", ...ppo, "--n", "1"], { encoding: "utf8" });
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /--- example 0 prompt \(15 tokens, 0 trained\) ---\n<\|im_start\|>user\nWho are you\?<\|im_end\|>\n<\|im_start\|>assistant\n\n/);
+  assert.match(text.stdout, /--- example 0 dataset answer \(not trained on: PPO answers with the policy\) \(\d+ tokens, 0 trained\) ---\nI am Pico/);
+  assert.match(text.stdout, /--- 13 examples, \d+ tokens, 0 trained tokens, /);
+});
+
+test("the web board's tokenized preview of a ppo config shows the prompts, nothing marked trained", async () => {
+  const { tokenizedPage } = await import("../../src/webui/preview.ts");
+  const settings = { model_name_or_path: resolve("examples/demo/tiny-llama"), stage: "ppo", reward_model: "http://127.0.0.1:9/score", reward_model_type: "api", dataset_dir: resolve("examples/demo"), template: "chatml", output_dir: resolve("saves/unused") };
+  const page = await tokenizedPage(settings, "demo_identity", 0, 2);
+  assert.equal(page.examples.length, 2);
+  assert.deepEqual(page.examples[0]!.map((strip) => [strip.part, strip.trainedCount]), [["input_ids", 0]]);
+  assert.equal(page.examples[0]![0]!.text, "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n");
 });

@@ -93,6 +93,26 @@ const PREFERENCE_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ref_model_quantization_bit: referenceChoice,
 };
 
+const ppo = "tests/train/ppo.test.ts";
+const ppoApi: Link = [ppo, "ppo with an api reward model from YAML: the server gets the decoded rollouts, loss and reward are logged, adapter and value head saved, checkpoints rotated"];
+const ppoLora: Link = [ppo, "ppo with reward_model_type lora: the rm adapter and its value head swapped onto the policy's base score the rollouts"];
+const ppoFull: Link = [ppo, "ppo with reward_model_type full: a separate folder with its value head (8-bit with reward_model_quantization_bit), or the base with reward_model_adapters"];
+const ppoStep: Link = [ppo, "ppo_buffer_size, ppo_epochs, ppo_target, ppo_score_norm and ppo_whiten_rewards change the PPO step"];
+
+/** Stage ppo's fields (issue 18). */
+const PPO_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
+  ppo_buffer_size: ppoStep,
+  ppo_epochs: ppoStep,
+  ppo_target: ppoStep,
+  ppo_score_norm: ppoStep,
+  ppo_whiten_rewards: ppoStep,
+  ppo_logger: ppoApi,
+  reward_model: [ppoApi, ppoLora, ppoFull],
+  reward_model_type: [ppoApi, ppoLora, ppoFull],
+  reward_model_adapters: ppoFull,
+  reward_model_quantization_bit: ppoFull,
+};
+
 const hfExport = "tests/export/hf_export.test.ts";
 const exportMerge: Link = [hfExport, "lmf export runs a LLaMA-Factory merge_lora YAML (examples/merge_lora/qwen3_lora_sft.yaml with local paths)"];
 const exportShards: Link = [hfExport, "export_size shards: greedy in key order as huggingface_hub splits, named model-0000i-of-0000N, with an index; loads here and in PyTorch"];
@@ -131,6 +151,7 @@ const DISTRIBUTED_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
 export const BEHAVIOUR_LINKS: Readonly<Record<string, Link | readonly Link[]>> = {
   ...TRAINER_LINKS,
   ...PREFERENCE_LINKS,
+  ...PPO_LINKS,
   ...EXPORT_LINKS,
   ...DISTRIBUTED_LINKS,
   moe_aux_loss_coef: ["tests/model/moe.test.ts", "moe_aux_loss_coef switches the router loss on for training only, for the model types that have it"],

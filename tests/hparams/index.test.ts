@@ -122,8 +122,8 @@ describe("tiers", () => {
       assert.match(error.message, /not yet supported by lmfactory: `use_unsloth: true`/);
       return true;
     });
-    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm" }), /not yet supported by lmfactory: `stage: ppo`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "dpo", use_galore: true }), /`use_galore: true`/);
+    assert.throws(() => parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ppo_logger: "wandb" }), /`ppo_logger: wandb`/);
     for (const stage of ["rm", "dpo", "kto"]) assert.doesNotThrow(() => parseWith("train", { ...baseConfigs.train, stage, pref_loss: "ipo", ld_alpha: 0.5, ref_model: "models/ref" }), stage);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, optim: "paged_adamw_8bit" }), /`optim: paged_adamw_8bit`/);
     assert.throws(() => parseWith("train", { ...baseConfigs.train, lr_scheduler_type: "reduce_lr_on_plateau" }), /`lr_scheduler_type: reduce_lr_on_plateau`/);
@@ -166,9 +166,9 @@ describe("tiers", () => {
   });
 
   test("unsupportedSettings lists them without throwing; chat skips training-only ones", () => {
-    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", use_unsloth: true }, { allowUnsupported: true });
+    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ref_model: "models/ref", ref_model_quantization_bit: 4, use_unsloth: true }, { allowUnsupported: true });
     const found = unsupportedSettings("train", args as never).map((setting) => `${setting.name}:${setting.tier}`);
-    assert.deepEqual(found, ["use_unsloth:later", "stage:later", "reward_model:later"]);
+    assert.deepEqual(found, ["use_unsloth:later", "ref_model_quantization_bit:later"]);
     const chat = parseWith("chat", { ...baseConfigs.chat, stage: "ppo", reward_model: "saves/rm" });
     assert.equal(chat.args.finetuning!.stage, "ppo");
   });
@@ -276,7 +276,7 @@ describe("help and schema", () => {
     assert.match(train, /lora_rank {2}int {2}\(default: 8\)/);
     assert.match(train, /finetuning_type {2}enum\{lora, freeze, full, oft\} {2}\(default: lora\)/);
     assert.match(train, /use_galore {2}bool {2}\(default: false\)\n.*\[not yet supported\]/);
-    assert.match(train, /stage .*\n.*\[not yet supported: ppo\]/);
+    assert.match(train, /ppo_logger .*\n.*\[not yet supported: wandb\]/);
     assert.ok(allFieldsHelp().includes("EvaluationArguments"));
   });
 
@@ -287,7 +287,7 @@ describe("help and schema", () => {
     // A field whose values differ in support says which values work.
     assert.match(fieldHelp("report_to"), /\[supported: none, tensorboard, all; other values not yet\]/);
     assert.match(fieldHelp("report_to"), /tier: {5}now for none, tensorboard, all; later for any other value/);
-    assert.match(fieldHelp("stage"), /tier: {5}later for ppo; now for any other value/);
+    assert.match(fieldHelp("ppo_logger"), /tier: {5}later for wandb; now for any other value/);
   });
 
   test("the JSON Schema lists every settable key with its type", () => {

@@ -175,6 +175,8 @@ const cases: Case[] = [
   { rule: "ppo_needs_do_train", command: "train", bad: { ...ppo, do_train: false }, good: ppo },
   { rule: "ppo_excludes_shift_attn", command: "train", bad: { ...ppo, shift_attn: true }, good: { shift_attn: true } },
   { rule: "ppo_report_to", command: "train", bad: { ...ppo, report_to: "mlflow" }, good: { ...ppo, report_to: "wandb" } },
+  { rule: "ppo_cannot_resume", command: "train", bad: { ...ppo, resume_from_checkpoint: "saves/ppo/checkpoint-10" }, good: ppo },
+  { rule: "ppo_no_eval_data", command: "train", bad: { ...ppo, val_size: 0.1 }, good: ppo },
   {
     rule: "full_rm_ppo_cannot_resume",
     command: "train",

@@ -9,22 +9,8 @@ import { join } from "node:path";
 import { parseTrainArgs } from "../../src/hparams/index.ts";
 import { EventFileWriter, crc32c, defaultLoggingDir, encodeEvent, maskedCrc32c, tfRecord } from "../../src/train/tensorboard.ts";
 import { runTrain } from "../../src/train/workflow.ts";
+import { bitwiseCrc32c, bitwiseMasked, readEventFile } from "../fixtures/tensorboard_reader.ts";
 import { makeTinyModel } from "../fixtures/tiny_model.ts";
-
-/** CRC32C bit by bit, no table: a second implementation the writer's table-driven one is checked against. */
-function bitwiseCrc32c(bytes: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of bytes) {
-    crc ^= byte;
-    for (let bit = 0; bit < 8; bit++) crc = (crc >>> 1) ^ (0x82f63b78 & -(crc & 1));
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-function bitwiseMasked(bytes: Uint8Array): number {
-  const crc = bitwiseCrc32c(bytes);
-  return (((crc >>> 15) | (crc << 17)) + 0xa282ead8) >>> 0;
-}
 
 const uint32LE = (value: number) => [value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, value >>> 24];
 
@@ -59,104 +45,6 @@ test("one scalar event record, byte for byte", () => {
   assert.deepEqual([...encodeEvent({ wallTime: 0, step: 2 ** 35 })].slice(9), [0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
   assert.deepEqual([...encodeEvent({ wallTime: 0, step: 0 })], [0x09, 0, 0, 0, 0, 0, 0, 0, 0]);
 });
-
-// ---- The independent reader: TFRecord frames, then protobuf fields by wire type. ----
-
-type FieldValue = { wireType: 0; value: bigint } | { wireType: 1; bytes: Buffer } | { wireType: 2; bytes: Buffer } | { wireType: 5; bytes: Buffer };
-
-function readVarint(buf: Buffer, at: number): [bigint, number] {
-  let value = 0n;
-  for (let shift = 0n; ; shift += 7n) {
-    const byte = buf[at++]!;
-    value |= BigInt(byte & 0x7f) << shift;
-    if (!(byte & 0x80)) return [value, at];
-  }
-}
-
-function decodeMessage(buf: Buffer): Map<number, FieldValue[]> {
-  const fields = new Map<number, FieldValue[]>();
-  let at = 0;
-  while (at < buf.length) {
-    const [key, next] = readVarint(buf, at);
-    at = next;
-    const field = Number(key >> 3n);
-    const wireType = Number(key & 7n);
-    let value: FieldValue;
-    if (wireType === 0) {
-      const [v, after] = readVarint(buf, at);
-      value = { wireType, value: v };
-      at = after;
-    } else if (wireType === 1 || wireType === 5) {
-      const size = wireType === 1 ? 8 : 4;
-      value = { wireType, bytes: buf.subarray(at, at + size) };
-      at += size;
-    } else if (wireType === 2) {
-      const [size, after] = readVarint(buf, at);
-      value = { wireType, bytes: buf.subarray(after, after + Number(size)) };
-      at = after + Number(size);
-    } else {
-      throw new Error(`unexpected wire type ${wireType}`);
-    }
-    fields.set(field, [...(fields.get(field) ?? []), value]);
-  }
-  assert.equal(at, buf.length, "message ends inside a field");
-  return fields;
-}
-
-interface ReadEvent {
-  wallTime: number;
-  step: number;
-  fileVersion?: string;
-  scalars: [tag: string, value: number][];
-  /** Text summaries (torch's add_text): tag and the string of the DT_STRING tensor. */
-  texts: [tag: string, text: string][];
-}
-
-function readEventFile(path: string): ReadEvent[] {
-  const file = readFileSync(path);
-  const events: ReadEvent[] = [];
-  let at = 0;
-  while (at < file.length) {
-    const lengthBytes = file.subarray(at, at + 8);
-    assert.equal(file.readUInt32LE(at + 8), bitwiseMasked(lengthBytes), "length CRC");
-    const length = Number(file.readBigUInt64LE(at));
-    const data = file.subarray(at + 12, at + 12 + length);
-    assert.equal(file.readUInt32LE(at + 12 + length), bitwiseMasked(data), "data CRC");
-    at += 12 + length + 4;
-
-    const event = decodeMessage(data);
-    const wall = event.get(1)?.[0];
-    const step = event.get(2)?.[0];
-    const version = event.get(3)?.[0];
-    const read: ReadEvent = {
-      wallTime: wall?.wireType === 1 ? wall.bytes.readDoubleLE(0) : NaN,
-      step: step?.wireType === 0 ? Number(step.value) : 0,
-      scalars: [],
-      texts: [],
-    };
-    if (version?.wireType === 2) read.fileVersion = version.bytes.toString("utf8");
-    for (const summary of event.get(5) ?? []) {
-      assert.equal(summary.wireType, 2);
-      for (const value of decodeMessage((summary as { bytes: Buffer }).bytes).get(1) ?? []) {
-        const fields = decodeMessage((value as { bytes: Buffer }).bytes);
-        const tag = fields.get(1)![0] as { bytes: Buffer };
-        const tensor = fields.get(8)?.[0] as { bytes: Buffer } | undefined;
-        if (tensor) {
-          const proto = decodeMessage(tensor.bytes);
-          assert.equal((proto.get(1)![0] as { value: bigint | number }).value.toString(), "7", "dtype DT_STRING");
-          read.texts.push([tag.bytes.toString("utf8"), (proto.get(8)![0] as { bytes: Buffer }).bytes.toString("utf8")]);
-          continue;
-        }
-        const simple = fields.get(2)![0]!;
-        assert.equal(simple.wireType, 5, "simple_value is a float");
-        read.scalars.push([tag.bytes.toString("utf8"), (simple as { bytes: Buffer }).bytes.readFloatLE(0)]);
-      }
-    }
-    events.push(read);
-  }
-  assert.equal(at, file.length, "file ends inside a record");
-  return events;
-}
 
 test("EventFileWriter: the version record first, then one event per scalar, readable after each write", () => {
   const dir = mkdtempSync(join(tmpdir(), "lmf-tb-"));

@@ -126,6 +126,9 @@ describe("web board forms", () => {
     assert.match(checkJob("train", { ...TRAIN, adapter_name_or_path: "saves/a", adapter_folder: "../../../etc" }, workspace).errors.adapter_folder!, /outside/);
     assert.equal(checkJob("train", { ...TRAIN, model_name_or_path: "Qwen/Qwen3-0.6B" }, workspace, { full: false }).errors.model_name_or_path, undefined);
     assert.match(checkJob("train", { ...TRAIN, model_name_or_path: "../../x" }, workspace).errors.model_name_or_path!, /outside/);
+    // PPO's api reward model is a URL; a reward model folder is a path like any other.
+    assert.equal(checkJob("train", { ...TRAIN, stage: "ppo", reward_model_type: "api", reward_model: "http://127.0.0.1:8000/score" }, workspace, { full: false }).errors.reward_model, undefined);
+    assert.match(checkJob("train", { ...TRAIN, stage: "ppo", reward_model: "/etc/rm" }, workspace).errors.reward_model!, /outside/);
     // A dataset_info.json entry pointing outside is refused too.
     mkdirSync(join(WORK, "escape"));
     writeFileSync(join(WORK, "escape", "dataset_info.json"), JSON.stringify({ leak: { file_name: "/etc/hostname" } }));

@@ -10,6 +10,7 @@ import { processFeedback } from "./feedback.ts";
 import { processPairwise } from "./pairwise.ts";
 import { processPretrain } from "./pretrain.ts";
 import { processPackedSupervised, processSupervised } from "./supervised.ts";
+import { processUnsupervised } from "./unsupervised.ts";
 
 export interface ProcessorOptions {
   modelFolder: string;
@@ -37,7 +38,7 @@ const THIS_MODULE = new URL(import.meta.url).href;
 
 /** The spec of one of this file's factories. */
 export function processorSpec(
-  exportName: "makePretrainProcessor" | "makeSupervisedProcessor" | "makePairwiseProcessor" | "makeFeedbackProcessor",
+  exportName: "makePretrainProcessor" | "makeSupervisedProcessor" | "makeUnsupervisedProcessor" | "makePairwiseProcessor" | "makeFeedbackProcessor",
   args: ProcessorOptions,
 ): ProcessorSpec {
   return { module: THIS_MODULE, exportName, args };
@@ -61,6 +62,12 @@ export function makeSupervisedProcessor(options: ProcessorOptions): BatchProcess
   const supervised = { template, tokenizer, cutoffLen: options.cutoffLen, trainOnPrompt: options.trainOnPrompt, maskHistory: options.maskHistory };
   return (batch) =>
     options.packing ? processPackedSupervised(batch, { ...supervised, neatPacking: options.neatPacking }) : processSupervised(batch, { ...supervised, reservedLabelLen: options.reservedLabelLen });
+}
+
+/** ppo: the prompt with the generation prompt (input_ids), the reference answer as labels. */
+export function makeUnsupervisedProcessor(options: ProcessorOptions): BatchProcessor<SupervisedRow> {
+  const { tokenizer, template } = setup(options);
+  return (batch) => processUnsupervised(batch, { template, tokenizer, cutoffLen: options.cutoffLen });
 }
 
 /** rm and dpo: the prompt with the chosen and with the rejected answer, prompt labels masked. */

@@ -3,7 +3,7 @@
 // lora_targets.ts; adapters save and load in PEFT's format (peft_format.ts).
 import { UserError } from "../../errors.ts";
 import { type DType, Linear, Module } from "../../torch/index.ts";
-import { type LoraBaseLayer, LoraLinear, isLoraBase } from "./lora_layer.ts";
+import { type LoraBaseLayer, LoraLinear, type LoraUpdate, isLoraBase } from "./lora_layer.ts";
 import { findAllLinearModules, linearNames, matchesTarget, patternValue } from "./lora_targets.ts";
 
 export interface ApplyLoraOptions {
@@ -216,6 +216,40 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
     return fn();
   } finally {
     for (const layer of layers) layer.adapterDisabled = false;
+  }
+}
+
+/**
+ * Runs `fn` with a second adapter active instead of the model's own (PEFT's set_adapter, as
+ * LLaMA-Factory's PPO scores with its "reward" adapter on the policy's base): each LoRA layer named
+ * in `updates` computes base + that update, the others their base alone; swapped back afterwards.
+ */
+export function withAdapterSwapped<T>(model: Module, updates: ReadonlyMap<string, LoraUpdate>, fn: () => T): T {
+  const layers = loraLayers(model);
+  const names = new Set(layers.map(([name]) => name));
+  const outside = [...updates.keys()].filter((name) => !names.has(name));
+  if (outside.length) {
+    throw new UserError(
+      `the second adapter targets ${outside.length} module(s) the trained adapter does not (${outside.slice(0, 3).join(", ")})`,
+      "lora_target",
+      "train the policy's LoRA on at least the modules the reward adapter targets (e.g. lora_target: all)",
+    );
+  }
+  const restore: (() => void)[] = [];
+  try {
+    for (const [name, layer] of layers) {
+      const update = updates.get(name);
+      if (update) {
+        const previous = layer.swapAdapter(update);
+        restore.push(() => layer.swapAdapter(previous));
+      } else {
+        layer.adapterDisabled = true;
+        restore.push(() => (layer.adapterDisabled = false));
+      }
+    }
+    return fn();
+  } finally {
+    for (const undo of restore.reverse()) undo();
   }
 }
 

@@ -34,6 +34,13 @@ export interface LoraLayerOptions {
 /** What LoRA wraps: a Linear, or a quantized linear layer (QLoRA). */
 export type LoraBaseLayer = Linear | QuantizedLinear;
 
+/** One adapter's low-rank update of a layer: y += scaling · B(A(x)). */
+export interface LoraUpdate {
+  lora_A: Linear;
+  lora_B: Linear;
+  scaling: number;
+}
+
 /** Whether LoRA can wrap `module`. */
 export function isLoraBase(module: unknown): module is LoraBaseLayer {
   return module instanceof Linear || isQuantizedLinear(module);
@@ -49,7 +56,8 @@ export class LoraLinear extends Module {
   lora_magnitude_vector: Parameter | null = null;
   readonly loraRank: number;
   readonly loraAlpha: number;
-  readonly scaling: number;
+  /** alpha / r (alpha / √r with rsLoRA); another adapter's while `swapAdapter` has put it in place. */
+  scaling: number;
   readonly useRslora: boolean;
   readonly useDora: boolean;
   /** PEFT's disable_adapter(): the layer computes its base layer alone (see `withAdaptersDisabled`). */
@@ -81,6 +89,20 @@ export class LoraLinear extends Module {
       // PEFT's DoraLinearLayer.update_layer: the magnitude starts as the row norms of W + scaling·B·A.
       this.lora_magnitude_vector = parameter(noGrad(() => tidy(() => this.weightNorm(this.loraWeight()).to(layer.dtype))));
     }
+  }
+
+  /**
+   * Puts another adapter's A, B and scaling in place of this layer's (PEFT's set_adapter between
+   * two adapters on one base, as LLaMA-Factory's PPO switches to the "reward" adapter); returns the
+   * ones it replaced, to be swapped back.
+   */
+  swapAdapter(update: LoraUpdate): LoraUpdate {
+    if (this.useDora) throw new UserError("a DoRA layer cannot switch adapters", "use_dora", "train the policy without use_dora");
+    const previous = { lora_A: this.lora_A, lora_B: this.lora_B, scaling: this.scaling };
+    this.lora_A = update.lora_A;
+    this.lora_B = update.lora_B;
+    this.scaling = update.scaling;
+    return previous;
   }
 
   get inFeatures(): number {

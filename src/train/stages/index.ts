@@ -2,16 +2,17 @@
 import { UserError } from "../../errors.ts";
 import { dpo } from "./dpo.ts";
 import { kto } from "./kto.ts";
+import { ppo } from "./ppo.ts";
 import { pt } from "./pt.ts";
 import { rm } from "./rm.ts";
 import { sft } from "./sft.ts";
 import type { Stage } from "./stage.ts";
 
-export type { AttachContext, CollateOptions, CollatedBatch, LossInputs, Stage, StageLoss, StageRun, TrainingExample } from "./stage.ts";
+export type { AttachContext, CollateOptions, OwnLoopParts, CollatedBatch, LossInputs, Stage, StageLoss, StageRun, TrainingExample } from "./stage.ts";
 export { attachStage } from "./stage.ts";
 export { unreadSettings, unreadSettingsNotice } from "./unread_settings.ts";
 
-const STAGES: Record<string, Stage> = { pt, sft, rm, dpo, kto };
+const STAGES: Record<string, Stage> = { pt, sft, rm, ppo, dpo, kto };
 
 export function stageFor(name: string): Stage {
   const stage = STAGES[name];

@@ -21,15 +21,16 @@ export interface Reference {
 }
 
 /**
- * Loads a frozen model for inference from `folder` (with its adapters merged), as the reference;
- * `quantizationBit` replaces the policy's quantization_bit (LLaMA-Factory's ModelArguments.copyfrom
- * with ref_model_quantization_bit), undefined keeps it.
+ * Loads a frozen model for inference from `folder` (with its adapters merged), as the reference
+ * (or PPO's full reward model); `quantizationBit`, when given, replaces the run's quantization_bit
+ * (LLaMA-Factory's ModelArguments.copyfrom with ref_model_quantization_bit or
+ * reward_model_quantization_bit); undefined keeps it.
  */
-function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null, quantizationBit?: number | null): CausalLM {
-  const { args, device, dtype, print, loaded } = context;
+export function loadFrozen(context: AttachContext, folder: string | null, adapters: string[] | null, quantizationBit?: number | null): CausalLM {
+  const { device, dtype, print, loaded } = context;
+  const args = quantizationBit === undefined ? context.args : { ...context.args, model: { ...context.args.model, quantization_bit: quantizationBit } };
   const tokenizer: LoadedTokenizer = folder === null ? loaded : loadTokenizerAndTemplate(tokenizerOptionsFromArgs({ ...args, model: { ...args.model, model_name_or_path: folder } }));
-  const modelArgs = quantizationBit === undefined ? args.model : { ...args.model, quantization_bit: quantizationBit };
-  const options = modelOptionsFromArgs({ ...args, model: modelArgs }, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
+  const options = modelOptionsFromArgs(args, { dtype, device, training: false, modelMaxLength: args.data.cutoff_len, print });
   // LLaMA-Factory loads it with fresh FinetuningArguments (LoRA, not trainable): adapters are merged.
   const { model } = loadModelFor(tokenizer, { ...options, printParamStatus: false, finetuning: { finetuningType: "lora", adapterNameOrPath: adapters, isTrainable: false } });
   const want = loaded.model.outputEmbeddings().weight.shape[0];

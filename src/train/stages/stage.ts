@@ -9,6 +9,7 @@ import type { AlignedExample } from "../../data/types.ts";
 import type { TrainArgs } from "../../hparams/index.ts";
 import type { CausalLM } from "../../model/causal_lm.ts";
 import type { LoadedModel } from "../../model/pretrained.ts";
+import type { ProgressBar } from "../../terminal/progress.ts";
 import type { DType, Tensor } from "../../torch/index.ts";
 
 /** A padded batch [B, T] of each field; stages may carry more fields. */
@@ -63,6 +64,15 @@ export interface AttachContext<Batch extends CollatedBatch = CollatedBatch> {
   print: (line: string) => void;
 }
 
+/** What a stage with its own loop (ppo) gets from the workflow: the rows, how to save, where notices go. */
+export interface OwnLoopParts {
+  rows: TrainingExample[];
+  /** Writes the trained weights (adapter or model), the stage's files and the tokenizer into a folder. */
+  saveModel(folder: string): void;
+  warn: (line: string) => void;
+  progressBar: ProgressBar | null;
+}
+
 /** What a stage runs with for one run: its loss bound to the parts it built, and their upkeep. */
 export interface StageRun<Batch extends CollatedBatch = CollatedBatch> {
   loss(inputs: LossInputs<Batch>): Tensor;
@@ -74,6 +84,8 @@ export interface StageRun<Batch extends CollatedBatch = CollatedBatch> {
   restore?(folder: string): void;
   /** do_predict on the evaluation set (else the training set): aligned examples and their processed rows. */
   predict?(examples: AlignedExample[], rows: TrainingExample[]): void;
+  /** The stage's own training loop, run instead of the trainer's (PPO: rollouts, scores, optimisation epochs). */
+  train?(parts: OwnLoopParts): Promise<void>;
   /** Frees what the stage loaded (a reference model). */
   dispose?(): void;
 }
