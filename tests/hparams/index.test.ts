@@ -166,9 +166,9 @@ describe("tiers", () => {
   });
 
   test("unsupportedSettings lists them without throwing; chat skips training-only ones", () => {
-    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ref_model: "models/ref", ref_model_quantization_bit: 4, use_unsloth: true }, { allowUnsupported: true });
+    const { args } = parseWith("train", { ...baseConfigs.train, stage: "ppo", reward_model: "saves/rm", ppo_logger: "wandb", use_unsloth: true }, { allowUnsupported: true });
     const found = unsupportedSettings("train", args as never).map((setting) => `${setting.name}:${setting.tier}`);
-    assert.deepEqual(found, ["use_unsloth:later", "ref_model_quantization_bit:later"]);
+    assert.deepEqual(found, ["use_unsloth:later", "ppo_logger:later"]);
     const chat = parseWith("chat", { ...baseConfigs.chat, stage: "ppo", reward_model: "saves/rm" });
     assert.equal(chat.args.finetuning!.stage, "ppo");
   });
