@@ -174,6 +174,15 @@ function writeResultTables(): void {
       "",
     );
   }
+  const ppo = read("ppo_step.json");
+  if (ppo) {
+    out.push(
+      `### PPO step (bench/ppo_step.ts): ${ppo.model}, ${ppo.rollouts} rollouts of up to ${ppo.maxNewTokens} tokens, ppo_epochs ${ppo.ppoEpochs}, api reward${ppo.quick ? ", --quick" : ""}`,
+      "",
+      `Seconds per step (rollouts, scoring, reference and ${ppo.ppoEpochs} optimisation epochs): median **${f(ppo.step_s.median, 3)}** (${f(ppo.step_s.min, 3)}-${f(ppo.step_s.max, 3)}) over ${ppo.repeats} runs of ${ppo.steps} steps, each less a 1-step run; load ${f(ppo.load, 1)}.`,
+      "",
+    );
+  }
   const ckpt = read("checkpointing.json");
   if (ckpt) {
     out.push("### Memory of one full-model step, with and without gradient checkpointing (bench/checkpointing.ts)", "", "| mode | peak RSS MiB | before the step MiB | step s |", "| --- | ---: | ---: | ---: |");
