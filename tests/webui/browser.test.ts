@@ -308,7 +308,8 @@ describe("the web board in Chromium", { skip: missing }, () => {
     assert.equal(status, "finished", log);
     assert.equal(run.exitCode, 0);
     for (const file of ["config.json", "model.safetensors", "tokenizer.json", "Modelfile"]) assert.ok(existsSync(join(work, "exports", "tiny", file)), file);
-    assert.deepEqual(takeConsoleErrors(), []);
+    // A check of the empty export_dir above may answer its 422 after the field was filled again.
+    assert.deepEqual(takeConsoleErrors(/status of 422/), []);
   });
 
   test("chat loads the model and streams its reply token by token", async () => {
