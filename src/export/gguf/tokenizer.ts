@@ -264,8 +264,8 @@ function spacePrefix(json: Json): boolean | null {
  * pair whose concatenation is the vocabulary token of highest score, leftmost on ties) merges
  * left to right and gives other ids than Hugging Face. Hugging Face's BPE merges the pair of lowest
  * merge rank, leftmost on ties; so each token's score here is minus the rank of the first merge
- * that makes it, and llama.cpp then merges in Hugging Face's order. Tokens no merge makes (single
- * characters, bytes, specials) score 0, which llama.cpp never consults for them.
+ * that makes it, and llama.cpp then merges in Hugging Face's order. Single characters, bytes and
+ * specials score 0 (llama.cpp never consults them); longer pieces no merge makes score below all.
  */
 function sentencePieceTokenizer(tokenizer: Tokenizer, json: Json, vocabSize: number, chatTemplate: string | null): GgufTokenizer {
   const model = json.model as BpeModelJson;
@@ -294,6 +294,7 @@ function sentencePieceTokenizer(tokenizer: Tokenizer, json: Json, vocabSize: num
     const id = vocab[`${left}${right}`];
     if (id !== undefined && !mergeScore.has(id)) mergeScore.set(id, -rank);
   });
+  const unmerged = -(model.merges ?? []).length - 1;
   const unknownTokenId = tokenizer.unkTokenId ?? (model.unk_token != null ? (vocab[model.unk_token] ?? null) : null);
   const tokens: string[] = [];
   const tokenTypes: number[] = [];
@@ -322,7 +323,10 @@ function sentencePieceTokenizer(tokenizer: Tokenizer, json: Json, vocabSize: num
       tokenTypes.push(GGUF_TOKEN_TYPE.NORMAL);
     }
     tokens.push(token);
-    scores.push(mergeScore.get(id) ?? 0);
+    // A multi-character piece no merge makes (Gemma's <table>, </s>, ...) scores below every merge:
+    // llama.cpp merges any adjacent pair whose text is a token, Hugging Face only listed merges.
+    const merged = mergeScore.get(id);
+    scores.push(merged ?? (tokenTypes.at(-1) === GGUF_TOKEN_TYPE.NORMAL && [...token].length > 1 ? unmerged : 0));
   }
   const addEos = tokenizer.config.add_eos_token;
   return {
