@@ -1,5 +1,6 @@
 // GGUF tokenizer metadata (`tokenizer.ggml.*`) as llama.cpp reads it (src/llama-vocab.cpp) and
-// convert_hf_to_gguf.py writes it: model, pre-tokenizer, tokens, token types, merges, special ids.
+// convert_hf_to_gguf.py writes it: model ("gpt2" byte-level BPE or "llama" SentencePiece), pre-tokenizer,
+// tokens, token types, merges or scores, special ids.
 import { createHash } from "node:crypto";
 import { UserError } from "../../errors.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
