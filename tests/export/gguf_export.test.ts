@@ -229,14 +229,14 @@ test("llama.cpp's chat formats a conversation with the GGUF's chat template as l
   }
 });
 
-test("tokenizers llama.cpp's gpt2 vocabulary cannot carry are refused clearly: SentencePiece-style byte fallback, unknown pre-tokenizers", async () => {
+test("tokenizers llama.cpp's vocabularies cannot carry are refused clearly: byte fallback under a byte-level pre-tokenizer, unknown pre-tokenizers", async () => {
   const { Tokenizer } = await import("../../src/data/tokenizer.ts");
   const { ggufTokenizerFromHf } = await import("../../src/export/gguf/tokenizer.ts");
   const { UserError } = await import("../../src/errors.ts");
   const json = JSON.parse(readFileSync(join(DEMO_TOKENIZER, "tokenizer.json"), "utf8"));
   const config = JSON.parse(readFileSync(join(DEMO_TOKENIZER, "tokenizer_config.json"), "utf8"));
   const spm = new Tokenizer({ ...json, model: { ...json.model, byte_fallback: true } }, config);
-  assert.throws(() => ggufTokenizerFromHf(spm, 579, null), (error: unknown) => error instanceof UserError && /byte fallback \(SentencePiece-style/.test(error.message) && /convert_hf_to_gguf\.py/.test(error.fix ?? ""));
+  assert.throws(() => ggufTokenizerFromHf(spm, 579, null), (error: unknown) => error instanceof UserError && /with byte fallback and a byte-level pre-tokenizer/.test(error.message) && /convert_hf_to_gguf\.py/.test(error.fix ?? ""));
   const unknown = new Tokenizer(
     { ...json, pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: "\\s+|\\S+" }, behavior: "Isolated", invert: false }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }] } },
     config,

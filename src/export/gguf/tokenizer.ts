@@ -1,5 +1,6 @@
 // GGUF tokenizer metadata (`tokenizer.ggml.*`) as llama.cpp reads it (src/llama-vocab.cpp) and
-// convert_hf_to_gguf.py writes it: model, pre-tokenizer, tokens, token types, merges, special ids.
+// convert_hf_to_gguf.py writes it: model ("gpt2" byte-level BPE or "llama" SentencePiece), pre-tokenizer,
+// tokens, token types, merges or scores, special ids.
 import { createHash } from "node:crypto";
 import { UserError } from "../../errors.ts";
 import type { Tokenizer } from "../../data/tokenizer.ts";
@@ -27,6 +28,8 @@ export interface GgufTokenizer {
   unknownTokenId?: number | null;
   addBosToken?: boolean;
   addEosToken?: boolean;
+  /** tokenizer.ggml.add_space_prefix (llama model): whether llama.cpp prepends a space to each text run. */
+  addSpacePrefix?: boolean;
   chatTemplate?: string | null;
 }
 
@@ -91,6 +94,7 @@ export function tokenizerMetadata(tokenizer: GgufTokenizer): [string, GgufValue]
   for (const [key, id] of ids) if (id != null) entries.push([key, u32(id)]);
   if (tokenizer.addBosToken !== undefined) entries.push(["tokenizer.ggml.add_bos_token", bool(tokenizer.addBosToken)]);
   if (tokenizer.addEosToken !== undefined) entries.push(["tokenizer.ggml.add_eos_token", bool(tokenizer.addEosToken)]);
+  if (tokenizer.addSpacePrefix !== undefined) entries.push(["tokenizer.ggml.add_space_prefix", bool(tokenizer.addSpacePrefix)]);
   if (tokenizer.chatTemplate) entries.push(["tokenizer.chat_template", str(tokenizer.chatTemplate)]);
   return entries;
 }
@@ -105,6 +109,7 @@ const PRE_TOKENIZER_REGEXES: Readonly<Record<string, string>> = {
 };
 
 type Json = Record<string, unknown>;
+type BpeModelJson = { type?: string; vocab?: Record<string, number>; merges?: unknown[]; byte_fallback?: boolean; unk_token?: string | null };
 
 /**
  * get_vocab_base_pre: llama.cpp's name for the tokenizer's pre-tokenizer, by the hash of the check
@@ -139,16 +144,18 @@ function looksSpecial(token: string): boolean {
  * The tokenizer metadata convert_hf_to_gguf.py writes for a byte-level BPE tokenizer.json
  * (`_set_vocab_gpt2`: get_vocab_base and SpecialVocab): tokens padded to the model's vocab_size
  * with `[PADn]`, control/user-defined types for added tokens, merges, special ids, add_bos and the
- * chat template. SentencePiece-style tokenizers (Llama 2, Mistral) are refused.
+ * chat template. SentencePiece-style tokenizers (byte-fallback BPE: Llama 2, Mistral, Gemma, Phi-3)
+ * become llama.cpp's "llama" vocabulary (sentencePieceTokenizer below).
  */
 export function ggufTokenizerFromHf(tokenizer: Tokenizer, vocabSize: number, chatTemplate: string | null): GgufTokenizer {
   const json = tokenizer.toTokenizerJson();
-  const model = json.model as { type?: string; vocab?: Record<string, number>; merges?: unknown[]; byte_fallback?: boolean };
+  const model = json.model as BpeModelJson;
   const pre = json.pre_tokenizer as Json | null | undefined;
   const byteLevel = JSON.stringify(pre ?? {}).includes('"ByteLevel"');
+  if (model.type === "BPE" && model.byte_fallback && !byteLevel) return sentencePieceTokenizer(tokenizer, json, vocabSize, chatTemplate);
   if (model.type !== "BPE" || model.byte_fallback || !byteLevel) {
     throw new UserError(
-      `GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen, GPT-2 style); this tokenizer.json is ${model.type ?? "unknown"}${model.byte_fallback ? " with byte fallback (SentencePiece-style, as Llama 2 and Mistral)" : ""}`,
+      `GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen, GPT-2 style) and SentencePiece-style BPE with byte fallback (Llama 2, Mistral, Gemma, Phi-3); this tokenizer.json is ${model.type ?? "unknown"}${model.byte_fallback ? " with byte fallback and a byte-level pre-tokenizer" : ""}`,
       "export_format: gguf",
       "export a Hugging Face folder (export_format: hf) and convert it with llama.cpp's convert_hf_to_gguf.py",
     );
@@ -211,6 +218,131 @@ export function ggufTokenizerFromHf(tokenizer: Tokenizer, vocabSize: number, cha
     padTokenId: tokenizer.padTokenId,
     addBosToken: tokenizer.addBosToken,
     addEosToken: typeof addEos === "boolean" ? addEos : undefined,
+    chatTemplate,
+  };
+}
+
+
+// --- SentencePiece-style (byte-fallback BPE) tokenizer.json → llama.cpp's "llama" vocabulary ----
+
+const WORD_BOUNDARY = "\u2581";
+
+/**
+ * Whether the tokenizer prepends "▁" to each text run (llama.cpp's add_space_prefix), from the
+ * shapes transformers writes for SentencePiece models: normalizer Replace(" " → "▁"), after a
+ * Prepend("▁") when the model adds a dummy prefix (legacy Llama 2, Mistral v0.1, Phi-3; Gemma has
+ * none), or no normalizer and a Metaspace pre-tokenizer that does not split. Null for anything
+ * else (NFKC, splitting Metaspace, ...), which llama.cpp's SPM tokenizer would not reproduce.
+ */
+function spacePrefix(json: Json): boolean | null {
+  const normalizer = json.normalizer as Json | null | undefined;
+  const pre = json.pre_tokenizer as Json | null | undefined;
+  const isReplace = (step: Json) => step.type === "Replace" && (step.pattern as Json | undefined)?.String === " " && step.content === WORD_BOUNDARY;
+  if (normalizer && !pre) {
+    const steps = normalizer.type === "Sequence" ? (normalizer.normalizers as Json[]) : [normalizer];
+    if (steps.length === 1 && isReplace(steps[0]!)) return false;
+    if (steps.length === 2 && steps[0]!.type === "Prepend" && steps[0]!.prepend === WORD_BOUNDARY && isReplace(steps[1]!)) return true;
+    return null;
+  }
+  if (!normalizer && pre?.type === "Metaspace" && pre.replacement === WORD_BOUNDARY && pre.split !== true) {
+    // Metaspace prefixes no "▁" to a run that already starts with a space, and with prepend_scheme
+    // "first" (transformers' legacy: false) none to the text after a special token; llama.cpp's SPM
+    // (as with files converted from tokenizer.model) prefixes every run: ids differ there only.
+    if (typeof pre.prepend_scheme === "string") return pre.prepend_scheme !== "never";
+    return pre.add_prefix_space !== false;
+  }
+  return null;
+}
+
+/**
+ * The "llama" (SentencePiece) vocabulary for a byte-fallback BPE tokenizer.json, as
+ * convert_hf_to_gguf.py's `_set_vocab_llama_hf` (gguf-py LlamaHfVocab, SpecialVocab) writes it:
+ * tokens by id, `<0xXX>` pieces as byte tokens, the unknown token, added tokens as control
+ * (special) or user-defined (with "▁" pre-normalized to a space), `[PADn]` up to vocab_size.
+ *
+ * Scores: a tokenizer.json carries none, and LlamaHfVocab writes -1000 for every token, with which
+ * llama.cpp's SPM tokenizer (llm_tokenizer_spm in src/llama-vocab.cpp: repeatedly merge the adjacent
+ * pair whose concatenation is the vocabulary token of highest score, leftmost on ties) merges
+ * left to right and gives other ids than Hugging Face. Hugging Face's BPE merges the pair of lowest
+ * merge rank, leftmost on ties; so each token's score here is minus the rank of the first merge
+ * that makes it, and llama.cpp then merges in Hugging Face's order. Single characters, bytes and
+ * specials score 0 (llama.cpp never consults them); longer pieces no merge makes score below all.
+ */
+function sentencePieceTokenizer(tokenizer: Tokenizer, json: Json, vocabSize: number, chatTemplate: string | null): GgufTokenizer {
+  const model = json.model as BpeModelJson;
+  const addSpacePrefix = spacePrefix(json);
+  if (addSpacePrefix === null) {
+    throw new UserError(
+      `llama.cpp's SentencePiece tokenizer cannot reproduce this tokenizer.json's normalizer/pre-tokenizer (${JSON.stringify(json.normalizer ?? null).slice(0, 120)}, ${JSON.stringify(json.pre_tokenizer ?? null).slice(0, 120)}); it reproduces Replace(" " → "▁") with an optional Prepend("▁"), or a non-splitting Metaspace`,
+      "export_format: gguf",
+      "export a Hugging Face folder (export_format: hf) and convert it with llama.cpp's convert_hf_to_gguf.py from the model's tokenizer.model",
+    );
+  }
+  const vocab = model.vocab ?? {};
+  const byId = new Map<number, string>();
+  for (const [token, id] of Object.entries(vocab)) byId.set(id, token);
+  const added = new Map(tokenizer.addedTokenEntries.map((entry) => [entry.id, entry]));
+  for (const [id, entry] of added) byId.set(id, entry.content);
+  let maxId = -1;
+  for (const id of byId.keys()) maxId = Math.max(maxId, id);
+  if (maxId >= vocabSize) {
+    throw new UserError(`the tokenizer has token id ${maxId} but the model's vocab_size is ${vocabSize}`, "GGUF export", "set resize_vocab: true so the embeddings cover the tokenizer");
+  }
+  // Minus the rank of the first merge that makes each token.
+  const mergeScore = new Map<number, number>();
+  (model.merges ?? []).forEach((merge, rank) => {
+    const [left, right] = typeof merge === "string" ? merge.split(" ") : (merge as string[]);
+    const id = vocab[`${left}${right}`];
+    if (id !== undefined && !mergeScore.has(id)) mergeScore.set(id, -rank);
+  });
+  const unmerged = -(model.merges ?? []).length - 1;
+  const unknownTokenId = tokenizer.unkTokenId ?? (model.unk_token != null ? (vocab[model.unk_token] ?? null) : null);
+  const tokens: string[] = [];
+  const tokenTypes: number[] = [];
+  const scores: number[] = [];
+  for (let id = 0; id < vocabSize; id++) {
+    let token = byId.get(id);
+    const entry = added.get(id);
+    if (token === undefined) {
+      tokens.push(`[PAD${id}]`);
+      tokenTypes.push(GGUF_TOKEN_TYPE.UNUSED);
+      scores.push(-1000);
+      continue;
+    }
+    if (entry) {
+      if (entry.special || looksSpecial(token)) {
+        tokenTypes.push(id === unknownTokenId ? GGUF_TOKEN_TYPE.UNKNOWN : GGUF_TOKEN_TYPE.CONTROL);
+      } else {
+        token = token.replaceAll(WORD_BOUNDARY, " ");
+        tokenTypes.push(GGUF_TOKEN_TYPE.USER_DEFINED);
+      }
+    } else if (id === unknownTokenId) {
+      tokenTypes.push(GGUF_TOKEN_TYPE.UNKNOWN);
+    } else if (/^<0x[0-9A-Fa-f]{2}>$/.test(token)) {
+      tokenTypes.push(GGUF_TOKEN_TYPE.BYTE);
+    } else {
+      tokenTypes.push(GGUF_TOKEN_TYPE.NORMAL);
+    }
+    tokens.push(token);
+    // A multi-character piece no merge makes (Gemma's <table>, </s>, ...) scores below every merge:
+    // llama.cpp merges any adjacent pair whose text is a token, Hugging Face only listed merges.
+    const merged = mergeScore.get(id);
+    scores.push(merged ?? (tokenTypes.at(-1) === GGUF_TOKEN_TYPE.NORMAL && [...token].length > 1 ? unmerged : 0));
+  }
+  const addEos = tokenizer.config.add_eos_token;
+  return {
+    model: "llama",
+    pre: "default",
+    tokens,
+    tokenTypes,
+    scores,
+    bosTokenId: tokenizer.bosTokenId,
+    eosTokenId: tokenizer.eosTokenId,
+    unknownTokenId,
+    padTokenId: tokenizer.padTokenId,
+    addBosToken: tokenizer.addBosToken,
+    addEosToken: typeof addEos === "boolean" ? addEos : undefined,
+    addSpacePrefix,
     chatTemplate,
   };
 }
