@@ -15,64 +15,16 @@ import sys
 import numpy as np
 import torch
 
+from gptq_pack_reference import pack_rows  # QuantLinear.pack's word layout, shared with the checkpoint tests
+
 
 def pack(levels, zeros, bits):
+    """QuantLinear.pack: levels [out][in] and zeros [out][groups] -> qweight, qzeros (zero - 1)."""
     intweight = np.array(levels, dtype=np.uint32).T.copy()  # [in, out]
-    qweight = np.zeros((intweight.shape[0] // 32 * bits, intweight.shape[1]), dtype=np.uint32)
-    i = row = 0
-    while row < qweight.shape[0]:
-        if bits in (2, 4, 8):
-            for j in range(i, i + 32 // bits):
-                qweight[row] |= intweight[j] << (bits * (j - i))
-            i += 32 // bits
-            row += 1
-        else:  # 3 bits: ten levels a word, the eleventh split across words
-            for j in range(i, i + 10):
-                qweight[row] |= intweight[j] << (3 * (j - i))
-            i += 10
-            qweight[row] |= intweight[i] << 30
-            row += 1
-            qweight[row] |= (intweight[i] >> 2) & 1
-            i += 1
-            for j in range(i, i + 10):
-                qweight[row] |= intweight[j] << (3 * (j - i) + 1)
-            i += 10
-            qweight[row] |= intweight[i] << 31
-            row += 1
-            qweight[row] |= (intweight[i] >> 1) & 0x3
-            i += 1
-            for j in range(i, i + 10):
-                qweight[row] |= intweight[j] << (3 * (j - i) + 2)
-            i += 10
-            row += 1
+    qweight = pack_rows(intweight, bits)
     z = (np.array(zeros, dtype=np.int64).T - 1).astype(np.uint32) & ((1 << bits) - 1)  # [groups, out]
-    qzeros = np.zeros((z.shape[0], z.shape[1] // 32 * bits), dtype=np.uint32)
-    i = col = 0
-    while col < qzeros.shape[1]:
-        if bits in (2, 4, 8):
-            for j in range(i, i + 32 // bits):
-                qzeros[:, col] |= z[:, j] << (bits * (j - i))
-            i += 32 // bits
-            col += 1
-        else:
-            for j in range(i, i + 10):
-                qzeros[:, col] |= z[:, j] << (3 * (j - i))
-            i += 10
-            qzeros[:, col] |= z[:, i] << 30
-            col += 1
-            qzeros[:, col] |= (z[:, i] >> 2) & 1
-            i += 1
-            for j in range(i, i + 10):
-                qzeros[:, col] |= z[:, j] << (3 * (j - i) + 1)
-            i += 10
-            qzeros[:, col] |= z[:, i] << 31
-            col += 1
-            qzeros[:, col] |= (z[:, i] >> 1) & 0x3
-            i += 1
-            for j in range(i, i + 10):
-                qzeros[:, col] |= z[:, j] << (3 * (j - i) + 2)
-            i += 10
-            col += 1
+    # qzeros packs along the output dimension: pack the transpose, transpose back.
+    qzeros = pack_rows(z.T.copy(), bits).T.copy()
     return qweight.astype(np.int32).tolist(), qzeros.astype(np.int32).tolist()
 
 
