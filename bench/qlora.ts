@@ -217,7 +217,7 @@ async function main(): Promise<void> {
     const f16 = join(FOLDER, "model-f16.gguf");
     exportGguf(model, syntheticTokenizer(CONFIG.vocab_size, { bosTokenId: 1, eosTokenId: 2 }), f16, { type: "f16" });
     // LLAMA_FTYPE_MOSTLY_Q4_0 = 2
-    const quantizeOut = execFileSync("/usr/bin/python3", ["bench/reference/llama_quantize.py"], { input: JSON.stringify({ lib: llamaLibDir(), input: f16, output: q4, ftype: 2, nthread: THREADS }) }).toString();
+    const quantizeOut = execFileSync("/usr/bin/python3", ["tests/reference/llama_cpp_quantize.py"], { input: JSON.stringify({ op: "quantize", lib: llamaLibDir(), input: f16, output: q4, ftype: 2, nthread: THREADS }) }).toString();
     if (!JSON.parse(quantizeOut).ok) throw new Error(`llama_model_quantize failed: ${quantizeOut}`);
   }
   model.dispose();
