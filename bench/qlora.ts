@@ -226,7 +226,8 @@ async function main(): Promise<void> {
   const flags = QUICK ? ["--quick"] : [];
   const previous = existsSync("bench/results/qlora.json") ? JSON.parse(readFileSync("bench/results/qlora.json", "utf8")) : null;
   const comparable = previous && previous.quick === QUICK && previous.tokens === TOKENS;
-  const variants = (process.env.BENCH_VARIANTS ?? "lora-fp32,qlora-fp32").split(",") as Variant[];
+  // BENCH_VARIANTS= (empty) runs no step, only the decoding comparison.
+  const variants = (process.env.BENCH_VARIANTS ?? "lora-fp32,qlora-fp32").split(",").filter(Boolean) as Variant[];
   const steps: StepResult[] = comparable ? previous.stepRuns.filter((r: StepResult) => !variants.includes(r.variant)) : [];
   for (const variant of variants) {
     const run = runSide<StepResult>(process.execPath, ["--import", "tsx", self, "--child", "step", variant, ...flags]);

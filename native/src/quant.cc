@@ -245,45 +245,64 @@ bool small_linear_applies(const Packed& p, const at::Tensor& x, int64_t in_featu
 
 // The 4-bit few-rows loop with AVX2 + FMA: eight levels at a time through the block's 16-entry
 // scaled table (two 8-lane permutes and a blend), multiplied into one 8-lane accumulator per row
-// of x, summed across lanes once per output. Output rows [o0, o1).
-__attribute__((target("avx2,fma"))) void small_linear_4bit_avx2(const float* X, int64_t rows, const uint8_t* q, const float* t, const float* s,
-                                                                const float* z, int64_t o0, int64_t o1, int64_t in_features, int64_t bs,
-                                                                float* Y, int64_t out_features) {
+// of x, summed across lanes once per output. Output rows [o0, o1). ROWS is a template argument so
+// that the accumulators live in registers (a runtime-indexed array goes through memory each step).
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void small_linear_4bit_avx2(const float* X, const uint8_t* q, const float* t, const float* s, const float* z,
+                                                                int64_t o0, int64_t o1, int64_t in_features, int64_t bs, float* Y,
+                                                                int64_t out_features) {
   const int64_t per_row = in_features / bs;
   const __m256i seven = _mm256_set1_epi32(7);
   const __m128i nibble = _mm_set1_epi8(0x0F);
   alignas(32) float lut[16];
   for (int64_t o = o0; o < o1; o++) {
-    __m256 acc[8];
-    for (int64_t m = 0; m < rows; m++) acc[m] = _mm256_setzero_ps();
+    __m256 acc[ROWS], acc2[ROWS];
+    for (int m = 0; m < ROWS; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
     for (int64_t k = 0; k < per_row; k++) {
       const int64_t b = o * per_row + k, e0 = o * in_features + k * bs;
       const float sb = s[b], zb = z ? z[b] : 0.0f;
-      for (int e = 0; e < 16; e++) lut[e] = z ? (t[e] - zb) * sb : t[e] * sb;
+      for (int e = 0; e < 16; e++) lut[e] = (t[e] - zb) * sb;
       const __m256 lut_lo = _mm256_load_ps(lut), lut_hi = _mm256_load_ps(lut + 8);
       const uint8_t* qb = q + e0 / 2;
       const float* xk = X + k * bs;
-      for (int64_t j = 0; j < bs; j += 8) {
-        int32_t packed;
-        std::memcpy(&packed, qb + j / 2, 4);
-        const __m128i bytes = _mm_cvtsi32_si128(packed);
+      // Sixteen levels (eight bytes) a step, in two independent accumulator sets so that
+      // consecutive FMAs do not wait on each other.
+      for (int64_t j = 0; j < bs; j += 16) {
+        int64_t packed;
+        std::memcpy(&packed, qb + j / 2, 8);
+        const __m128i bytes = _mm_cvtsi64_si128(packed);
         // Each byte holds two levels, the first in the high nibble: interleave high and low.
         const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
         const __m128i low = _mm_and_si128(bytes, nibble);
-        const __m256i index = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(high, low));
-        const __m256 w = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, index), _mm256_permutevar8x32_ps(lut_hi, index),
-                                          _mm256_castsi256_ps(_mm256_cmpgt_epi32(index, seven)));
-        for (int64_t m = 0; m < rows; m++) acc[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + m * in_features + j), acc[m]);
+        const __m128i levels = _mm_unpacklo_epi8(high, low);  // 16 levels in order
+        const __m256i index0 = _mm256_cvtepu8_epi32(levels);
+        const __m256i index1 = _mm256_cvtepu8_epi32(_mm_srli_si128(levels, 8));
+        const __m256 w0 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, index0), _mm256_permutevar8x32_ps(lut_hi, index0),
+                                           _mm256_castsi256_ps(_mm256_cmpgt_epi32(index0, seven)));
+        const __m256 w1 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, index1), _mm256_permutevar8x32_ps(lut_hi, index1),
+                                           _mm256_castsi256_ps(_mm256_cmpgt_epi32(index1, seven)));
+        for (int m = 0; m < ROWS; m++) {
+          acc[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xk + m * in_features + j), acc[m]);
+          acc2[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xk + m * in_features + j + 8), acc2[m]);
+        }
       }
     }
-    for (int64_t m = 0; m < rows; m++) {
-      __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc[m]), _mm256_extractf128_ps(acc[m], 1));
+    for (int m = 0; m < ROWS; m++) {
+      const __m256 total = _mm256_add_ps(acc[m], acc2[m]);
+      __m128 sum = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
       sum = _mm_hadd_ps(sum, sum);
       sum = _mm_hadd_ps(sum, sum);
       Y[m * out_features + o] = _mm_cvtss_f32(sum);
     }
   }
 }
+
+using SmallLinear4bit = void (*)(const float*, const uint8_t*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                 float*, int64_t);
+constexpr SmallLinear4bit kSmallLinear4bit[8] = {
+    small_linear_4bit_avx2<1>, small_linear_4bit_avx2<2>, small_linear_4bit_avx2<3>, small_linear_4bit_avx2<4>,
+    small_linear_4bit_avx2<5>, small_linear_4bit_avx2<6>, small_linear_4bit_avx2<7>, small_linear_4bit_avx2<8>,
+};
 
 bool has_avx2_fma() {
   static const bool found = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -304,9 +323,9 @@ at::Tensor small_linear_cpu(const at::Tensor& x, const Packed& p, int64_t out_fe
   const float* z = zero.numel() ? zero.data_ptr<float>() : nullptr;
   const bool four = p.bits == 4;
   const int64_t entries = table.numel();
-  const bool vectorized = four && bs % 8 == 0 && has_avx2_fma();
+  const bool vectorized = four && bs % 16 == 0 && has_avx2_fma();
   at::parallel_for(0, out_features, 8, [&](int64_t o0, int64_t o1) {
-    if (vectorized) return small_linear_4bit_avx2(X, rows, q, t, s, z, o0, o1, in_features, bs, Y, out_features);
+    if (vectorized) return kSmallLinear4bit[rows - 1](X, q, t, s, z, o0, o1, in_features, bs, Y, out_features);
     std::vector<float> w(bs);
     std::vector<float> acc(rows);
     std::vector<float> lut(entries);
