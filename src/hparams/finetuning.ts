@@ -140,7 +140,7 @@ export const finetuningGroup = defineGroup<typeof finetuningFields>(
     ["Method", method],
     ["FreezeArguments", freezeFields],
     ["LoraArguments", loraFields],
-    ["RLHFArguments (PPO and reward models not yet supported)", rlhf],
+    ["RLHFArguments", rlhf],
     ["GaLore / APOLLO / BAdam (not yet supported)", { ...galore, ...apollo, ...badam }],
     ["SFT loss variants (not yet supported)", lossVariants],
     ["OFT (out of scope)", oft],
