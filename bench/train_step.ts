@@ -209,8 +209,9 @@ interface Row {
   checkpointing: boolean;
   precision: Precision;
   losses: { lmf: number[]; ref: number[]; maxRelDiff: number; steps: number; agree: boolean };
-  lmf: { step_s: number; tokens_per_s: number; peak_mib: number; before_mib: number };
-  ref: { step_s: number; tokens_per_s: number; peak_mib: number; before_mib: number };
+  /** step_s is the median of `timed`, every step after the warm-up of every run of the side. */
+  lmf: { step_s: number; timed?: number[]; tokens_per_s: number; peak_mib: number; before_mib: number };
+  ref: { step_s: number; timed?: number[]; tokens_per_s: number; peak_mib: number; before_mib: number };
   load: number | undefined;
   perLayer: null | { layers: number; peak_mib: number; mib_per_layer: number };
 }
@@ -269,22 +270,23 @@ async function main(): Promise<void> {
       let maxRel = 0;
       lmf[0]!.losses.forEach((l, i) => (maxRel = Math.max(maxRel, Math.abs(l - ref[0]!.losses[i]!) / Math.abs(ref[0]!.losses[i]!))));
       const agree = lmf[0]!.losses.every((l, i) => agreeWithin(precision, l, ref[0]!.losses[i]!));
-      const stepOf = (rs: SideResult[]) => median(rs.flatMap((r) => r.step_s.slice(shape.warmup)));
+      const timedOf = (rs: SideResult[]) => rs.flatMap((r) => r.step_s.slice(shape.warmup));
+      const stepOf = (rs: SideResult[]) => median(timedOf(rs));
       const row: Row = {
         measured: new Date().toISOString().slice(0, 16),
         mode,
         checkpointing,
         precision,
         losses: { lmf: lmf[0]!.losses, ref: ref[0]!.losses, maxRelDiff: maxRel, steps: lmf[0]!.losses.length, agree },
-        lmf: { step_s: stepOf(lmf), tokens_per_s: tokens / stepOf(lmf), peak_mib: median(lmf.map((r) => r.peak_mib)), before_mib: median(lmf.map((r) => r.before_mib)) },
-        ref: { step_s: stepOf(ref), tokens_per_s: tokens / stepOf(ref), peak_mib: median(ref.map((r) => r.peak_mib)), before_mib: median(ref.map((r) => r.before_mib)) },
+        lmf: { step_s: stepOf(lmf), timed: timedOf(lmf), tokens_per_s: tokens / stepOf(lmf), peak_mib: median(lmf.map((r) => r.peak_mib)), before_mib: median(lmf.map((r) => r.before_mib)) },
+        ref: { step_s: stepOf(ref), timed: timedOf(ref), tokens_per_s: tokens / stepOf(ref), peak_mib: median(ref.map((r) => r.peak_mib)), before_mib: median(ref.map((r) => r.before_mib)) },
         load: loadavg()[0],
         perLayer: null,
       };
       rows.push(row);
       console.log(
         `${name.padEnd(15)} losses ${row.losses.agree ? "agree" : "DIFFER"} (max rel diff ${maxRel.toExponential(1)} over ${row.losses.steps} steps)  ` +
-          `step lmf ${row.lmf.step_s.toFixed(3)}s ref ${row.ref.step_s.toFixed(3)}s (ratio ${(row.lmf.step_s / row.ref.step_s).toFixed(2)})  ` +
+          `step lmf ${row.lmf.step_s.toFixed(3)}s (${range(row.lmf.timed!)}) ref ${row.ref.step_s.toFixed(3)}s (${range(row.ref.timed!)}) (ratio ${(row.lmf.step_s / row.ref.step_s).toFixed(2)})  ` +
           `tok/s ${row.lmf.tokens_per_s.toFixed(0)} / ${row.ref.tokens_per_s.toFixed(0)}  ` +
           `peak MiB ${row.lmf.peak_mib.toFixed(0)} / ${row.ref.peak_mib.toFixed(0)} (ratio ${(row.lmf.peak_mib / row.ref.peak_mib).toFixed(2)})  load ${row.load!.toFixed(2)}`,
       );
@@ -347,3 +349,7 @@ function fitOf(shape: Bench, parameters: number, rows: Row[]) {
 
 if (process.argv[2] === "--child") await ours(process.argv[3]!, process.argv[4] as Mode, process.argv[5] === "true", Number(process.argv[6]), process.argv[7] as Precision);
 else await main();
+
+function range(values: number[]): string {
+  return `${Math.min(...values).toFixed(3)}-${Math.max(...values).toFixed(3)}, ${values.length} steps`;
+}
