@@ -243,7 +243,10 @@ describe("the web board in Chromium", { skip: missing }, () => {
     assert.equal(await waitForStatus(["running"]), "running");
     await page.waitForSelector("#loss-chart .series[data-name=loss]");
 
-    await page.click("#run-stop");
+    // The Train tab's Stop ends the run it started.
+    await openTab("train");
+    await page.click("#stop-train");
+    await page.waitForSelector(`#tab-runs:not([hidden]) #run-list [data-run='${id}'].selected`);
     assert.equal(await waitForStatus(["stopped"], 30_000), "stopped");
     assert.throws(() => process.kill(-pid, 0), /ESRCH/, "the run's process group is gone");
     const lines = readFileSync(join(outputDir, "trainer_log.jsonl"), "utf8").trim().split("\n").length;

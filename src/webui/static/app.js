@@ -295,6 +295,16 @@ function buildJobTab(job, root) {
   parts.push(label("h3", "section.more"), ...sections);
   const startButton = label("button", START_LABEL[/** @type {"train" | "eval" | "export"} */ (job)], { id: `start-${job}`, class: "primary" });
   startButton.addEventListener("click", () => start(job));
+  // Stop here ends the newest running run this tab started (each run also has its own Stop in Runs).
+  const stopButton = label("button", "cmd.stop", { id: `stop-${job}`, class: "stop" });
+  stopButton.addEventListener("click", async () => {
+    await runs.pollList();
+    const running = runs.runs.find((run) => run.job === job && run.status === "running");
+    if (!running) return say(job, "msg.noRun", {}, "bad");
+    await postJson(`/api/runs/${running.id}/stop`);
+    runs.select(running.id);
+    showTab("runs");
+  });
   const saveName = /** @type {HTMLInputElement} */ (el("input", { id: `save-name-${job}`, type: "text", "data-i18n-placeholder": "cmd.name" }));
   const saveButton = label("button", "cmd.save", { id: `save-${job}`, class: "secondary" });
   const loadSelect = /** @type {HTMLSelectElement} */ (el("select", { id: `load-name-${job}` }));
@@ -330,7 +340,7 @@ function buildJobTab(job, root) {
   });
   refreshSaved();
   const actions = el("div", { class: "actions" }, [
-    el("div", { class: "buttons" }, [startButton, saveName, saveButton, loadSelect, loadButton]),
+    el("div", { class: "buttons" }, [startButton, stopButton, saveName, saveButton, loadSelect, loadButton]),
     el("p", { class: "status-line", id: `status-${job}`, role: "status" }),
     el("ul", { class: "notices", id: `notices-${job}` }),
     label("h3", "cmd.preview"),

@@ -63,14 +63,19 @@ export function drawChart(svg, series, xLabel) {
   const axes = svgEl("g", { class: "axes" });
   axes.append(svgEl("line", { x1: MARGIN.left, y1: MARGIN.top + plotH, x2: MARGIN.left + plotW, y2: MARGIN.top + plotH }));
   axes.append(svgEl("line", { x1: MARGIN.left, y1: MARGIN.top, x2: MARGIN.left, y2: MARGIN.top + plotH }));
+  const xTicks = new Set();
   for (let i = 0; i <= 4; i++) {
     const y = yMin + ((yMax - yMin) * i) / 4;
     const label = svgEl("text", { x: MARGIN.left - 6, y: py(y) + 4, "text-anchor": "end" });
     label.textContent = tickText(y);
     axes.append(svgEl("line", { class: "grid", x1: MARGIN.left, y1: py(y), x2: MARGIN.left + plotW, y2: py(y) }), label);
+    // Steps are whole numbers: each tick sits at the whole step it names.
     const x = xMin + ((xMax - xMin) * i) / 4;
-    const xText = svgEl("text", { x: px(x), y: HEIGHT - 24, "text-anchor": "middle" });
-    xText.textContent = tickText(xMax - xMin >= 4 ? Math.round(x) : Math.round(x * 100) / 100);
+    const value = xMax - xMin >= 4 ? Math.round(x) : Math.round(x * 100) / 100;
+    if (xTicks.has(value)) continue;
+    xTicks.add(value);
+    const xText = svgEl("text", { x: px(value), y: HEIGHT - 24, "text-anchor": "middle" });
+    xText.textContent = tickText(value);
     axes.append(xText);
   }
   const xTitle = svgEl("text", { x: MARGIN.left + plotW / 2, y: HEIGHT - 6, "text-anchor": "middle", class: "axis-title" });
