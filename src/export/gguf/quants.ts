@@ -72,17 +72,23 @@ function putF16(out: DataView, at: number, value: number): void {
   out.setUint16(at, fp16Bits(value), true);
 }
 
-// --- 32-element blocks ---------------------------------------------------------------------------
-
-function q4_0(x: Float32Array, out: DataView, o: number): void {
+/** The first of `x[0..n)` with the largest magnitude, sign kept (ggml's amax / max pair). */
+function signedAbsMax(x: Float32Array, n: number): number {
   let amax = 0;
   let max = 0;
-  for (let j = 0; j < 32; j++) {
+  for (let j = 0; j < n; j++) {
     if (amax < Math.abs(x[j]!)) {
       amax = Math.abs(x[j]!);
       max = x[j]!;
     }
   }
+  return max;
+}
+
+// --- 32-element blocks ---------------------------------------------------------------------------
+
+function q4_0(x: Float32Array, out: DataView, o: number): void {
+  const max = signedAbsMax(x, 32);
   const d = f(max / -8);
   const id = d ? f(1 / d) : 0;
   putF16(out, o, d);
@@ -112,14 +118,7 @@ function q4_1(x: Float32Array, out: DataView, o: number): void {
 }
 
 function q5_0(x: Float32Array, out: DataView, o: number): void {
-  let amax = 0;
-  let max = 0;
-  for (let j = 0; j < 32; j++) {
-    if (amax < Math.abs(x[j]!)) {
-      amax = Math.abs(x[j]!);
-      max = x[j]!;
-    }
-  }
+  const max = signedAbsMax(x, 32);
   const d = f(max / -16);
   const id = d ? f(1 / d) : 0;
   putF16(out, o, d);
@@ -245,16 +244,8 @@ function makeQkx2Quants(
 
 /** make_qx_quants with rmse_type 1 and no importance weights (q6_K's sub-blocks); L gets levels + nmax. */
 function makeQxQuants(n: number, nmax: number, x: Float32Array, L: Int8Array): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[i]!);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i]!;
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  const max = signedAbsMax(x, n);
+  if (Math.abs(max) < GROUP_MAX_EPS) {
     L.fill(0, 0, n);
     return 0;
   }

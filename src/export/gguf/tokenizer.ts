@@ -141,6 +141,23 @@ function looksSpecial(token: string): boolean {
 }
 
 /**
+ * Every token by id: the model's vocabulary with the added tokens over it, and the added tokens'
+ * entries; a token id beyond the model's `vocabSize` embedding rows is refused.
+ */
+function tokensById(tokenizer: Tokenizer, vocab: Record<string, number>, vocabSize: number) {
+  const byId = new Map<number, string>();
+  for (const [token, id] of Object.entries(vocab)) byId.set(id, token);
+  const added = new Map(tokenizer.addedTokenEntries.map((entry) => [entry.id, entry]));
+  for (const [id, entry] of added) byId.set(id, entry.content);
+  let maxId = -1;
+  for (const id of byId.keys()) maxId = Math.max(maxId, id);
+  if (maxId >= vocabSize) {
+    throw new UserError(`the tokenizer has token id ${maxId} but the model's vocab_size is ${vocabSize}`, "GGUF export", "set resize_vocab: true so the embeddings cover the tokenizer");
+  }
+  return { byId, added };
+}
+
+/**
  * The tokenizer metadata convert_hf_to_gguf.py writes for a byte-level BPE tokenizer.json
  * (`_set_vocab_gpt2`: get_vocab_base and SpecialVocab): tokens padded to the model's vocab_size
  * with `[PADn]`, control/user-defined types for added tokens, merges, special ids, add_bos and the
@@ -168,15 +185,7 @@ export function ggufTokenizerFromHf(tokenizer: Tokenizer, vocabSize: number, cha
       "export a Hugging Face folder and add the tokenizer to llama.cpp's convert_hf_to_gguf_update.py",
     );
   }
-  const byId = new Map<number, string>();
-  for (const [token, id] of Object.entries(model.vocab ?? {})) byId.set(id, token);
-  const added = new Map(tokenizer.addedTokenEntries.map((entry) => [entry.id, entry]));
-  for (const [id, entry] of added) byId.set(id, entry.content);
-  let maxId = -1;
-  for (const id of byId.keys()) maxId = Math.max(maxId, id);
-  if (maxId >= vocabSize) {
-    throw new UserError(`the tokenizer has token id ${maxId} but the model's vocab_size is ${vocabSize}`, "GGUF export", "set resize_vocab: true so the embeddings cover the tokenizer");
-  }
+  const { byId, added } = tokensById(tokenizer, model.vocab ?? {}, vocabSize);
   const tokens: string[] = [];
   const tokenTypes: number[] = [];
   for (let id = 0; id < vocabSize; id++) {
@@ -279,15 +288,7 @@ function sentencePieceTokenizer(tokenizer: Tokenizer, json: Json, vocabSize: num
     );
   }
   const vocab = model.vocab ?? {};
-  const byId = new Map<number, string>();
-  for (const [token, id] of Object.entries(vocab)) byId.set(id, token);
-  const added = new Map(tokenizer.addedTokenEntries.map((entry) => [entry.id, entry]));
-  for (const [id, entry] of added) byId.set(id, entry.content);
-  let maxId = -1;
-  for (const id of byId.keys()) maxId = Math.max(maxId, id);
-  if (maxId >= vocabSize) {
-    throw new UserError(`the tokenizer has token id ${maxId} but the model's vocab_size is ${vocabSize}`, "GGUF export", "set resize_vocab: true so the embeddings cover the tokenizer");
-  }
+  const { byId, added } = tokensById(tokenizer, vocab, vocabSize);
   // Minus the rank of the first merge that makes each token.
   const mergeScore = new Map<number, number>();
   (model.merges ?? []).forEach((merge, rank) => {
