@@ -72,7 +72,18 @@ Napi::Value dist_init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-void wait(Napi::Env env, const char* op, c10::intrusive_ptr<c10d::Work> work) {
+// Starts a collective with `start` and waits for it; a c10d error (a peer gone, the timeout) becomes
+// one JavaScript error naming the op. Errors already JavaScript's (no process group) pass through.
+template <typename Start>
+void run_collective(Napi::Env env, const char* op, Start start) {
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = start();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw Napi::Error::New(env, std::string(op) + ": " + strip(error));
+  }
   try {
     work->wait();
   } catch (const std::exception& error) {
@@ -88,15 +99,7 @@ Napi::Value dist_all_reduce(const Napi::CallbackInfo& info) {
   auto kind = lmf::int_arg(info, 1, op, "op");
   c10d::AllreduceOptions options;
   options.reduceOp = kind == 1 ? c10d::ReduceOp::MAX : kind == 2 ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM;
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = group(env, op).allreduce(tensors, options);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& error) {
-    throw Napi::Error::New(env, std::string(op) + ": " + strip(error));
-  }
-  wait(env, op, work);
+  run_collective(env, op, [&] { return group(env, op).allreduce(tensors, options); });
   return env.Undefined();
 }
 
@@ -107,15 +110,7 @@ Napi::Value dist_broadcast(const Napi::CallbackInfo& info) {
   auto tensors = lmf::tensor_list_arg(info, 0, op, "tensors");
   c10d::BroadcastOptions options;
   options.rootRank = lmf::int_arg(info, 1, op, "root");
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = group(env, op).broadcast(tensors, options);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& error) {
-    throw Napi::Error::New(env, std::string(op) + ": " + strip(error));
-  }
-  wait(env, op, work);
+  run_collective(env, op, [&] { return group(env, op).broadcast(tensors, options); });
   return env.Undefined();
 }
 
@@ -129,28 +124,14 @@ Napi::Value dist_all_gather(const Napi::CallbackInfo& info) {
   for (int r = 0; r < pg.getSize(); r++) outputs.push_back(at::empty_like(input));
   std::vector<std::vector<at::Tensor>> out{outputs};
   std::vector<at::Tensor> in{input};
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = pg.allgather(out, in);
-  } catch (const std::exception& error) {
-    throw Napi::Error::New(env, std::string(op) + ": " + strip(error));
-  }
-  wait(env, op, work);
+  run_collective(env, op, [&] { return pg.allgather(out, in); });
   return lmf::wrap_tensor_list(env, out[0]);
 }
 
 Napi::Value dist_barrier(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "dist_barrier";
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = group(env, op).barrier();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& error) {
-    throw Napi::Error::New(env, std::string(op) + ": " + strip(error));
-  }
-  wait(env, op, work);
+  run_collective(env, op, [&] { return group(env, op).barrier(); });
   return env.Undefined();
 }
 
